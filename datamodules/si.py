@@ -1,0 +1,188 @@
+"""SI transitions ``(x_t, x_{t+1})`` from reference simulations or from the user's ``.npz`` file."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from slm.errors import InputError
+from slm.models.si import simulate_si
+from slm.parameters import Probability
+
+log = logging.getLogger(__name__)
+
+
+def load_frames(path: str | Path) -> Tensor:
+    """Read and check observed SI sequences.
+
+    The file is an ``.npz`` with key ``frames``: uint8 (or bool) 0/1, shape ``(n_seq, T, H, W)``,
+    ``T >= 2``, and no site may turn from aware (1) back to unaware (0).
+
+    Returns:
+        uint8 tensor of shape ``(n_seq, T, H, W)``.
+
+    Raises:
+        InputError: a one-line message naming the file and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data.path: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = list(archive.files)
+            frames = archive["frames"] if "frames" in files else None
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as err:
+        raise InputError(f"data.path: cannot read {path} as an .npz archive ({err})") from err
+    if frames is None:
+        raise InputError(f"data.path: {path} has no array 'frames' (found: {', '.join(files) or 'nothing'})")
+    where = f"data.path: {path}['frames']"
+    if frames.ndim != 4:
+        raise InputError(f"{where} must have shape (n_seq, T, H, W); got shape {frames.shape}"
+                         + (" (wrap a single sequence as frames[None])" if frames.ndim == 3 else ""))
+    if frames.shape[0] < 1 or frames.shape[1] < 2 or min(frames.shape[2:]) < 1:
+        raise InputError(f"{where} needs at least 1 sequence of at least 2 frames; got shape {frames.shape}")
+    if frames.dtype not in (np.uint8, np.bool_):
+        raise InputError(f"{where} must be uint8 with values 0/1; got dtype {frames.dtype}")
+    frames = torch.from_numpy(frames.astype(np.uint8))
+    if frames.max() > 1:
+        raise InputError(f"{where} must hold only 0 (unaware) and 1 (aware); found the value {int(frames.max())}")
+    check_no_forgetting(frames, where)
+    return frames
+
+
+def check_no_forgetting(frames: Tensor, where: str) -> None:
+    """Raise if any site turns from aware to unaware, which the SI model never does."""
+    forgets = frames[:, 1:] < frames[:, :-1]
+    if forgets.any():
+        seq, t, i, j = (int(v) for v in forgets.nonzero()[0])
+        raise InputError(
+            f"{where}: {int(forgets.sum())} sites turn from aware (1) to unaware (0), first in sequence {seq} "
+            f"between frames {t} and {t + 1} at ({i}, {j}); SI sites stay aware"
+        )
+
+
+class TransitionWindows(Dataset):
+    """Sliding windows ``(frames[s, t], frames[s, t + 1])`` for the given ``(s, t)`` index pairs.
+
+    Batches are fetched with one vectorised gather (``__getitems__``), as uint8 ``(B, H, W)`` pairs.
+    """
+
+    def __init__(self, frames: Tensor, index: Tensor):
+        self.frames = frames
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitems__(self, items: list[int]) -> tuple[Tensor, Tensor]:
+        seq, t = self.index[items].unbind(1)
+        return self.frames[seq, t], self.frames[seq, t + 1]
+
+    def __getitem__(self, item: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([item])
+        return x[0], y[0]
+
+    def batches(self, size: int = 512) -> Iterator[tuple[Tensor, Tensor]]:
+        """All windows in order, ``size`` at a time."""
+        for start in range(0, len(self), size):
+            yield self.__getitems__(list(range(start, min(start + size, len(self)))))
+
+
+def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    return batch
+
+
+class SITransitionDataModule(L.LightningDataModule):
+    """Transitions of SI sequences, split at random into train and validation windows.
+
+    Without ``path``, reference sequences are simulated from one central aware site with spread
+    coefficient ``beta`` (optionally redrawn each step with sd ``beta_sd``). Unset ``n_sequences`` /
+    ``n_frames`` take the paper's setting for ``beta``: 100 x 50 frames for beta <= 0.4, otherwise
+    200 x 30. The data are drawn from their own generator seeded with ``seed``, so they do not depend
+    on the training seed.
+
+    Args:
+        path: ``.npz`` with key ``frames`` (see :func:`load_frames`); overrides the simulation.
+        beta, beta_sd, n_sequences, n_frames, size: reference simulation settings.
+        batch_size: transitions per minibatch (per device under DDP).
+        val_fraction: share of transitions held out for validation.
+        seed: seed of the reference simulation, the split and the shuffling.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        beta: float = 0.4,
+        beta_sd: float = 0.0,
+        n_sequences: int | None = None,
+        n_frames: int | None = None,
+        size: int | list[int] = 64,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if path is None:
+            Probability.check("model.beta_true", beta)
+        if batch_size < 1:
+            raise InputError(f"data.batch_size: expected a positive integer, got {batch_size}")
+        if not 0 <= val_fraction < 1:
+            raise InputError(f"data.val_fraction: expected a fraction in [0, 1), got {val_fraction}")
+        self.save_hyperparameters(logger=False)
+        self.frames: Tensor | None = None
+        self.train_set: TransitionWindows | None = None
+        self.val_set: TransitionWindows | None = None
+
+    def _reference_frames(self) -> Tensor:
+        hp = self.hparams
+        paper_sequences, paper_frames = (100, 50) if hp.beta <= 0.4 else (200, 30)
+        size = (hp.size, hp.size) if isinstance(hp.size, int) else tuple(hp.size)
+        generator = torch.Generator().manual_seed(hp.seed)
+        frames = simulate_si(hp.beta, hp.n_sequences or paper_sequences, hp.n_frames or paper_frames,
+                             size=size, beta_sd=hp.beta_sd, generator=generator)
+        log.info("simulated %d SI sequences of %d frames (beta=%s, beta_sd=%s)",
+                 frames.shape[0], frames.shape[1], hp.beta, hp.beta_sd)
+        return frames
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.frames is not None:
+            return
+        frames = load_frames(self.hparams.path) if self.hparams.path else self._reference_frames()
+        n_seq, n_frames = frames.shape[:2]
+        seq, t = torch.meshgrid(torch.arange(n_seq), torch.arange(n_frames - 1), indexing="ij")
+        index = torch.stack([seq.flatten(), t.flatten()], dim=1)
+        order = torch.randperm(len(index), generator=torch.Generator().manual_seed(self.hparams.seed))
+        n_val = round(self.hparams.val_fraction * len(index))
+        if len(index) - n_val < 1:
+            raise InputError(f"data: {len(index)} transitions leave none for training with val_fraction "
+                             f"{self.hparams.val_fraction}")
+        self.frames = frames
+        self.train_set = TransitionWindows(frames, index[order[n_val:]])
+        self.val_set = TransitionWindows(frames, index[order[:n_val]])
+        log.info("%d train and %d validation transitions of %dx%d lattices",
+                 len(self.train_set), len(self.val_set), *frames.shape[2:])
+
+    def _loader(self, dataset: TransitionWindows, shuffle: bool) -> DataLoader:
+        # An explicit DistributedSampler (a single replica without DDP) makes the order a function of
+        # (seed, epoch) only, so a resumed run sees the batches an uninterrupted run would have seen.
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle,
+                                     seed=self.hparams.seed)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler,
+                          collate_fn=_keep_batch, num_workers=self.hparams.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []

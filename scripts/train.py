@@ -1,0 +1,21 @@
+"""Train: ``python scripts/train.py experiment=si_transition [overrides]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from slm.errors import InputError, NonFiniteError
+from slm.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except (InputError, NonFiniteError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+r"""Gradient estimators for discrete random draws.
+
+Every simulator draws its discrete events through one of these objects, so the estimator is a
+swappable piece chosen by name (``model.estimator``) with a temperature (``model.temperature``).
+The forward pass is always an exact sample: hard 0/1 values or one-hot vectors. Only the backward
+pass differs.
+
+Bernoulli draws, ``z ~ Bernoulli(p)`` with ``p`` of any shape and ``U ~ U(0, 1)`` of the same shape:
+
+* ``ste``: ``z = H(p - U)``. Backward: ``dz/dp := 1``. Since ``E[z] = p`` the identity is the
+  gradient of the expectation, which makes this estimator unbiased for losses linear in ``z``.
+* ``gumbel``: Gumbel-sigmoid straight-through. With logistic noise ``L = -logit(U)`` (the
+  difference of two Gumbel variables), the soft sample is ``s = sigmoid((logit(p) + L) / tau)``
+  and ``z = H(logit(p) + L) = H(p - U)``, the same hard sample as ``ste``.
+  Backward: ``dz/dp := ds/dp = s (1 - s) / (tau p (1 - p))``.
+
+Categorical draws over the last dimension, ``probs`` of shape ``(..., K)`` summing to one:
+
+* ``ste``: inverse-CDF sample, one-hot ``z``. Backward: ``dz/dprobs := I``.
+* ``gumbel``: Gumbel-softmax straight-through. ``g_k = -log(E_k)``, ``E_k ~ Exp(1)``;
+  ``z = onehot(argmax_k(log probs_k + g_k))``; backward through
+  ``s = softmax((log probs + g) / tau)``.
+
+All noise comes from ``torch`` RNG on the input's device, optionally from a given
+``torch.Generator``, so seeded runs repeat exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from slm.errors import InputError
+
+
+def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _straight_through(hard: Tensor, surrogate: Tensor) -> Tensor:
+    """Forward value ``hard``, gradient of ``surrogate``."""
+    return hard + (surrogate - surrogate.detach())
+
+
+class Estimator(ABC):
+    """A rule for sampling discrete events and differentiating through them."""
+
+    name: str
+
+    @abstractmethod
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Hard 0/1 sample of ``Bernoulli(p)``, shape of ``p``, with a surrogate gradient."""
+
+    @abstractmethod
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One-hot sample of ``Categorical(probs)`` over the last dim, shape of ``probs``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class StraightThrough(Estimator):
+    """Uniform-threshold sampling with the identity backward pass (``dz/dp := 1``)."""
+
+    name = "ste"
+
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        hard = (_uniform(p, generator) < p).to(p.dtype)
+        return _straight_through(hard, p)
+
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        u = _uniform(probs[..., :1], generator)
+        index = (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
+        hard = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+        return _straight_through(hard, probs)
+
+
+class GumbelSoftmax(Estimator):
+    """Gumbel-softmax (categorical) and Gumbel-sigmoid (binary) straight-through at ``temperature``."""
+
+    name = "gumbel"
+
+    def __init__(self, temperature: float = 1.0):
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InputError(f"model.temperature: expected a positive temperature, got {temperature}")
+        self.temperature = float(temperature)
+
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        u = _uniform(p, generator)
+        hard = (u < p).to(p.dtype)
+        # Clamping keeps logit() finite where p is exactly 0 or 1; there dp/dbeta = 0 anyway, and the
+        # hard sample above is taken from the unclamped p so certain events stay certain.
+        eps = torch.finfo(p.dtype).eps
+        soft = torch.sigmoid((torch.logit(p.clamp(eps, 1 - eps)) - torch.logit(u.clamp(eps, 1 - eps)))
+                             / self.temperature)
+        return _straight_through(hard, soft)
+
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        exp = torch.empty_like(probs).exponential_(generator=generator)
+        gumbel = -torch.log(exp.clamp_min(torch.finfo(probs.dtype).tiny))
+        logits = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) + gumbel
+        hard = F.one_hot(logits.argmax(-1), probs.shape[-1]).to(probs.dtype)
+        return _straight_through(hard, torch.softmax(logits / self.temperature, dim=-1))
+
+    def __repr__(self) -> str:
+        return f"GumbelSoftmax(temperature={self.temperature})"
+
+
+ESTIMATORS = ("ste", "gumbel")
+
+
+def make_estimator(name: str, temperature: float = 1.0) -> Estimator:
+    """The estimator called ``name`` (``ste`` or ``gumbel``); ``temperature`` is used by ``gumbel``."""
+    if name == "ste":
+        return StraightThrough()
+    if name == "gumbel":
+        return GumbelSoftmax(temperature)
+    raise InputError(f"model.estimator: unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")

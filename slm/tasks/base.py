@@ -1,0 +1,109 @@
+"""The base of every fitting task: a simulator with learnable parameters, fitted by gradient descent."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from slm.errors import NonFiniteError
+from slm.parameters import constrained_grads, constrained_values
+
+TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM = 0, 1, 2
+
+
+class FittingTask(L.LightningModule):
+    """Fit the learnable parameters of ``simulator`` by minimising :meth:`loss`.
+
+    Noise: every step draws from its own ``torch.Generator`` seeded by ``(seed, rank, stream,
+    counter)``: the training stream is keyed by the global step and the validation stream by the batch
+    index. Runs therefore repeat exactly, a resumed run draws what the uninterrupted run would have
+    drawn, DDP ranks draw different noise, and validation uses common random numbers across epochs.
+
+    Logged: ``train/loss``, ``val/loss``, and for every constrained parameter ``param/<name>`` and
+    ``grad/<name>`` (``dL/d<name>``, in the constrained space). A NaN or infinite loss, gradient or
+    parameter raises :class:`NonFiniteError` before the optimiser step, so checkpoints stay good.
+
+    Args:
+        simulator: an ``nn.Module`` whose parameters are registered with :mod:`slm.parameters`.
+        optimizer: partial ``torch.optim`` constructor, called with ``params``.
+        scheduler: optional partial LR scheduler, called with ``optimizer`` and ``total_steps``;
+            it is stepped every optimiser step.
+        seed: seed of the simulation noise.
+    """
+
+    def __init__(
+        self,
+        simulator: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.simulator = simulator
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.seed = seed
+        self._last_loss: Tensor | None = None
+
+    @abstractmethod
+    def loss(self, batch: Any, generator: torch.Generator) -> Tensor:
+        """Scalar loss of one batch, simulating with noise from ``generator``."""
+
+    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+        """Metrics for ``results.json``, computed once after training."""
+        return {}
+
+    def results(self, datamodule: L.LightningDataModule) -> dict[str, dict[str, float]]:
+        """``{"params": fitted constrained values, "metrics": final_metrics(...)}``."""
+        params = {name: value.tolist() for name, value in constrained_values(self.simulator).items()}
+        return {"params": params, "metrics": self.final_metrics(datamodule)}
+
+    def noise(self, stream: int, counter: int) -> torch.Generator:
+        """A generator on this module's device, seeded by ``(seed, rank, stream, counter)``."""
+        key = np.random.SeedSequence([self.seed, self.global_rank, stream, counter]).generate_state(1, np.uint64)
+        return torch.Generator(device=self.device).manual_seed(int(key[0]))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.loss(batch, self.noise(TRAIN_STREAM, self.global_step))
+        self._last_loss = loss.detach()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.loss(batch, self.noise(VAL_STREAM, batch_idx))
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad.flatten() for p in self.parameters() if p.grad is not None]
+        values = [p.detach().flatten() for p in self.parameters()]
+        if not torch.cat([self._last_loss.flatten(), *grads, *values]).isfinite().all():
+            raise NonFiniteError(
+                f"non-finite loss, gradient or parameter at step {self.global_step} "
+                f"(loss={float(self._last_loss):.6g}); stopped before the update, the last checkpoint is kept"
+            )
+        for name, value in constrained_values(self.simulator).items():
+            self.log(f"param/{name}", value)
+        for name, grad in constrained_grads(self.simulator).items():
+            self.log(f"grad/{name}", grad)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def log_image(self, tag: str, image: Tensor) -> None:
+        """Send a ``(H, W)`` or ``(3, H, W)`` image in [0, 1] to TensorBoard, if that is the logger."""
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+            image = image[None] if image.ndim == 2 else image
+            self.logger.experiment.add_image(tag, image.detach().float().cpu(), self.global_step)

@@ -1,0 +1,49 @@
+"""Fixtures that compose the real Hydra config and shrink it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# Small enough for seconds on 2 CPU cores, large enough that beta is identifiable.
+SHRINK = [
+    "data.n_sequences=12",
+    "data.n_frames=16",
+    "data.size=32",
+    "data.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """``make_cfg(*overrides, experiment=...)``: the composed, shrunk config writing into ``tmp_path``."""
+
+    def _make(*overrides: str, experiment: str = "si_transition", output: Path | None = None) -> DictConfig:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+            return compose(
+                "train",
+                overrides=[f"experiment={experiment}", *SHRINK, f"paths.output_dir={output or tmp_path}",
+                           *overrides],
+            )
+
+    return _make
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python scripts/train.py ARGS`` as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

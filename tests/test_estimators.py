@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from slm.errors import InputError
+from slm.estimators import GumbelSoftmax, StraightThrough, make_estimator
+
+P = torch.tensor([0.0, 0.03, 0.25, 0.5, 0.9, 1.0])
+PROBS = torch.tensor([0.1, 0.6, 0.0, 0.3])
+ESTIMATORS = [StraightThrough(), GumbelSoftmax(0.1), GumbelSoftmax(0.5), GumbelSoftmax(1.0)]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=repr)
+def test_bernoulli_forward_is_hard_and_mean_matches_p(est):
+    p = P.repeat(200_000, 1)
+    z = est.bernoulli(p, gen())
+    assert set(z.unique().tolist()) <= {0.0, 1.0}
+    assert (z[:, 0] == 0).all() and (z[:, -1] == 1).all(), "certain events must stay certain"
+    se = (P * (1 - P) / p.shape[0]).sqrt()
+    assert ((z.mean(0) - P).abs() <= 5 * se + 1e-12).all()
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=repr)
+def test_categorical_forward_is_one_hot_and_frequencies_match(est):
+    probs = PROBS.repeat(100_000, 1)
+    z = est.categorical(probs, gen(1))
+    assert set(z.unique().tolist()) <= {0.0, 1.0}
+    assert (z.sum(-1) == 1).all()
+    se = (PROBS * (1 - PROBS) / probs.shape[0]).sqrt()
+    assert ((z.mean(0) - PROBS).abs() <= 5 * se + 1e-12).all()
+    assert (z[:, 2] == 0).all(), "a zero-probability category is never drawn"
+
+
+def test_ste_bernoulli_backward_is_identity():
+    p = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 3.0])
+    (w * StraightThrough().bernoulli(p, gen())).sum().backward()
+    assert torch.equal(p.grad, w)
+
+
+def test_ste_categorical_backward_is_identity():
+    probs = PROBS.clone().requires_grad_(True)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    (w * StraightThrough().categorical(probs, gen())).sum().backward()
+    assert torch.equal(probs.grad, w)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
+def test_gumbel_sigmoid_backward_matches_definition(tau):
+    p = torch.tensor([0.2, 0.5, 0.7, 0.95], dtype=torch.float64, requires_grad=True)
+    GumbelSoftmax(tau).bernoulli(p, gen(3)).sum().backward()
+    u = torch.rand(p.shape, generator=gen(3), dtype=torch.float64)
+    s = torch.sigmoid((torch.logit(p.detach()) - torch.logit(u)) / tau)
+    expected = s * (1 - s) / (tau * p.detach() * (1 - p.detach()))
+    torch.testing.assert_close(p.grad, expected)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
+def test_gumbel_softmax_backward_matches_definition(tau):
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)
+    (w * GumbelSoftmax(tau).categorical(probs, gen(4))).sum().backward()
+    g = -torch.log(torch.empty_like(probs).exponential_(generator=gen(4)))
+    s = torch.softmax((probs.detach().log() + g) / tau, -1)
+    # d/dprobs_j of sum_k w_k s_k = (s_j / (tau probs_j)) (w_j - sum_k w_k s_k)
+    expected = s / (tau * probs.detach()) * (w - (w * s).sum(-1, keepdim=True))
+    torch.testing.assert_close(probs.grad, expected)
+
+
+def test_gumbel_handles_certain_events_without_nan():
+    p = torch.tensor([0.0, 1.0, 0.5], requires_grad=True)
+    GumbelSoftmax(0.5).bernoulli(p, gen()).sum().backward()
+    assert p.grad.isfinite().all()
+
+
+def test_same_generator_seed_gives_same_sample():
+    p = torch.full((1000,), 0.3)
+    assert torch.equal(StraightThrough().bernoulli(p, gen(7)), StraightThrough().bernoulli(p, gen(7)))
+    assert not torch.equal(StraightThrough().bernoulli(p, gen(7)), StraightThrough().bernoulli(p, gen(8)))
+
+
+def test_make_estimator_by_name():
+    assert isinstance(make_estimator("ste"), StraightThrough)
+    est = make_estimator("gumbel", 0.5)
+    assert isinstance(est, GumbelSoftmax) and est.temperature == 0.5
+
+
+def test_unknown_estimator_is_a_one_line_error():
+    with pytest.raises(InputError, match=r"model.estimator: unknown estimator 'reinmax'; expected one of ste, gumbel"):
+        make_estimator("reinmax")
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan")])
+def test_bad_temperature(tau):
+    with pytest.raises(InputError, match="model.temperature"):
+        make_estimator("gumbel", tau)

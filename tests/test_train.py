@@ -1,0 +1,133 @@
+"""End-to-end runs of the real config, shrunk: results, logs, seeding, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from slm.errors import InputError, NonFiniteError
+from slm.train import train
+from tests.conftest import SHRINK, run_cli
+
+
+def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
+    results = train(make_cfg())
+    assert set(results) == {"params", "metrics", "steps", "seconds"}
+    assert 0 < results["params"]["beta"] < 1 and 0 < results["metrics"]["beta_mle"] < 1
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "param/beta", "grad/beta"} <= scalars
+    assert any(tag.startswith("transition/") for tag in events.Tags()["images"])
+    assert len(events.Scalars("param/beta")) > 1
+
+
+def test_fit_lands_on_the_mle(make_cfg):
+    cfg = make_cfg("model.beta_true=0.3", "data.n_sequences=40", "data.n_frames=20", "data.batch_size=32",
+                   "trainer.max_epochs=8")
+    results = train(cfg)
+    assert abs(results["params"]["beta"] - results["metrics"]["beta_mle"]) < 0.01
+    assert abs(results["params"]["beta"] - results["metrics"]["beta_lsq"]) < 0.005
+
+
+def test_seeding(make_cfg, tmp_path):
+    first = train(make_cfg("seed=1", output=tmp_path / "a"))["params"]["beta"]
+    again = train(make_cfg("seed=1", output=tmp_path / "b"))["params"]["beta"]
+    other = train(make_cfg("seed=2", output=tmp_path / "c"))["params"]["beta"]
+    assert first == again
+    assert first != other
+
+
+def test_resume_after_crash_ends_where_the_uninterrupted_run_ends(make_cfg, tmp_path):
+    overrides = ["trainer.max_epochs=4", "seed=3"]
+    full = train(make_cfg(*overrides, output=tmp_path / "full"))
+    steps_per_epoch = full["steps"] // 4
+    crash = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", f"+callbacks.crash.step={2 * steps_per_epoch + 3}"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(make_cfg(*overrides, *crash, output=tmp_path / "part"))
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 2 * steps_per_epoch
+    resumed = train(make_cfg(*overrides, f"ckpt_path={last}", output=tmp_path / "part"))
+    assert resumed["steps"] == full["steps"]
+    assert resumed["params"]["beta"] == full["params"]["beta"]
+
+
+def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=3", "+callbacks.poison._target_=tests.helpers.PoisonAtStep",
+                   "+callbacks.poison.step=20")
+    with pytest.raises(NonFiniteError, match="non-finite loss, gradient or parameter at step 20"):
+        train(cfg)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(v.isfinite().all() for v in state.values())
+
+
+def test_bad_checkpoint_path(make_cfg, tmp_path):
+    with pytest.raises(InputError, match="ckpt_path: file not found"):
+        train(make_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}"))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="ckpt_path: cannot read"):
+        train(make_cfg(f"ckpt_path={corrupt}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.beta=1.5", "error: model.beta: expected a probability strictly inside (0, 1), got 1.5"),
+        ("model.beta_true=0", "error: model.beta_true: expected a probability strictly inside (0, 1), got 0"),
+        ("model.estimator=reinmax", "error: model.estimator: unknown estimator 'reinmax'; expected one of ste, gumbel"),
+        ("data.path=/no/such/frames.npz", "error: data.path: file not found: /no/such/frames.npz"),
+    ],
+)
+def test_cli_bad_input_is_one_line_before_any_compute(tmp_path, override, message):
+    proc = run_cli("experiment=si_transition", *SHRINK, f"hydra.run.dir={tmp_path}", override)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == message
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def independent_si(beta: float, n_seq: int, n_frames: int, size: int, seed: int) -> np.ndarray:
+    """SI written differently from slm: one Bernoulli trial per aware neighbour, numpy RNG."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((n_seq, n_frames, size, size), dtype=np.uint8)
+    frames[:, 0, size // 2, size // 2] = 1
+    for t in range(1, n_frames):
+        x = frames[:, t - 1]
+        new = x.copy()
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                if di or dj:
+                    neighbour = np.roll(x, (di, dj), axis=(1, 2))
+                    new |= (neighbour & (rng.random(x.shape) < beta)).astype(np.uint8)
+        frames[:, t] = new
+    return frames
+
+
+def test_cli_fits_user_data_from_another_simulator(tmp_path):
+    path = tmp_path / "observed.npz"
+    np.savez_compressed(path, frames=independent_si(0.25, 30, 20, 40, seed=11))
+    out = tmp_path / "run"
+    proc = run_cli("experiment=si_transition", *SHRINK, f"data.path={path}", f"hydra.run.dir={out}",
+                   "data.batch_size=32", "trainer.max_epochs=8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert abs(results["metrics"]["beta_mle"] - 0.25) < 0.01
+    assert abs(results["params"]["beta"] - results["metrics"]["beta_mle"]) < 0.01
+    assert "fitted beta=" in proc.stderr + proc.stdout
+
+
+def test_ddp_ranks_draw_different_noise_and_hold_identical_beta(tmp_path):
+    report = tmp_path / "ranks"
+    proc = run_cli("experiment=si_transition", *SHRINK, f"hydra.run.dir={tmp_path / 'run'}",
+                   "trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1",
+                   "+callbacks.report._target_=tests.helpers.RankReport", f"+callbacks.report.out_dir={report}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["steps"] == ranks[1]["steps"] > 0
+    assert ranks[0]["beta"] == ranks[1]["beta"]
+    assert ranks[0]["draws"] != ranks[1]["draws"]
+    assert (tmp_path / "run" / "results.json").is_file()
