@@ -29,14 +29,16 @@ SHRINK = [
 
 @pytest.fixture
 def make_cfg(tmp_path: Path):
-    """``make_cfg(*overrides, experiment=...)``: the composed, shrunk config writing into ``tmp_path``."""
+    """``make_cfg(*overrides, experiment=...)``: the composed config, shrunk unless ``shrink=False``,
+    writing into ``tmp_path``."""
 
-    def _make(*overrides: str, experiment: str = "si_transition", output: Path | None = None) -> DictConfig:
+    def _make(*overrides: str, experiment: str = "si_transition", output: Path | None = None,
+              shrink: bool = True) -> DictConfig:
+        size = SHRINK if shrink else ["trainer.enable_progress_bar=false"]
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
             return compose(
                 "train",
-                overrides=[f"experiment={experiment}", *SHRINK, f"paths.output_dir={output or tmp_path}",
-                           *overrides],
+                overrides=[f"experiment={experiment}", *size, f"paths.output_dir={output or tmp_path}", *overrides],
             )
 
     return _make

@@ -29,8 +29,8 @@ def infection_probability(x: Tensor, beta: Tensor | float) -> Tensor:
         x: float 0/1 lattices, shape ``(..., H, W)``.
         beta: scalar, or a tensor broadcastable to ``x`` (one beta per lattice, e.g. ``(B, 1, 1)``).
     """
-    n = moore_neighbour_sum(x)
-    return x + (1 - x) * (1 - (1 - beta) ** n)
+    log_stay = moore_neighbour_sum(x) * torch.log1p(-torch.as_tensor(beta, dtype=x.dtype, device=x.device))
+    return x - (1 - x) * torch.expm1(log_stay)
 
 
 class SI(nn.Module):
