@@ -89,7 +89,31 @@ def si_epoch(device: torch.device, repeats: int) -> dict[str, object]:
             "epoch": f"{epoch:.2f} s"}
 
 
-CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch]
+def prw_step(device: torch.device, repeats: int) -> dict[str, object]:
+    """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss."""
+    from slm.models.persistent_walk import PersistentRandomWalk
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel").to(device)
+    target = PersistentRandomWalk(0.2, 0.1).to(device).expected_msd(10).detach()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(1500, 10, generator)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        (((model.msd(1500, 10, generator) - target) / target) ** 2).sum().backward()
+        optimizer.step()
+
+    fwd = _median_seconds(forward, repeats * 5, device) / 10
+    grad = _median_seconds(grad_step, repeats * 5, device)
+    return {"model": "PRW (10 MCS)", "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
+            "gradient step": f"{grad * 1e3:.2f} ms"}
+
+
+CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step]
 
 
 def _run_case(case: Callable, device_name: str, repeats: int, queue: mp.Queue) -> None:

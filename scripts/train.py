@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from slm.errors import InputError, NonFiniteError
 from slm.train import train
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

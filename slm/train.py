@@ -76,6 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        task.save_artifacts(out, datamodule)
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**results["params"], **results["metrics"]}.items())
         log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], seconds, out / "results.json")
     return results

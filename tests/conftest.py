@@ -13,18 +13,20 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-# Small enough for seconds on 2 CPU cores, large enough that beta is identifiable.
-SHRINK = [
-    "data.n_sequences=12",
-    "data.n_frames=16",
-    "data.size=32",
-    "data.batch_size=16",
+# Small enough for seconds on 2 CPU cores, large enough that the fits are meaningful.
+TRAINER = [
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
 ]
+SHRINK = {
+    "si": ["data.n_sequences=12", "data.n_frames=16", "data.size=32", "data.batch_size=16", *TRAINER],
+    "prw": ["data.steps_per_epoch=50", "data.n_walkers=3000", "task.batch_size=500", "task.eval_walkers=5000",
+            "task.figure_every=40", *TRAINER],
+}
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def make_cfg(tmp_path: Path):
 
     def _make(*overrides: str, experiment: str = "si_transition", output: Path | None = None,
               shrink: bool = True) -> DictConfig:
-        size = SHRINK if shrink else ["trainer.enable_progress_bar=false"]
+        size = SHRINK[experiment.split("_")[0]] if shrink else ["trainer.enable_progress_bar=false"]
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
             return compose(
                 "train",

@@ -83,7 +83,7 @@ def test_bad_checkpoint_path(make_cfg, tmp_path):
     ],
 )
 def test_cli_bad_input_is_one_line_before_any_compute(tmp_path, override, message):
-    proc = run_cli("experiment=si_transition", *SHRINK, f"hydra.run.dir={tmp_path}", override)
+    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"hydra.run.dir={tmp_path}", override)
     assert proc.returncode != 0
     assert proc.stderr.strip() == message
     assert not (tmp_path / "checkpoints").exists()
@@ -110,7 +110,7 @@ def test_cli_fits_user_data_from_another_simulator(tmp_path):
     path = tmp_path / "observed.npz"
     np.savez_compressed(path, frames=independent_si(0.25, 30, 20, 40, seed=11))
     out = tmp_path / "run"
-    proc = run_cli("experiment=si_transition", *SHRINK, f"data.path={path}", f"hydra.run.dir={out}",
+    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"data.path={path}", f"hydra.run.dir={out}",
                    "data.batch_size=32", "trainer.max_epochs=8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -121,7 +121,7 @@ def test_cli_fits_user_data_from_another_simulator(tmp_path):
 
 def test_ddp_ranks_draw_different_noise_and_hold_identical_beta(tmp_path):
     report = tmp_path / "ranks"
-    proc = run_cli("experiment=si_transition", *SHRINK, f"hydra.run.dir={tmp_path / 'run'}",
+    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"hydra.run.dir={tmp_path / 'run'}",
                    "trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1",
                    "+callbacks.report._target_=tests.helpers.RankReport", f"+callbacks.report.out_dir={report}")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,5 +1,6 @@
 """Differentiable stochastic lattice simulators."""
 
+from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, simulate_si, transition_counts
 
-__all__ = ["SI", "simulate_si", "transition_counts"]
+__all__ = ["SI", "PersistentRandomWalk", "simulate_si", "transition_counts"]

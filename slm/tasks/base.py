@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
 
 from slm.errors import NonFiniteError
 from slm.parameters import constrained_grads, constrained_values
@@ -102,8 +104,18 @@ class FittingTask(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    @property
+    def tensorboard(self) -> SummaryWriter | None:
+        """The TensorBoard writer on the global-zero rank, else ``None``."""
+        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+            return self.logger.experiment
+        return None
+
     def log_image(self, tag: str, image: Tensor) -> None:
         """Send a ``(H, W)`` or ``(3, H, W)`` image in [0, 1] to TensorBoard, if that is the logger."""
-        if isinstance(self.logger, TensorBoardLogger) and self.trainer.is_global_zero:
+        if self.tensorboard is not None:
             image = image[None] if image.ndim == 2 else image
-            self.logger.experiment.add_image(tag, image.detach().float().cpu(), self.global_step)
+            self.tensorboard.add_image(tag, image.detach().float().cpu(), self.global_step)
+
+    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+        """Write task-specific files (curves, figures) into the run folder after training."""

@@ -1,0 +1,81 @@
+"""Target mean squared displacement (MSD) curves: from a tracks CSV, or from a synthetic PRW simulation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from slm.errors import InputError
+from slm.models.persistent_walk import PersistentRandomWalk
+from slm.stats import read_tracks, track_msd
+
+log = logging.getLogger(__name__)
+
+
+class RepeatTarget(IterableDataset):
+    """Yields the same target ``steps`` times: one epoch of a statistics fit is ``steps`` gradient steps."""
+
+    def __init__(self, target: Tensor, steps: int):
+        self.target = target
+        self.steps = steps
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self.target for _ in range(self.steps))
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class MSDDataModule(L.LightningDataModule):
+    """The MSD at lags ``1..lags`` frames that a statistics fit should match.
+
+    With ``path``: a tracks CSV (``track_id,t,x,y[,z]``; see :func:`slm.stats.read_tracks`), MSD over
+    all tracks and start times, in the file's length unit squared; the frame interval is detected,
+    and irregular steps beyond ``tolerance`` are refused. Without it: a persistent random walk with
+    ``p_center`` / ``p_resample`` simulated with ``n_walkers`` walkers (seeded by ``seed``).
+
+    Args:
+        path: tracks CSV, or ``None`` for the synthetic target.
+        lags: number of lags (frames) to fit.
+        tolerance: allowed deviation of a time step from a whole number of frame intervals.
+        p_center, p_resample, n_walkers, mcs_per_frame, dx: the synthetic simulation.
+        steps_per_epoch: gradient steps per epoch.
+        seed: seed of the synthetic simulation.
+    """
+
+    def __init__(self, path: str | None = None, lags: int = 10, tolerance: float = 0.1, p_center: float = 0.2,
+                 p_resample: float = 0.1, n_walkers: int = 15000, mcs_per_frame: int = 1, dx: float = 1.0,
+                 steps_per_epoch: int = 100, seed: int = 0):
+        super().__init__()
+        if not (isinstance(lags, int) and lags >= 1):
+            raise InputError(f"data.lags: expected a positive integer, got {lags}")
+        if steps_per_epoch < 1:
+            raise InputError(f"data.steps_per_epoch: expected a positive integer, got {steps_per_epoch}")
+        self.save_hyperparameters(logger=False)
+        self.target: Tensor | None = None
+        self.frame_interval: float | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.target is not None:
+            return
+        hp = self.hparams
+        if hp.path:
+            tracks = read_tracks(hp.path, hp.tolerance)
+            self.target = torch.tensor(track_msd(tracks, hp.lags), dtype=torch.float32)
+            self.frame_interval = tracks.frame_interval
+            log.info("target MSD from %d tracks in %s (frame interval %g): %s", len(tracks.ids), hp.path,
+                     tracks.frame_interval, " ".join(f"{v:.3g}" for v in self.target.tolist()))
+        else:
+            walk = PersistentRandomWalk(hp.p_center, hp.p_resample, mcs_per_frame=hp.mcs_per_frame, dx=hp.dx)
+            with torch.no_grad():
+                self.target = walk.msd(hp.n_walkers, hp.lags, torch.Generator().manual_seed(hp.seed))
+            log.info("synthetic target MSD (p_center=%s, p_resample=%s, %d walkers): %s", hp.p_center,
+                     hp.p_resample, hp.n_walkers, " ".join(f"{v:.3g}" for v in self.target.tolist()))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RepeatTarget(self.target, self.hparams.steps_per_epoch), batch_size=None)

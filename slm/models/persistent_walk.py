@@ -1,0 +1,90 @@
+r"""Persistent random walk (PRW) of one agent per lattice, batched over walkers.
+
+The two axes are independent walks. Each axis carries a velocity ``v`` in {-1, 0, +1}. Every Monte
+Carlo step (MCS), per walker and axis:
+
+1. with probability ``p_resample`` redraw ``v`` from
+   ``{-1: (1 - p_center)/2, 0: p_center, +1: (1 - p_center)/2}``, otherwise keep it;
+2. move by ``v``.
+
+Velocities start from that same distribution, which is stationary, so the MSD is the same from any
+start time:
+
+    MSD(n) = 2 s^2 (n + 2 sum_{k=1}^{n-1} (n - k) rho^k),   s^2 = 1 - p_center,  rho = 1 - p_resample
+
+in lattice units after ``n`` MCS (:meth:`PersistentRandomWalk.expected_msd`). A frame of the data is
+``mcs_per_frame`` MCS and a lattice site is ``dx`` long, so positions come out in the data's length
+unit. Both draws go through the estimator: the resampling decision as a Bernoulli, the velocity as a
+categorical over the three values (one-hot).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from slm.errors import InputError
+from slm.estimators import make_estimator
+from slm.parameters import Probability, register
+from slm.stats import positions_msd
+
+AXES = 2
+
+
+class PersistentRandomWalk(nn.Module):
+    """PRW with learnable ``p_center`` and ``p_resample`` (stored as logits).
+
+    Args:
+        p_center: probability that a redrawn velocity component is 0.
+        p_resample: probability of redrawing a velocity component in an MCS.
+        estimator, temperature: gradient estimator (see :mod:`slm.estimators`).
+        mcs_per_frame: Monte Carlo steps per data frame.
+        dx: lattice spacing in the data's length unit (e.g. um).
+    """
+
+    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: str = "ste",
+                 temperature: float = 1.0, mcs_per_frame: int = 1, dx: float = 1.0):
+        super().__init__()
+        register(self, "p_center", p_center, Probability())
+        register(self, "p_resample", p_resample, Probability())
+        if not (isinstance(mcs_per_frame, int) and mcs_per_frame >= 1):
+            raise InputError(f"model.mcs_per_frame: expected a positive integer, got {mcs_per_frame}")
+        if not dx > 0:
+            raise InputError(f"model.dx: expected a positive lattice spacing, got {dx}")
+        self.estimator = make_estimator(estimator, temperature)
+        self.mcs_per_frame = mcs_per_frame
+        self.dx = float(dx)
+        self.register_buffer("values", torch.tensor([-1.0, 0.0, 1.0]), persistent=False)
+
+    def velocity_probs(self) -> Tensor:
+        """``(3,)`` probabilities of -1, 0, +1."""
+        side = (1 - self.p_center) / 2
+        return torch.stack([side, self.p_center, side])
+
+    def forward(self, n_walkers: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
+        """Positions of ``n_walkers`` walkers at frames ``0..n_frames``, shape ``(n_walkers, n_frames + 1, 2)``,
+        in units of ``dx``, starting at the origin."""
+        probs = self.velocity_probs().expand(n_walkers, AXES, 3)
+        p_resample = self.p_resample.expand(n_walkers, AXES)
+        velocity = self.estimator.categorical(probs, generator)
+        position = torch.zeros(n_walkers, AXES, device=probs.device, dtype=probs.dtype)
+        frames = [position]
+        for _ in range(n_frames):
+            for _ in range(self.mcs_per_frame):
+                resample = self.estimator.bernoulli(p_resample, generator)[..., None]
+                velocity = resample * self.estimator.categorical(probs, generator) + (1 - resample) * velocity
+                position = position + velocity @ self.values
+            frames.append(position)
+        return torch.stack(frames, dim=1) * self.dx
+
+    def msd(self, n_walkers: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times)."""
+        return positions_msd(self(n_walkers, lags, generator), lags)
+
+    def expected_msd(self, lags: int) -> Tensor:
+        """Exact MSD at lags ``1..lags`` frames, shape ``(lags,)``, in ``dx`` units squared."""
+        n = torch.arange(1, lags + 1, device=self.values.device) * self.mcs_per_frame
+        k = torch.arange(1, int(n[-1]), device=self.values.device)
+        rho = 1 - self.p_resample
+        terms = (n[:, None] - k[None, :]).clamp_min(0) * rho ** k[None, :]
+        return 2 * (1 - self.p_center) * (n + 2 * terms.sum(-1)) * self.dx**2
