@@ -113,7 +113,27 @@ def prw_step(device: torch.device, repeats: int) -> dict[str, object]:
             "gradient step": f"{grad * 1e3:.2f} ms"}
 
 
-CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step]
+def segmentation_step(device: torch.device, repeats: int) -> dict[str, object]:
+    """Segmentation: one Adam step of the default loss (local means, window 20) on a 696x520 pixel field."""
+    from datamodules.images import synthetic_cells
+    from slm.models.pixel_field import PixelField
+    from slm.tasks.segmentation import segmentation_loss
+
+    image, _ = synthetic_cells(blur=10)
+    field = PixelField(torch.tensor(image, dtype=torch.float32, device=device))
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        segmentation_loss(field(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
+        optimizer.step()
+
+    grad = _median_seconds(grad_step, repeats * 5, device)
+    return {"model": "segmentation pixel field", "lattice": "696x520", "batch": 1,
+            "gradient step": f"{grad * 1e3:.2f} ms"}
+
+
+CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step, segmentation_step]
 
 
 def _run_case(case: Callable, device_name: str, repeats: int, queue: mp.Queue) -> None:

@@ -120,3 +120,8 @@ def make_estimator(name: str, temperature: float = 1.0) -> Estimator:
     if name == "gumbel":
         return GumbelSoftmax(temperature)
     raise InputError(f"model.estimator: unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")
+
+
+def straight_through_threshold(x: Tensor) -> Tensor:
+    """Deterministic ``H(x)`` (1 where ``x > 0``) with the identity backward pass, ``dH/dx := 1``."""
+    return _straight_through((x > 0).to(x.dtype), x)

@@ -59,10 +59,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_checkpoint(cfg.get("ckpt_path"))
-    simulator = build_simulator(cfg.model)
+    # Tasks whose learnable state comes from the data (segmentation) have no model config.
+    simulator = {"simulator": build_simulator(cfg.model)} if cfg.get("model") else {}
     datamodule = _build(cfg.data)
     datamodule.setup("fit")
-    task = _build(cfg.task, simulator=simulator)
+    task = _build(cfg.task, **simulator)
     callbacks = [_build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = _build(cfg.logger) if cfg.get("logger") else False
     trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger)

@@ -1,0 +1,210 @@
+"""Images (and ground-truth masks) for segmentation as state fitting.
+
+Sources, chosen by ``data.path``:
+
+* an image file (TIF, PNG, JPG; 8 or 16 bit; gray, RGB or RGBA), with an optional ``data.mask_path``;
+* a BBBC005 folder: ``data.path`` holds ``SIMCEPImages_<well>_C<cells>_F<blur>_s<site>_w<stain>.TIF``
+  and ``data.mask_path`` the ground-truth folder, where masks exist for F1 only and the F1 mask of a
+  well column, site and stain holds for every blur level (``data.name`` picks the image);
+* a DIS5K split: ``data.path=<split>`` with ``<split>/im/*.jpg`` and masks in ``<split>/gt/*.png``;
+* nothing: a SIMCEP-style synthetic image with its exact mask (:func:`synthetic_cells`).
+
+Masks are binarised at half their maximum (``>= 128`` for 8-bit, antialiased masks included).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage import color, io
+from skimage.draw import ellipse
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from slm.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+BBBC005_NAME = re.compile(
+    r"SIMCEPImages_(?P<row>[A-P])(?P<col>\d+)_C(?P<cells>\d+)_F(?P<blur>\d+)_s(?P<site>\d+)_w(?P<stain>\d)"
+)
+
+
+def _read(path: Path, key: str) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"{key}: file not found: {path}")
+    try:
+        array = np.asarray(io.imread(path))
+    except Exception as err:  # the image plugins raise many kinds for a corrupt file
+        raise InputError(f"{key}: cannot read {path} as an image ({type(err).__name__})") from None
+    if array.size == 0 or array.ndim not in (2, 3) or min(array.shape[:2]) < 2:
+        raise InputError(f"{key}: {path} is not a 2-D image (array shape {array.shape})")
+    return array
+
+
+def to_gray(array: np.ndarray) -> np.ndarray:
+    """Gray float64 in the image's own units: RGB(A) to luminance (alpha dropped), gray unchanged."""
+    array = array.astype(np.float64)
+    if array.ndim == 3:
+        if array.shape[-1] == 4:
+            array = array[..., :3]
+        array = color.rgb2gray(array) if array.shape[-1] == 3 else array[..., 0]
+    return array
+
+
+def load_image(path: str | Path, key: str = "data.path") -> np.ndarray:
+    """Gray image normalised to [0, 1] (min to max), shape ``(H, W)``; refuses constant images."""
+    path = Path(path)
+    gray = to_gray(_read(path, key))
+    low, high = gray.min(), gray.max()
+    if not np.isfinite([low, high]).all() or high <= low:
+        raise InputError(f"{key}: {path} is constant (every pixel is {low:g}); there is nothing to segment")
+    return (gray - low) / (high - low)
+
+
+def load_mask(path: str | Path, shape: tuple[int, int], key: str = "data.mask_path") -> np.ndarray:
+    """Boolean mask, foreground where the value is at least half the mask's maximum."""
+    path = Path(path)
+    gray = to_gray(_read(path, key))
+    if gray.shape != tuple(shape):
+        raise InputError(f"{key}: {path} has size {gray.shape[1]}x{gray.shape[0]} but the image is "
+                         f"{shape[1]}x{shape[0]}")
+    return gray >= gray.max() / 2 if gray.max() > 0 else np.zeros(shape, dtype=bool)
+
+
+def synthetic_cells(n_cells: int = 30, size: tuple[int, int] = (520, 696), blur: int = 1, noise: float = 0.02,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A SIMCEP-style fluorescence image and its exact mask.
+
+    Elliptic cells of random size, orientation and brightness, with a smooth internal texture, on a
+    dark background; then a Gaussian blur of sigma ``0.25 * blur`` (BBBC005's F levels) and Gaussian
+    noise. The mask is the cells before blurring, as in BBBC005.
+
+    Returns:
+        ``(image, mask)``: float image in [0, 1] and boolean mask, shape ``size``.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    scale = min(height, width) / 260
+    image = np.zeros(size)
+    mask = np.zeros(size, dtype=bool)
+    for _ in range(n_cells):
+        radii = rng.uniform(6, 12, size=2) * scale
+        centre = rng.uniform([radii.max(), radii.max()], [height - radii.max(), width - radii.max()])
+        rows, cols = ellipse(*centre, *radii, shape=size, rotation=rng.uniform(0, np.pi))
+        brightness = rng.uniform(0.4, 1.0)
+        image[rows, cols] = np.maximum(image[rows, cols], brightness)
+        mask[rows, cols] = True
+    texture = ndimage.gaussian_filter(rng.normal(size=size), 2 * scale)
+    image = image * (1 + 0.5 * texture / texture.std() * 0.3) + 0.03
+    image = ndimage.gaussian_filter(image, 0.25 * blur) + rng.normal(0, noise, size)
+    image = np.clip(image, 0, None)
+    return image / image.max(), mask
+
+
+def _bbbc005_mask(image: Path, mask_dir: Path) -> Path:
+    match = BBBC005_NAME.search(image.name)
+    if match is None:
+        raise InputError(f"data.path: {image.name} is not a BBBC005 name (SIMCEPImages_<well>_C<n>_F<n>_s<n>_w<n>)")
+    wanted = f"_C{match['cells']}_F1_s{match['site']}_w{match['stain']}"
+    for candidate in sorted(mask_dir.iterdir()):
+        found = BBBC005_NAME.search(candidate.name)
+        if found and found["col"] == match["col"] and wanted in candidate.name:
+            return candidate
+    raise InputError(f"data.mask_path: no F1 mask for {image.name} in {mask_dir} "
+                     f"(looked for column {match['col']}, {wanted.strip('_')})")
+
+
+def resolve(path: str, mask_path: str | None, name: str | None, layout: str = "auto") -> tuple[Path, Path | None]:
+    """The image file and mask file (or None) for the layouts of the module docstring.
+
+    ``layout``: ``auto`` (a file, a DIS5K split if it has ``im/``, else a BBBC005 folder) or ``dis5k``
+    (a DIS5K split is required).
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"data.path: not found: {root}")
+    is_dis5k = (root / "im").is_dir()
+    if layout == "dis5k" and not is_dis5k:
+        raise InputError(f"data.path: {root} is not a DIS5K split folder (expected {root}/im/*.jpg and "
+                         f"{root}/gt/*.png)")
+    if root.is_file():
+        return root, Path(mask_path) if mask_path else None
+    folder = root / "im" if is_dis5k else root
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if name is not None:
+        images = [p for p in images if p.name == name or p.stem == name]
+    if not images:
+        raise InputError(f"data.path: no image{f' named {name!r}' if name else ''} in {folder}")
+    image = images[0]
+    if is_dis5k:
+        mask = root / "gt" / f"{image.stem}.png"
+        if not mask.is_file():
+            raise InputError(f"data.path: DIS5K mask not found: {mask}")
+        return image, mask
+    return image, _bbbc005_mask(image, Path(mask_path)) if mask_path else None
+
+
+class RepeatImage(IterableDataset):
+    """Yields ``(image, mask)`` ``steps`` times: one epoch is ``steps`` gradient steps on the pixel field."""
+
+    def __init__(self, image: Tensor, mask: Tensor, steps: int):
+        self.image, self.mask, self.steps = image, mask, steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return ((self.image, self.mask) for _ in range(self.steps))
+
+
+class ImageDataModule(L.LightningDataModule):
+    """One image to segment, with its ground-truth mask when there is one.
+
+    Args:
+        path: image file, BBBC005 image folder or DIS5K split folder; ``None`` for a synthetic image.
+        mask_path: mask file (with an image file) or the BBBC005 ground-truth folder.
+        name: image file name (or stem) inside a folder; default the first in sorted order.
+        layout: ``auto`` or ``dis5k`` (then ``path`` must be a DIS5K split folder).
+        synthetic_blur, synthetic_cells, seed: the synthetic image (BBBC005 blur level F).
+        steps_per_epoch: gradient steps per epoch (the stopping rule is checked once per epoch).
+    """
+
+    def __init__(self, path: str | None = None, mask_path: str | None = None, name: str | None = None,
+                 layout: str = "auto", synthetic_blur: int = 1, synthetic_cells: int = 30, seed: int = 0,
+                 steps_per_epoch: int = 10):
+        super().__init__()
+        if layout not in ("auto", "dis5k"):
+            raise InputError(f"data.layout: expected auto or dis5k, got {layout!r}")
+        if layout == "dis5k" and not path:
+            raise InputError("data.path: this experiment needs a DIS5K split folder "
+                             "(data.path=<split> with im/ and gt/)")
+        self.save_hyperparameters(logger=False)
+        self.image: Tensor | None = None
+        self.mask: Tensor | None = None
+        self.source = "synthetic"
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.image is not None:
+            return
+        hp = self.hparams
+        if hp.path:
+            image_path, mask_path = resolve(hp.path, hp.mask_path, hp.name, hp.layout)
+            image = load_image(image_path)
+            mask = load_mask(mask_path, image.shape) if mask_path else None
+            self.source = str(image_path)
+        else:
+            image, mask = synthetic_cells(hp.synthetic_cells, blur=hp.synthetic_blur, seed=hp.seed)
+        self.image = torch.tensor(image, dtype=torch.float32)
+        # An empty mask tensor stands for "no ground truth" so batches keep one type.
+        self.mask = torch.tensor(mask) if mask is not None else torch.zeros(0, dtype=torch.bool)
+        log.info("image %s: %dx%d%s", self.source, image.shape[1], image.shape[0],
+                 "" if mask is None else f", ground truth with {mask.mean():.1%} foreground")
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RepeatImage(self.image, self.mask, self.hparams.steps_per_epoch), batch_size=None)
