@@ -83,10 +83,10 @@ def read_tracks(path: str | Path, tolerance: float = 0.1, key: str = "data.path"
     if not rows:
         raise InputError(f"{key}: {path} has no rows")
 
-    tracks: dict[str, np.ndarray] = {}
-    for track_id in dict.fromkeys(ids):
-        block = values[[i for i, t in enumerate(ids) if t == track_id]]
-        tracks[track_id] = block[np.argsort(block[:, 0], kind="stable")]
+    names, track_of_row, counts = np.unique(np.array(ids), return_inverse=True, return_counts=True)
+    by_track_then_time = np.lexsort((values[:, 0], track_of_row))
+    blocks = np.split(values[by_track_then_time], np.cumsum(counts)[:-1])
+    tracks = dict(zip(names.tolist(), blocks, strict=True))
     for track_id, block in tracks.items():
         if len(block) < 2:
             raise InputError(f"{key}: {path} track {track_id} has a single point; every track needs at least 2")
