@@ -43,3 +43,10 @@ def test_prw_neutrophils_reach_the_best_the_walk_can_do(make_cfg):
     target = torch.tensor(track_msd(read_tracks(cfg.data.path), 10))
     best = prw_exact_fit(target, cfg.model.mcs_per_frame, cfg.model.dx)
     assert results["metrics"]["msd_rel_error"] <= best["msd_rel_error"] + 0.005
+
+
+def test_seg_synthetic_across_all_bbbc005_blur_levels(make_cfg, tmp_path):
+    blurs = range(1, 47, 3)
+    dice = [train(make_cfg(f"data.synthetic_blur={f}", experiment="seg_synthetic", shrink=False,
+                           output=tmp_path / str(f)))["metrics"]["dice"] for f in blurs]
+    assert sum(dice) / len(dice) >= 0.90
