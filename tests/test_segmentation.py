@@ -137,7 +137,8 @@ def test_seg_bbbc005_on_the_official_example(make_cfg, tmp_path):
     assert results["steps"] <= 100
     assert (tmp_path / "mask.png").is_file() and (tmp_path / "comparison.png").is_file()
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
-    assert {"train/loss", "train/dice", "train/iou", "train/changed"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "train/dice", "train/iou", "train/changed", "grad/field_norm",
+            "param/foreground_fraction"} <= set(events.Tags()["scalars"])
     assert any(tag.startswith("segmentation/") for tag in events.Tags()["images"])
 
 

@@ -80,9 +80,10 @@ def segmentation_loss(mask: Tensor, reference: Tensor, lambdas: tuple[float, flo
 class SegmentationFitting(FittingTask):
     """Fit a :class:`PixelField` to the data module's image by minimising :func:`segmentation_loss`.
 
-    Logs the loss, the share of pixels whose mask changed (``train/changed``, which the stopping rule
-    watches: it never looks at the ground truth), and with a ground truth Dice and IoU (torchmetrics)
-    every step; every ``image_every`` steps, ``image | prediction | ground truth`` to TensorBoard.
+    Logs the loss, the norm of the field's gradient (``grad/field_norm``), the foreground fraction, the
+    share of pixels whose mask changed (``train/changed``, which the stopping rule watches: it never
+    looks at the ground truth), and with a ground truth Dice and IoU (torchmetrics) every step; every
+    ``image_every`` steps, ``image | prediction | ground truth`` to TensorBoard.
     After training, ``dice`` and ``iou`` go to ``results.json``; ``mask.png`` and ``comparison.png``
     to the run folder.
 
@@ -124,6 +125,11 @@ class SegmentationFitting(FittingTask):
             panels = [image, predicted.float()] + ([truth.float()] if truth.numel() else [])
             self.log_image("segmentation/image | predicted | truth", torch.cat(panels, dim=1))
         return segmentation_loss(mask, self.simulator.reference, self.lambdas, self.window)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        super().on_before_optimizer_step(optimizer)
+        self.log("grad/field_norm", self.simulator.field.grad.norm())
+        self.log("param/foreground_fraction", (self.simulator.field.detach() > 0).float().mean())
 
     def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
         predicted = self.simulator.field.detach() > 0
