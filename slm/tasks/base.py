@@ -33,7 +33,8 @@ class FittingTask(L.LightningModule):
     parameter raises :class:`NonFiniteError` before the optimiser step, so checkpoints stay good.
 
     Args:
-        simulator: an ``nn.Module`` whose parameters are registered with :mod:`slm.parameters`.
+        simulator: an ``nn.Module`` whose parameters are registered with :mod:`slm.parameters`, or
+            ``None`` for tasks that build their learnable state from the data in ``setup``.
         optimizer: partial ``torch.optim`` constructor, called with ``params``.
         scheduler: optional partial LR scheduler, called with ``optimizer`` and ``total_steps``;
             it is stepped every optimiser step.

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
+from torchmetrics.functional.classification import binary_f1_score, binary_jaccard_index
 
 from slm.errors import InputError
 from slm.lattice import moore_neighbour_sum
@@ -103,8 +103,6 @@ class SegmentationFitting(FittingTask):
         self.lambdas = lambdas
         self.window = window
         self.image_every = image_every
-        self.dice = BinaryF1Score()
-        self.iou = BinaryJaccardIndex()
         self.previous: Tensor | None = None
 
     def setup(self, stage: str) -> None:
@@ -119,8 +117,8 @@ class SegmentationFitting(FittingTask):
             self.log("train/changed", (predicted != self.previous).float().mean(), on_step=False, on_epoch=True)
         self.previous = predicted
         if truth.numel():
-            self.log("train/dice", self.dice(predicted, truth), prog_bar=True)
-            self.log("train/iou", self.iou(predicted, truth))
+            self.log("train/dice", binary_f1_score(predicted, truth), prog_bar=True)
+            self.log("train/iou", binary_jaccard_index(predicted, truth))
         if self.tensorboard is not None and self.global_step % self.image_every == 0:
             panels = [image, predicted.float()] + ([truth.float()] if truth.numel() else [])
             self.log_image("segmentation/image | predicted | truth", torch.cat(panels, dim=1))
@@ -136,8 +134,8 @@ class SegmentationFitting(FittingTask):
         metrics = {"foreground_fraction": float(predicted.float().mean())}
         truth = datamodule.mask.to(predicted.device)
         if truth.numel():
-            metrics |= {"dice": float(BinaryF1Score().to(self.device)(predicted, truth)),
-                        "iou": float(BinaryJaccardIndex().to(self.device)(predicted, truth))}
+            metrics |= {"dice": float(binary_f1_score(predicted, truth)),
+                        "iou": float(binary_jaccard_index(predicted, truth))}
         return metrics
 
     def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
