@@ -1,8 +1,9 @@
-"""Target mean squared displacement (MSD) curves: from a tracks CSV, or from a synthetic PRW simulation."""
+"""Target mean squared displacement (MSD) curves: given values, from a tracks CSV, or from a synthetic PRW."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 
 import lightning as L
@@ -34,12 +35,14 @@ class RepeatTarget(IterableDataset):
 class MSDDataModule(L.LightningDataModule):
     """The MSD at lags ``1..lags`` frames that a statistics fit should match.
 
-    With ``path``: a tracks CSV (``track_id,t,x,y[,z]``; see :func:`slm.stats.read_tracks`), MSD over
-    all tracks and start times, in the file's length unit squared; the frame interval is detected,
-    and irregular steps beyond ``tolerance`` are refused. Without it: a persistent random walk with
-    ``p_center`` / ``p_resample`` simulated with ``n_walkers`` walkers (seeded by ``seed``).
+    With ``target``: those values, one per lag (``lags`` is ignored). Else with ``path``: a tracks CSV
+    (``track_id,t,x,y[,z]``; see :func:`slm.stats.read_tracks`), MSD over all tracks and start
+    times, in the file's length unit squared; the frame interval is detected, and irregular steps
+    beyond ``tolerance`` are refused. Else: a persistent random walk with ``p_center`` /
+    ``p_resample`` simulated with ``n_walkers`` walkers (seeded by ``seed``).
 
     Args:
+        target: explicit target MSD values, e.g. ``[3.0]`` for the CPM (``target_msd=3``).
         path: tracks CSV, or ``None`` for the synthetic target.
         lags: number of lags (frames) to fit.
         tolerance: allowed deviation of a time step from a whole number of frame intervals.
@@ -48,9 +51,9 @@ class MSDDataModule(L.LightningDataModule):
         seed: seed of the synthetic simulation.
     """
 
-    def __init__(self, path: str | None = None, lags: int = 10, tolerance: float = 0.1, p_center: float = 0.2,
-                 p_resample: float = 0.1, n_walkers: int = 15000, mcs_per_frame: int = 1, dx: float = 1.0,
-                 steps_per_epoch: int = 100, seed: int = 0):
+    def __init__(self, target: list[float] | None = None, path: str | None = None, lags: int = 10,
+                 tolerance: float = 0.1, p_center: float = 0.2, p_resample: float = 0.1, n_walkers: int = 15000,
+                 mcs_per_frame: int = 1, dx: float = 1.0, steps_per_epoch: int = 100, seed: int = 0):
         super().__init__()
         if not (isinstance(lags, int) and lags >= 1):
             raise InputError(f"data.lags: expected a positive integer, got {lags}")
@@ -59,6 +62,11 @@ class MSDDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.target: Tensor | None = None
         self.frame_interval: float | None = None
+        if target is not None:
+            values = [target] if isinstance(target, int | float | str) else list(target)
+            if not values or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values):
+                raise InputError(f"data.target (target_msd): expected positive finite MSD values, got {target}")
+            self.target = torch.tensor([float(v) for v in values])
 
     def setup(self, stage: str | None = None) -> None:
         if self.target is not None:

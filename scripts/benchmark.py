@@ -133,7 +133,31 @@ def segmentation_step(device: torch.device, repeats: int) -> dict[str, object]:
             "gradient step": f"{grad * 1e3:.2f} ms"}
 
 
-CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step, segmentation_step]
+def cpm_step(device: torch.device, repeats: int) -> dict[str, object]:
+    """CPM: 4000 cells x 800 sampling steps, and one Adam step on the relative MSD loss (score estimator)."""
+    from slm.models.cpm import OnePixelCPM
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    model = OnePixelCPM(0.3).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(4000, 1, generator)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        (((model.msd(4000, 1, generator) - 3.0) / 3.0) ** 2).sum().backward()
+        optimizer.step()
+
+    fwd = _median_seconds(forward, repeats, device, warmup=1) / 800
+    grad = _median_seconds(grad_step, repeats, device, warmup=1)
+    return {"model": "1-pixel CPM (800 steps, score)", "lattice": "128x128 (coordinates)", "batch": 4000,
+            "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
+
+
+CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step, segmentation_step,
+                                                                  cpm_step]
 
 
 def _run_case(case: Callable, device_name: str, repeats: int, queue: mp.Queue) -> None:

@@ -21,6 +21,12 @@ Categorical draws over the last dimension, ``probs`` of shape ``(..., K)`` summi
   ``z = onehot(argmax_k(log probs_k + g_k))``; backward through
   ``s = softmax((log probs + g) / tau)``.
 
+Score function (``score``, REINFORCE): hard samples with no pathwise gradient at all. A simulator
+using it keeps the log-probability ``log P`` of its draws per sample and returns its statistic
+through :func:`score_surrogate`, whose gradient is ``mean_i (f_i - b_i) d log P_i`` with the
+leave-one-out baseline ``b_i``: unbiased for ``d E[f]``, whatever ``f`` is, at the price of variance.
+Only simulators that keep ``log P`` accept it (``make_estimator(..., allow_score=True)``).
+
 All noise comes from ``torch`` RNG on the input's device, optionally from a given
 ``torch.Generator``, so seeded runs repeat exactly.
 """
@@ -50,6 +56,8 @@ class Estimator(ABC):
     """A rule for sampling discrete events and differentiating through them."""
 
     name: str
+    #: False when the samples carry no gradient and the caller must use :func:`score_surrogate`.
+    pathwise: bool = True
 
     @abstractmethod
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -110,16 +118,50 @@ class GumbelSoftmax(Estimator):
         return f"GumbelSoftmax(temperature={self.temperature})"
 
 
-ESTIMATORS = ("ste", "gumbel")
+class ScoreFunction(Estimator):
+    """Exact samples without pathwise gradient; differentiate with :func:`score_surrogate`."""
+
+    name = "score"
+    pathwise = False
+
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return (_uniform(p, generator) < p).to(p.dtype)
+
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return StraightThrough().categorical(probs.detach(), generator)
 
 
-def make_estimator(name: str, temperature: float = 1.0) -> Estimator:
-    """The estimator called ``name`` (``ste`` or ``gumbel``); ``temperature`` is used by ``gumbel``."""
+def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:
+    r"""Per-sample ``values`` (forward unchanged) whose mean has the score-function gradient.
+
+    ``values``: ``(n, ...)`` outcomes ``f_i`` of ``n >= 2`` independent samples; ``log_prob``:
+    ``(n, ...)`` (broadcastable), the log-probability of the draws that produced each ``f_i``. Returns
+    ``f_i + (f_i - b_i) (log P_i - stop_grad(log P_i))`` with ``b_i = mean_{j != i} f_j``, so that
+    ``d mean_i(out_i) = mean_i (f_i - b_i) d log P_i``, an unbiased estimate of ``d E[f]`` (the
+    baseline is independent of sample ``i`` and only lowers the variance).
+    """
+    n = values.shape[0]
+    baseline = (values.sum(0, keepdim=True) - values) / (n - 1)
+    return values + (values - baseline).detach() * (log_prob - log_prob.detach())
+
+
+ESTIMATORS = ("ste", "gumbel", "score")
+
+
+def make_estimator(name: str, temperature: float = 1.0, allow_score: bool = False) -> Estimator:
+    """The estimator called ``name``; ``temperature`` is used by ``gumbel``.
+
+    ``score`` needs a simulator that keeps the log-probability of its draws, so it is accepted only
+    with ``allow_score=True``.
+    """
+    names = ESTIMATORS if allow_score else tuple(e for e in ESTIMATORS if e != "score")
     if name == "ste":
         return StraightThrough()
     if name == "gumbel":
         return GumbelSoftmax(temperature)
-    raise InputError(f"model.estimator: unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")
+    if name == "score" and allow_score:
+        return ScoreFunction()
+    raise InputError(f"model.estimator: unknown estimator {name!r} for this model; expected one of {', '.join(names)}")
 
 
 def straight_through_threshold(x: Tensor) -> Tensor:

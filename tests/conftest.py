@@ -26,6 +26,8 @@ SHRINK = {
     "si": ["data.n_sequences=12", "data.n_frames=16", "data.size=32", "data.batch_size=16", *TRAINER],
     "prw": ["data.steps_per_epoch=50", "data.n_walkers=3000", "task.batch_size=500", "task.eval_walkers=5000",
             "task.figure_every=40", *TRAINER],
+    "cpm": ["data.steps_per_epoch=30", "task.batch_size=1000", "task.eval_walkers=5000", "task.figure_every=20",
+            *TRAINER],
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from slm.errors import InputError
-from slm.estimators import GumbelSoftmax, StraightThrough, make_estimator
+from slm.estimators import GumbelSoftmax, ScoreFunction, StraightThrough, make_estimator, score_surrogate
 
 P = torch.tensor([0.0, 0.03, 0.25, 0.5, 0.9, 1.0])
 PROBS = torch.tensor([0.1, 0.6, 0.0, 0.3])
@@ -89,8 +89,33 @@ def test_make_estimator_by_name():
 
 
 def test_unknown_estimator_is_a_one_line_error():
-    with pytest.raises(InputError, match=r"model.estimator: unknown estimator 'reinmax'; expected one of ste, gumbel"):
+    with pytest.raises(InputError, match=r"model.estimator: unknown estimator 'reinmax' for this model; "
+                                          r"expected one of ste, gumbel$"):
         make_estimator("reinmax")
+
+
+def test_score_estimator_only_where_allowed():
+    with pytest.raises(InputError, match="unknown estimator 'score' for this model"):
+        make_estimator("score")
+    assert isinstance(make_estimator("score", allow_score=True), ScoreFunction)
+
+
+def test_score_surrogate_is_unbiased_where_the_straight_through_is_not():
+    """E[f(z)] for z ~ Bernoulli(p) and f(z) = (z - 0.8)^2 has derivative f(1) - f(0) = -0.6 in p; the
+    STE's pathwise gradient 2 (z - 0.8) has mean 2p - 1.6 = -1.0 at p = 0.3."""
+    n = 200_000
+    p = torch.tensor(0.3, requires_grad=True)
+    z = ScoreFunction().bernoulli(p.expand(n), gen(1))
+    assert not z.requires_grad
+    log_prob = z * torch.log(p) + (1 - z) * torch.log(1 - p)
+    f = (z - 0.8) ** 2
+    surrogate = score_surrogate(f, log_prob)
+    assert torch.equal(surrogate.detach(), f)
+    (grad,) = torch.autograd.grad(surrogate.mean(), p)
+    assert abs(grad.item() + 0.6) < 0.02
+    q = torch.tensor(0.3, requires_grad=True)
+    (ste,) = torch.autograd.grad(((StraightThrough().bernoulli(q.expand(n), gen(1)) - 0.8) ** 2).mean(), q)
+    assert abs(ste.item() + 1.0) < 0.02
 
 
 @pytest.mark.parametrize("tau", [0.0, -1.0, float("nan")])

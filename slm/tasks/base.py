@@ -63,10 +63,17 @@ class FittingTask(L.LightningModule):
         """Metrics for ``results.json``, computed once after training."""
         return {}
 
+    def derived_values(self) -> dict[str, Tensor]:
+        """Quantities the simulator derives from its parameters (``simulator.derived()``, optional),
+        e.g. the CPM's acceptance rate; logged as ``derived/<name>`` and reported in the metrics."""
+        derived = getattr(self.simulator, "derived", None)
+        return {} if derived is None else {name: value.detach() for name, value in derived().items()}
+
     def results(self, datamodule: L.LightningDataModule) -> dict[str, dict[str, float]]:
-        """``{"params": fitted constrained values, "metrics": final_metrics(...)}``."""
+        """``{"params": fitted constrained values, "metrics": derived values and final_metrics(...)}``."""
         params = {name: value.tolist() for name, value in constrained_values(self.simulator).items()}
-        return {"params": params, "metrics": self.final_metrics(datamodule)}
+        derived = {name: value.tolist() for name, value in self.derived_values().items()}
+        return {"params": params, "metrics": derived | self.final_metrics(datamodule)}
 
     def noise(self, stream: int, counter: int) -> torch.Generator:
         """A generator on this module's device, seeded by ``(seed, rank, stream, counter)``."""
@@ -96,6 +103,8 @@ class FittingTask(L.LightningModule):
             self.log(f"param/{name}", value)
         for name, grad in constrained_grads(self.simulator).items():
             self.log(f"grad/{name}", grad)
+        for name, value in self.derived_values().items():
+            self.log(f"derived/{name}", value)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

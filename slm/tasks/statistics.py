@@ -28,8 +28,9 @@ class StatisticsFitting(FittingTask):
     * ``relative``: ``sum_k ((s_k - m_k) / m_k)^2``, every lag counts alike (default);
     * ``squared``: ``sum_k (s_k - m_k)^2``, the papers' loss, dominated by the longest lags.
 
-    Logs a figure of target vs simulated MSD every ``figure_every`` steps. After training,
-    ``msd_rel_error = mean_k |s_k - m_k| / m_k`` comes from a fresh simulation of ``eval_walkers``
+    Logs ``train/msd`` (the simulated MSD at the longest lag) every step and a figure of target vs
+    simulated MSD every ``figure_every`` steps. After training, ``msd`` (longest lag) and
+    ``msd_rel_error = mean_k |s_k - m_k| / m_k`` come from a fresh simulation of ``eval_walkers``
     walkers, and ``msd.json`` / ``msd.png`` with both curves go into the run folder.
     """
 
@@ -49,6 +50,7 @@ class StatisticsFitting(FittingTask):
     def loss(self, target: Tensor, generator: torch.Generator) -> Tensor:
         walkers = max(1, self.batch_size // self.trainer.world_size)
         simulated = self.simulator.msd(walkers, len(target), generator)
+        self.log("train/msd", simulated[-1].detach())
         if self.tensorboard is not None and self.global_step % self.figure_every == 0:
             self.tensorboard.add_figure("msd", self.msd_figure(target, simulated.detach()), self.global_step)
         if self.loss_name == "relative":
@@ -60,7 +62,8 @@ class StatisticsFitting(FittingTask):
         target = datamodule.target.to(self.device)
         self.fitted = self.simulator.msd(self.eval_walkers, len(target), self.noise(PREVIEW_STREAM, 0))
         relative = (self.fitted - target).abs() / target
-        return {"msd_rel_error": float(relative.mean()), "msd_rel_error_max": float(relative.max())}
+        return {"msd": float(self.fitted[-1]), "msd_rel_error": float(relative.mean()),
+                "msd_rel_error_max": float(relative.max())}
 
     def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
         target = datamodule.target.tolist()
