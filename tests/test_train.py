@@ -78,7 +78,8 @@ def test_bad_checkpoint_path(make_cfg, tmp_path):
     [
         ("model.beta=1.5", "error: model.beta: expected a probability strictly inside (0, 1), got 1.5"),
         ("model.beta_true=0", "error: model.beta_true: expected a probability strictly inside (0, 1), got 0"),
-        ("model.estimator=reinmax", "error: model.estimator: unknown estimator 'reinmax' for this model; expected one of ste, gumbel"),
+        ("model.estimator=reinmax",
+         "error: model.estimator: unknown estimator 'reinmax' for this model; expected one of ste, gumbel"),
         ("data.path=/no/such/frames.npz", "error: data.path: file not found: /no/such/frames.npz"),
     ],
 )
