@@ -1,11 +1,16 @@
 """Paper reproductions with the experiment configs as shipped. Slow: ``python -m pytest -m slow``."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from slm.baselines.prw_exact import prw_exact_fit
 from slm.stats import read_tracks, track_msd
 from slm.train import train
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +63,16 @@ def test_cpm_reaches_every_target(make_cfg, tmp_path, target, start):
     results = train(make_cfg(f"target_msd={target}", f"model.temperature={start}", experiment="cpm_msd",
                              shrink=False))
     assert results["metrics"]["msd_rel_error"] <= 0.05
+
+
+def test_compare_calibrators_quick(tmp_path):
+    """The documented comparison runs end to end; every method gets close to the truth."""
+    out = tmp_path / "compare.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_calibrators.py"), "--quick", "--out",
+                             str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    methods = {(t, m) for t in ("si", "prw") for m in ("AD ", "ABC", "CMA")}
+    assert {(r["task"], r["method"][:3]) for r in rows} == methods
+    assert all(r["param_error"] < 0.1 for r in rows)
+    assert out.with_suffix(".png").exists()

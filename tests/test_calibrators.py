@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+
+from scripts import compare_calibrators, estimator_study
+from slm.baselines.abc_smc import abc_smc
+from slm.baselines.cma_es import cma_es
+from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
+from slm.models.persistent_walk import PersistentRandomWalk
+from slm.models.si import simulate_si
+
+
+@pytest.fixture(scope="module")
+def si_problem():
+    frames = simulate_si(0.4, 8, 12, generator=torch.Generator().manual_seed(0)).float()
+    return SIProblem(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), 0.4)
+
+
+def test_si_summary_separates_the_truth_from_a_wrong_beta(si_problem):
+    gen = torch.Generator().manual_seed(1)
+    near = [si_problem.distance(si_problem.summary({"beta": 0.4}, gen), si_problem.observed) for _ in range(5)]
+    far = [si_problem.distance(si_problem.summary({"beta": 0.25}, gen), si_problem.observed) for _ in range(5)]
+    assert max(near) < min(far)
+    assert si_problem.simulations == 10
+
+
+def test_abc_smc_concentrates_on_the_truth(si_problem):
+    trace = abc_smc(si_problem, population_size=40, max_generations=4, n_procs=2)
+    assert len(trace.estimates) == 4 and trace.simulations == sorted(trace.simulations)
+    assert trace.simulations[-1] >= 4 * 40
+    low, high = trace.intervals[-1]["beta"]
+    assert low < trace.estimates[-1]["beta"] < high and high - low < 0.2
+    assert parameter_error(trace.estimates[-1], si_problem.truth) < 0.05
+
+
+def test_cma_es_finds_the_prw_parameters_from_the_ad_start():
+    target = PersistentRandomWalk(0.2, 0.1).expected_msd(10).detach()
+    problem = PRWProblem(target, {"p_center": 0.2, "p_resample": 0.1}, walkers=1000)
+    start = {"p_center": 0.7, "p_resample": 0.6}
+    trace = cma_es(problem, start, max_evaluations=300)
+    assert trace.simulations[-1] == problem.simulations <= 300 + 10
+    assert parameter_error(trace.estimates[-1], problem.truth) < 0.5 * parameter_error(start, problem.truth)
+
+
+def test_comparison_rows_and_plot(tmp_path):
+    settings = {"overrides": ["data.n_sequences=8", "data.n_frames=12", "data.batch_size=32", "trainer.max_epochs=3",
+                              "+trainer.enable_model_summary=false"],
+                "abc": {"population_size": 30, "max_generations": 2}, "cma": {"max_evaluations": 30}}
+    rows, traces, truth = compare_calibrators.compare("si", settings, 2, tmp_path)
+    assert [r["method"][:3] for r in rows] == ["AD ", "ABC", "CMA"]
+    for row in rows:
+        assert {"task", "method", "seconds", "simulations", "param_error"} <= set(row)
+        assert row["seconds"] > 0 and row["simulations"] > 0
+        json.dumps(row)
+    assert "interval_90" in rows[1] and rows[1]["ratio_to_AD_at_equal_error"] > 0
+    compare_calibrators.plot({"si": (rows, traces, truth)}, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_score_estimator_is_unbiased_for_the_expected_mse_and_the_ste_for_least_squares():
+    summary = estimator_study.study(0.4, [0.3], repeats=60, batch=16, seed=0)
+    rows = {r["estimator"]: r for r in summary["rows"]}
+    score, ste = rows["score"], rows["ste"]
+    assert abs(score["bias"]) < 4 * score["se"]
+    assert abs(ste["bias_vs_least_squares"]) < 4 * ste["se"]
+    assert abs(ste["bias"]) > 10 * ste["se"]  # the STE does not follow the expected MSE
+    assert abs(summary["least_squares_minimiser"] - 0.4) < 0.02 < abs(summary["expected_mse_minimiser"] - 0.4)
