@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -156,8 +157,97 @@ def cpm_step(device: torch.device, repeats: int) -> dict[str, object]:
             "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
 
 
-CASES: list[Callable[[torch.device, int], dict[str, object]]] = [si_step, si_epoch, prw_step, segmentation_step,
-                                                                  cpm_step]
+class NaiveMK(torch.nn.Module):
+    """A straightforward PyTorch MK (the SPEC's baseline), for comparison only: all 9 shifted copies of
+    the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
+    through every step, no checkpointing."""
+
+    def __init__(self, N: int = 50, gamma: float = 0.005):
+        super().__init__()
+        self.values = torch.nn.Parameter(torch.tensor([0.1, 0.4, 0.98, 0.1, 0.2]))
+        self.N, self.gamma = N, gamma
+
+    @staticmethod
+    def _st(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        return hard + soft - soft.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from slm.models.malevanets_kapral import DIRECTIONS, direction_probabilities
+
+        N, (D_A, D_B, k1, k2, k3) = self.N, self.values
+        species = []
+        for X, D in ((x[:, 0], D_A), (x[:, 1], D_B)):
+            threshold = X - N * torch.rand_like(X)
+            E = self._st((threshold > 0).float(), threshold)
+            X = X - E
+            gumbel = -torch.log(-torch.log(torch.rand(X.shape[0], 9, device=X.device)))
+            logits = torch.log(direction_probabilities(D)) + gumbel
+            z = self._st(F.one_hot(logits.argmax(-1), 9).float(), torch.softmax(logits, -1))
+            X = X + sum(z[:, k, None, None] * torch.roll(E, shifts=shift, dims=(-2, -1))
+                        for k, shift in enumerate(DIRECTIONS))
+            species.append(X)
+        A, B = species
+        channel = torch.randint(6, A.shape, device=A.device)
+        p = [self.gamma * k1 * A * (A - 1) * (N - A) / ((N - 1) * (N - 2)),
+             self.gamma * k1 * A * (N - A) * (N - A - 1) / ((N - 1) * (N - 2)),
+             self.gamma * k2 * (N - A) * B / N, self.gamma * k2 * A * (N - B) / N,
+             self.gamma * k3 * (N - A) * (N - B) / N, self.gamma * k3 * A * B / N]
+        fired = []
+        for r, p_r in enumerate(p):
+            p_r = p_r.clamp(0, 1)
+            fired.append(self._st((torch.rand_like(p_r) < p_r).float(), p_r) * (channel == r))
+        return torch.stack([A + fired[0] - fired[1] + fired[2] - fired[3], B + fired[4] - fired[5]], dim=1)
+
+
+def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch.device,
+            repeats: int) -> dict[str, object]:
+    """MK (``ours`` or ``naive``): ``forward`` steps/s, or a ``grad`` step of tau = 500
+    (``grad+checkpoint``: ours with checkpoints every 50 steps) on the log loss."""
+    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = uniform_state(batch, size, device=device)
+    if implementation == "ours":
+        model = MalevanetsKapral().to(device)
+        with torch.no_grad():
+            x = model.rollout(x, 200, generator)
+
+        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
+            return model.rollout(start, n, generator, checkpoint)
+    else:
+        model = NaiveMK().to(device)
+
+        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
+            for _ in range(n):
+                start = model(start)
+            return start
+    row = {"model": f"MK, {implementation}", "lattice": f"{size}x{size}", "batch": batch}
+    if mode == "forward":
+        n = 200 if size <= 64 else 20
+        with torch.no_grad():
+            seconds = _median_seconds(lambda: steps(x, n), repeats, device, warmup=1) / n
+        row["forward steps/s"] = f"{1 / seconds:,.0f}"
+        return row
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        out = steps(x, 500, 50 if mode == "grad+checkpoint" else None)
+        torch.log(((out - x) ** 2).sum()).backward()
+        optimizer.step()
+
+    row["gradient step"] = f"{_median_seconds(grad_step, max(3, repeats // 2), device, warmup=1):.2f} s"
+    row["model"] += ", checkpoints every 50" if mode == "grad+checkpoint" else ""
+    return row
+
+
+MK_CASES = {f"mk_{impl}_{mode.replace('+', '_')}_{size}_b{batch}": partial(mk_case, impl, size, batch, mode)
+            for impl, size, batch, mode in [
+                ("naive", 64, 1, "forward"), ("ours", 64, 1, "forward"), ("ours", 64, 16, "forward"),
+                ("ours", 512, 1, "forward"), ("naive", 64, 1, "grad"), ("ours", 64, 1, "grad"),
+                ("ours", 64, 1, "grad+checkpoint"), ("ours", 64, 16, "grad+checkpoint")]}
+CASES: dict[str, Callable[[torch.device, int], dict[str, object]]] = {
+    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES
 
 
 def _run_case(case: Callable, device_name: str, repeats: int, queue: mp.Queue) -> None:
@@ -186,15 +276,18 @@ def main() -> None:
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
-    for case in CASES:
-        if args.only and case.__name__ not in args.only:
+    unknown = set(args.only or []) - set(CASES)
+    if unknown:
+        raise SystemExit(f"error: --only: unknown case(s) {sorted(unknown)}; expected some of {', '.join(CASES)}")
+    for name, case in CASES.items():
+        if args.only and name not in args.only:
             continue
         queue = ctx.Queue()
         process = ctx.Process(target=_run_case, args=(case, args.device, args.repeats, queue))
         process.start()
         process.join()
         if process.exitcode != 0:
-            raise SystemExit(f"error: benchmark case {case.__name__} failed (exit code {process.exitcode})")
+            raise SystemExit(f"error: benchmark case {name} failed (exit code {process.exitcode})")
         rows.append(queue.get())
     columns = ["model", "lattice", "batch", "forward steps/s", "gradient step", "epoch", "peak memory"]
     print(f"device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")

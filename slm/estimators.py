@@ -48,7 +48,9 @@ def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def _straight_through(hard: Tensor, surrogate: Tensor) -> Tensor:
-    """Forward value ``hard``, gradient of ``surrogate``."""
+    """Forward value ``hard``, gradient of ``surrogate`` (just ``hard`` when nothing needs a gradient)."""
+    if not surrogate.requires_grad:
+        return hard
     return hard + (surrogate - surrogate.detach())
 
 
@@ -60,12 +62,20 @@ class Estimator(ABC):
     pathwise: bool = True
 
     @abstractmethod
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Hard 0/1 sample of ``Bernoulli(p)``, shape of ``p``, with a surrogate gradient."""
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """Hard 0/1 sample of ``Bernoulli(p)``, shape of ``p``, with a surrogate gradient.
+
+        ``noise``: ``U(0, 1)`` draws of the shape of ``p`` to use instead of drawing from ``generator``
+        (lets a caller draw all of a step's noise at once, or run the sampling under ``torch.compile``).
+        """
 
     @abstractmethod
-    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One-hot sample of ``Categorical(probs)`` over the last dim, shape of ``probs``."""
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
+                    noise: Tensor | None = None) -> Tensor:
+        """One-hot sample of ``Categorical(probs)`` over the last dim, shape of ``probs``.
+
+        ``noise``: ``U(0, 1)`` draws of the shape of ``probs``, as for :meth:`bernoulli`.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -76,12 +86,13 @@ class StraightThrough(Estimator):
 
     name = "ste"
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        hard = (_uniform(p, generator) < p).to(p.dtype)
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        hard = ((_uniform(p, generator) if noise is None else noise) < p).to(p.dtype)
         return _straight_through(hard, p)
 
-    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        u = _uniform(probs[..., :1], generator)
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
+                    noise: Tensor | None = None) -> Tensor:
+        u = _uniform(probs[..., :1], generator) if noise is None else noise[..., :1]
         index = (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
         hard = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
         return _straight_through(hard, probs)
@@ -97,9 +108,11 @@ class GumbelSoftmax(Estimator):
             raise InputError(f"model.temperature: expected a positive temperature, got {temperature}")
         self.temperature = float(temperature)
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        u = _uniform(p, generator)
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        u = _uniform(p, generator) if noise is None else noise
         hard = (u < p).to(p.dtype)
+        if not p.requires_grad:
+            return hard
         # Clamping keeps logit() finite where p is exactly 0 or 1; there dp/dbeta = 0 anyway, and the
         # hard sample above is taken from the unclamped p so certain events stay certain.
         eps = torch.finfo(p.dtype).eps
@@ -107,12 +120,19 @@ class GumbelSoftmax(Estimator):
                              / self.temperature)
         return _straight_through(hard, soft)
 
-    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        exp = torch.empty_like(probs).exponential_(generator=generator)
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
+                    noise: Tensor | None = None) -> Tensor:
+        exp = torch.empty_like(probs).exponential_(generator=generator) if noise is None else -torch.log(noise)
         gumbel = -torch.log(exp.clamp_min(torch.finfo(probs.dtype).tiny))
         logits = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) + gumbel
         hard = F.one_hot(logits.argmax(-1), probs.shape[-1]).to(probs.dtype)
-        return _straight_through(hard, torch.softmax(logits / self.temperature, dim=-1))
+        if not probs.requires_grad:
+            return hard
+        scaled = logits / self.temperature
+        # An explicit softmax: torch.softmax on CPU hands even a (B, 9) tensor to the thread pool, and
+        # waking it costs milliseconds per call when the cores are busy.
+        weights = torch.exp(scaled - scaled.detach().amax(-1, keepdim=True))
+        return _straight_through(hard, weights / weights.sum(-1, keepdim=True))
 
     def __repr__(self) -> str:
         return f"GumbelSoftmax(temperature={self.temperature})"
@@ -124,11 +144,12 @@ class ScoreFunction(Estimator):
     name = "score"
     pathwise = False
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return (_uniform(p, generator) < p).to(p.dtype)
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        return ((_uniform(p, generator) if noise is None else noise) < p).to(p.dtype)
 
-    def categorical(self, probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return StraightThrough().categorical(probs.detach(), generator)
+    def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
+                    noise: Tensor | None = None) -> Tensor:
+        return StraightThrough().categorical(probs.detach(), generator, noise)
 
 
 def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:

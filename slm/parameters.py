@@ -35,6 +35,29 @@ class Probability(nn.Module):
             raise InputError(f"{key}: expected a probability strictly inside (0, 1), got {value}")
 
 
+class UnitInterval(nn.Module):
+    """``p = clamp(theta, 0, 1)``: projected gradient descent on the raw value (the thesis's MK fits).
+
+    Inside ``[0, 1]`` the gradient and the learning rate act on ``p`` itself; at a bound it sticks
+    while the gradient pushes outwards.
+    """
+
+    def forward(self, theta: Tensor) -> Tensor:
+        return theta.clamp(0.0, 1.0)
+
+    def right_inverse(self, p: Tensor) -> Tensor:
+        return p
+
+    @staticmethod
+    def derivative(p: Tensor) -> Tensor:
+        return torch.ones_like(p)
+
+    @staticmethod
+    def check(key: str, value: float) -> None:
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InputError(f"{key}: expected a value in [0, 1], got {value}")
+
+
 class Positive(nn.Module):
     """``x = exp(theta)``, with ``dx/dtheta = x``."""
 
@@ -54,7 +77,7 @@ class Positive(nn.Module):
             raise InputError(f"{key}: expected a positive finite number, got {value}")
 
 
-def register(module: nn.Module, name: str, value: float, constraint: Probability | Positive) -> None:
+def register(module: nn.Module, name: str, value: float, constraint: Probability | UnitInterval | Positive) -> None:
     """Add a learnable scalar ``module.<name>`` with the given constraint, initialised to ``value``.
 
     Raises :class:`InputError` naming ``model.<name>`` if ``value`` violates the constraint.

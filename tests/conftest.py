@@ -26,6 +26,9 @@ SHRINK = {
     "si": ["data.n_sequences=12", "data.n_frames=16", "data.size=32", "data.batch_size=16", *TRAINER],
     "prw": ["data.steps_per_epoch=50", "data.n_walkers=3000", "task.batch_size=500", "task.eval_walkers=5000",
             "task.figure_every=40", *TRAINER],
+    "mk": ["data.size=16", "data.steps=200", "data.steps_per_epoch=2", "task.tau=20", "task.checkpoint_every=10",
+           "task.test_size=16", "task.test_steps=100", "callbacks.pattern_test.every_n_steps=2",
+           "callbacks.pattern_test.size=16", "callbacks.pattern_test.steps=50", "data.cache_dir=null", *TRAINER],
     "cpm": ["data.steps_per_epoch=30", "task.batch_size=1000", "task.eval_walkers=5000", "task.figure_every=20",
             *TRAINER],
 }

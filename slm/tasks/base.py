@@ -106,8 +106,12 @@ class FittingTask(L.LightningModule):
         for name, value in self.derived_values().items():
             self.log(f"derived/{name}", value)
 
+    def param_groups(self) -> Any:
+        """What the optimiser gets as ``params``: all parameters, or groups with their own settings."""
+        return self.parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.param_groups())
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)

@@ -1,0 +1,99 @@
+"""Reference patterns X_ref of the Malevanets-Kapral model for stability fitting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from datamodules.msd import RepeatTarget
+from slm.errors import InputError
+from slm.models.malevanets_kapral import PARAMETERS, MalevanetsKapral, uniform_state
+
+log = logging.getLogger(__name__)
+
+
+def load_pattern(path: str | Path, N: int) -> Tensor:
+    """A ``.npz`` with array ``pattern``: counts ``0..N`` of shape ``(2, H, W)`` or ``(B, 2, H, W)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data.path: file not found: {path}")
+    try:
+        with np.load(path) as archive:
+            if "pattern" not in archive:
+                raise InputError(f"data.path: {path} has no array 'pattern' (found: {', '.join(archive.files)})")
+            array = archive["pattern"]
+    except (OSError, ValueError) as error:
+        raise InputError(f"data.path: cannot read {path} as .npz: {error}") from None
+    pattern = torch.as_tensor(array, dtype=torch.float32)
+    pattern = pattern[None] if pattern.ndim == 3 else pattern
+    if pattern.ndim != 4 or pattern.shape[1] != 2:
+        raise InputError(f"data.path: {path}['pattern'] must have shape (2, H, W) or (B, 2, H, W), "
+                         f"got {tuple(array.shape)}")
+    if not (torch.isfinite(pattern).all() and pattern.min() >= 0 and pattern.max() <= N):
+        raise InputError(f"data.path: {path}['pattern'] must hold counts in [0, {N}]")
+    return pattern
+
+
+class PatternDataModule(L.LightningDataModule):
+    """Serves ``X_ref``: ``(B, 2, H, W)`` counts, the same batch at every step.
+
+    With ``path``: the user's pattern (see :func:`load_pattern`). Without: ``batch_size`` lattices of
+    ``size x size`` simulated for ``steps`` steps from :func:`uniform_state` with the ``reference``
+    parameters, seeded by ``seed``, and cached in ``cache_dir`` (keyed by all of these).
+
+    Args:
+        reference: ``{"D_A": .., "D_B": .., "k1": .., "k2": .., "k3": ..}`` of the reference pattern.
+        N, gamma: lattice-gas constants (as the model's).
+        steps_per_epoch: gradient steps per epoch.
+    """
+
+    def __init__(self, path: str | None = None, reference: dict | None = None, size: int = 64, steps: int = 20000,
+                 batch_size: int = 1, N: int = 50, gamma: float = 0.005, cache_dir: str | None = None,
+                 seed: int = 0, steps_per_epoch: int = 100):
+        super().__init__()
+        reference = dict(reference or {"D_A": 0.1, "D_B": 0.4, "k1": 0.98, "k2": 0.1, "k3": 0.2})
+        if set(reference) != set(PARAMETERS):
+            raise InputError(f"data.reference: expected values for {', '.join(PARAMETERS)}, got {sorted(reference)}")
+        for name, value in (("data.size", size), ("data.steps", steps), ("data.batch_size", batch_size),
+                            ("data.steps_per_epoch", steps_per_epoch)):
+            if not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name}: expected a positive integer, got {value}")
+        self.save_hyperparameters(logger=False)
+        self.reference = reference
+        self.pattern: Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.pattern is not None:
+            return
+        hp = self.hparams
+        if hp.path:
+            self.pattern = load_pattern(hp.path, hp.N)
+            return
+        key = json.dumps({**self.reference, "size": hp.size, "steps": hp.steps, "batch": hp.batch_size, "N": hp.N,
+                          "gamma": hp.gamma, "seed": hp.seed}, sort_keys=True)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        cache = Path(hp.cache_dir) / f"mk_reference_{digest}.pt" if hp.cache_dir else None
+        if cache is not None and cache.is_file():
+            self.pattern = torch.load(cache)
+            log.info("reference pattern from cache %s", cache)
+            return
+        model = MalevanetsKapral(**self.reference, N=hp.N, gamma=hp.gamma)
+        log.info("simulating the reference pattern: %d x %dx%d, %d steps (%s)", hp.batch_size, hp.size, hp.size,
+                 hp.steps, key)
+        with torch.no_grad():
+            self.pattern = model.rollout(uniform_state(hp.batch_size, hp.size, hp.N), hp.steps,
+                                         torch.Generator().manual_seed(hp.seed))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.pattern, cache)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RepeatTarget(self.pattern, self.hparams.steps_per_epoch), batch_size=None)

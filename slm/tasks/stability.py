@@ -1,0 +1,138 @@
+r"""Stability fitting: parameters under which a reference pattern maintains itself.
+
+Each step simulates ``tau`` steps from the reference pattern ``X_ref`` with the current parameters
+and descends
+
+* ``log`` (default, the authors' code): ``log sum_sites (X_{ref+tau} - X_ref)^2`` over both species;
+* ``mse``: ``mean_sites ((X_{ref+tau} - X_ref) / N)^2``.
+
+A pattern-formation test, :func:`pattern_test`, simulates from :func:`uniform_state` with the current
+parameters and scores the A field with :func:`slm.stats.pattern_score`; :class:`PatternTest` runs it
+every ``every_n_steps`` steps and logs the image and score to TensorBoard, and the task runs it once
+after training for ``results.json`` (``pattern_score``, ``patterned``, ``wavelength``) and
+``pattern.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+import torch
+from torch import Tensor
+
+from slm.errors import InputError
+from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+from slm.stats import dominant_wavelength, is_patterned, pattern_score
+from slm.tasks.base import PREVIEW_STREAM, FittingTask
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LOSSES = ("log", "mse")
+
+
+@torch.no_grad()
+def pattern_test(model: MalevanetsKapral, size: int, steps: int, generator: torch.Generator,
+                 stripe: bool = True) -> Tensor:
+    """A field ``A / N`` of shape ``(size, size)`` after ``steps`` steps from :func:`uniform_state`."""
+    device = model.channel_changes.device
+    x = model.rollout(uniform_state(1, size, model.N, stripe, device=device), steps, generator)
+    return x[0, 0] / model.N
+
+
+class StabilityFitting(FittingTask):
+    """Fit the MK parameters so that ``X_ref`` stays put for ``tau`` steps.
+
+    Args:
+        simulator: a :class:`MalevanetsKapral`.
+        tau: steps simulated per gradient step.
+        checkpoint_every: activation checkpointing segment (steps); ``None`` stores every step.
+        loss: ``log`` or ``mse``.
+        param_lr: learning rate per parameter name (others use the optimiser's), e.g. E3's.
+        test_size, test_steps: the final pattern-formation test.
+    """
+
+    def __init__(self, simulator: MalevanetsKapral, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
+                 checkpoint_every: int | None = 50, loss: str = "log", param_lr: dict[str, float] | None = None,
+                 test_size: int = 64, test_steps: int = 20000):
+        super().__init__(simulator, optimizer, scheduler, seed)
+        if loss not in LOSSES:
+            raise InputError(f"task.loss: unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+        if not (isinstance(tau, int) and tau >= 1):
+            raise InputError(f"task.tau: expected a positive integer, got {tau}")
+        learnable = {name for name, _ in simulator.named_parameters()}
+        unknown = {f"parametrizations.{name}.original" for name in param_lr or {}} - learnable
+        if unknown:
+            raise InputError(f"task.param_lr: not learnable parameter(s) {sorted(unknown)}")
+        self.tau = tau
+        self.checkpoint_every = checkpoint_every
+        self.loss_name = loss
+        self.param_lr = dict(param_lr or {})
+        self.test_size = test_size
+        self.test_steps = test_steps
+        self.field: Tensor | None = None
+
+    def param_groups(self) -> list[dict]:
+        groups, rest = [], []
+        for name, parameter in self.simulator.named_parameters():
+            short = name.split(".")[1] if name.startswith("parametrizations.") else name
+            if short in self.param_lr:
+                groups.append({"params": [parameter], "lr": self.param_lr[short]})
+            else:
+                rest.append(parameter)
+        return ([{"params": rest}] if rest else []) + groups
+
+    def loss(self, reference: Tensor, generator: torch.Generator) -> Tensor:
+        out = self.simulator.rollout(reference, self.tau, generator, self.checkpoint_every)
+        squared = (out - reference) ** 2
+        if self.loss_name == "log":
+            return torch.log(squared.sum())
+        return squared.mean() / self.simulator.N**2
+
+    @torch.no_grad()
+    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+        self.field = pattern_test(self.simulator, self.test_size, self.test_steps, self.noise(PREVIEW_STREAM, 0))
+        return {"pattern_score": float(pattern_score(self.field)), "patterned": bool(is_patterned(self.field)),
+                "wavelength": float(dominant_wavelength(self.field))}
+
+    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+        save_field(self.field, out_dir / "pattern.png",
+                   f"A/N after {self.test_steps} steps, score {float(pattern_score(self.field)):.3f}")
+
+
+def save_field(field: Tensor, path: Path, title: str) -> None:
+    """Save a ``(H, W)`` field in [0, 1] as a PNG with a title."""
+    figure, axis = plt.subplots(figsize=(4, 4))
+    axis.imshow(field.cpu().numpy(), vmin=0, vmax=1, cmap="viridis")
+    axis.set_title(title, fontsize=9)
+    axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+class PatternTest(L.Callback):
+    """Every ``every_n_steps`` optimiser steps (and before the first), run :func:`pattern_test` with the
+    current parameters and log ``pattern/A`` (image) and ``pattern/score`` to TensorBoard."""
+
+    def __init__(self, every_n_steps: int = 100, size: int = 64, steps: int = 20000):
+        self.every_n_steps = every_n_steps
+        self.size = size
+        self.steps = steps
+
+    def _run(self, task: StabilityFitting) -> None:
+        if task.tensorboard is None:
+            return
+        field = pattern_test(task.simulator, self.size, self.steps, task.noise(PREVIEW_STREAM, task.global_step))
+        task.log_image("pattern/A", field.clamp(0, 1))
+        task.tensorboard.add_scalar("pattern/score", float(pattern_score(field)), task.global_step)
+
+    def on_train_start(self, trainer: L.Trainer, task: StabilityFitting) -> None:
+        if task.global_step == 0:
+            self._run(task)
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: StabilityFitting, *args) -> None:
+        if task.global_step % self.every_n_steps == 0:
+            self._run(task)
