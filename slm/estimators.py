@@ -37,7 +37,6 @@ import math
 from abc import ABC, abstractmethod
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from slm.errors import InputError
@@ -45,6 +44,12 @@ from slm.errors import InputError
 
 def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _one_hot(index: Tensor, like: Tensor) -> Tensor:
+    """One-hot of ``index`` over the last dim of ``like``, in its dtype (a comparison: cheaper than
+    ``F.one_hot``, which validates its input with a reduction on every call)."""
+    return (index[..., None] == torch.arange(like.shape[-1], device=like.device)).to(like.dtype)
 
 
 def _straight_through(hard: Tensor, surrogate: Tensor) -> Tensor:
@@ -94,8 +99,7 @@ class StraightThrough(Estimator):
                     noise: Tensor | None = None) -> Tensor:
         u = _uniform(probs[..., :1], generator) if noise is None else noise[..., :1]
         index = (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
-        hard = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-        return _straight_through(hard, probs)
+        return _straight_through(_one_hot(index, probs), probs)
 
 
 class GumbelSoftmax(Estimator):
@@ -125,7 +129,7 @@ class GumbelSoftmax(Estimator):
         exp = torch.empty_like(probs).exponential_(generator=generator) if noise is None else -torch.log(noise)
         gumbel = -torch.log(exp.clamp_min(torch.finfo(probs.dtype).tiny))
         logits = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) + gumbel
-        hard = F.one_hot(logits.argmax(-1), probs.shape[-1]).to(probs.dtype)
+        hard = _one_hot(logits.argmax(-1), probs)
         if not probs.requires_grad:
             return hard
         scaled = logits / self.temperature

@@ -147,8 +147,8 @@ def pattern_score(field: Tensor, window: int = 5) -> Tensor:
     ``field``: ``(..., H, W)`` concentrations in [0, 1] (e.g. ``A / N``) on a torus. Smoothing removes
     the site-to-site noise of the lattice gas (independent noise of variance ``s^2`` keeps only
     ``s^2 / window^2``), so what remains is structure on scales of ``window`` sites and more:
-    about 0.25-0.45 for the labyrinths of the reference parameters at 64x64, 0.02 for noise
-    around a uniform state. Returns shape ``(...)``.
+    about 0.3 for the labyrinths of the reference parameters at 64x64, 0.01-0.06 for noise around
+    a uniform or saturated state. Returns shape ``(...)``.
     """
     pad = window // 2
     flat = field.reshape(-1, 1, *field.shape[-2:]).float()

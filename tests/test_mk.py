@@ -9,6 +9,7 @@ from slm.errors import InputError
 from slm.models.malevanets_kapral import (
     DIRECTIONS,
     MalevanetsKapral,
+    _Lookup,
     _Translate,
     direction_probabilities,
     shift_indices,
@@ -41,13 +42,13 @@ def test_shift_indices_translate_the_torus():
 
 
 def test_translate_matches_the_weighted_sum_of_all_shifts_in_value_and_gradient():
-    E = torch.rand(3, 6 * 8, requires_grad=True)
+    E = torch.rand(3, 6, 8, requires_grad=True)
     logits = torch.randn(3, 9, requires_grad=True)
     soft = logits.softmax(-1)
     z = torch.nn.functional.one_hot(soft.argmax(-1), 9).float() + soft - soft.detach()
     index = shift_indices(6, 8)
     fast = _Translate.apply(E, z, index, index.argsort(1))
-    naive = sum(z[:, k:k + 1] * E[:, index[k]] for k in range(9))
+    naive = sum(z[:, k, None, None] * torch.roll(E, shifts=shift, dims=(-2, -1)) for k, shift in enumerate(DIRECTIONS))
     weights = torch.randn_like(fast)
     grads_fast = torch.autograd.grad((fast * weights).sum(), (E, logits), retain_graph=True)
     grads_naive = torch.autograd.grad((naive * weights).sum(), (E, logits))
@@ -82,18 +83,40 @@ def test_full_sites_always_excite_and_empty_ones_never():
 def test_reaction_rates_against_hand_values():
     model = MalevanetsKapral(k1=0.98, k2=0.1, k3=0.2)
     A, B = torch.tensor(10.0), torch.tensor(20.0)
-    p = model.reaction_probabilities(A, B, model.rates(model.values())[1])
+    p = model.reaction_probabilities(A, B)
     g = 0.005
     hand = [g * 0.98 * 10 * 9 * 40 / (49 * 48), g * 0.98 * 10 * 40 * 39 / (49 * 48), g * 0.1 * 40 * 20 / 50,
             g * 0.1 * 10 * 30 / 50, g * 0.2 * 40 * 30 / 50, g * 0.2 * 10 * 20 / 50]
     assert torch.allclose(p, torch.tensor(hand), rtol=1e-5)
+    _, table, dA, dB = model.rates(model.values())
+    size = 52
+    assert torch.allclose(table.view(6, size, size)[:, 10, 20], torch.tensor(hand), rtol=1e-5)
+
+
+def test_tabulated_reaction_has_the_gradient_of_the_polynomials():
+    """The table look-up and the direct polynomial give the same p and the same dp/dA, dp/dB, dp/dk."""
+    model = MalevanetsKapral(k1=0.9, k2=0.3, k3=0.4, gamma=0.01)
+    A = torch.randint(0, 51, (2, 8, 8)).float().requires_grad_()
+    B = torch.randint(0, 51, (2, 8, 8)).float().requires_grad_()
+    channel = torch.randint(0, 6, (2, 8, 8))
+    direct = model.reaction_probabilities(A, B).gather(0, channel[None])[0].clamp(0, 1)
+    table, dA, dB = model.rates(model.values())[1:]
+    index = (channel * 52 + A.detach().long()) * 52 + B.detach().long()
+    looked_up = _Lookup.apply(table, dA, dB, index, A, B)
+    weights = torch.rand_like(direct)
+    params = [model.parametrizations[n].original for n in ("k1", "k2", "k3")]
+    g_direct = torch.autograd.grad((direct * weights).sum(), [A, B, *params])
+    g_lookup = torch.autograd.grad((looked_up * weights).sum(), [A, B, *params])
+    assert torch.allclose(direct, looked_up)
+    for a, b in zip(g_direct, g_lookup, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_reaction_changes_one_species_by_at_most_one():
     model = MalevanetsKapral(k1=0.99, k2=0.99, k3=0.99, gamma=0.1)
     x = uniform_state(2, 16, stripe=False)
     with torch.no_grad():
-        out = model.react(x, model.rates(model.values())[1], torch.rand(2, 16, 16, generator=gen(0)),
+        out = model.react(x, *model.rates(model.values())[1:], torch.rand(2, 16, 16, generator=gen(0)),
                           torch.rand(2, 16, 16, generator=gen(1)))
     change = out - x
     assert change.abs().max() == 1 and (change.abs().sum(1) <= 1).all() and change.abs().sum() > 10
@@ -109,6 +132,7 @@ def test_shapes_seeding_and_batch_independence():
         y[2] = 0
         c = model.rollout(y, 30, gen(1))
     assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 50  # counts stay in 0..N, which the reaction table relies on
     assert not torch.equal(a[0], a[1])  # lattices of a batch draw different noise
     assert torch.equal(a[:2], c[:2])  # and do not depend on each other
 

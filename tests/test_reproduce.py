@@ -76,3 +76,19 @@ def test_compare_calibrators_quick(tmp_path):
     assert {(r["task"], r["method"][:3]) for r in rows} == methods
     assert all(r["param_error"] < 0.1 for r in rows)
     assert out.with_suffix(".png").exists()
+
+
+def test_mk_e3_finds_pattern_forming_rates(make_cfg):
+    """Thesis Fig. 4 E3, with the issue's independent check on a fresh simulation."""
+    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+    from slm.stats import pattern_score
+
+    results = train(make_cfg(experiment="mk_e3", shrink=False))
+    assert results["metrics"]["patterned"]
+
+    def fresh_score(**params):
+        with torch.no_grad():
+            x = MalevanetsKapral(**params).rollout(uniform_state(1, 64), 20000, torch.Generator().manual_seed(1))
+        return float(pattern_score(x[0, 0] / 50))
+
+    assert fresh_score(**results["params"]) >= 0.5 * fresh_score()

@@ -26,12 +26,14 @@ translation is a categorical draw over the 9 directions through ``direction_esti
 ST by default), which is how ``D`` gets its gradient; the reaction draws go through ``estimator``
 (identity STE by default), which is how the ``k`` get theirs.
 
-Speed. Only the chosen translation is applied in the forward pass (one gather per species, not a
-weighted sum of 9 shifted copies); the 9 shifted copies needed for the direction's gradient are made
-in the backward pass only. Only the chosen channel's probability enters the reaction draw. Noise
-is drawn per segment of steps from a generator seeded once per rollout, so a rollout with activation
-checkpointing (:meth:`MalevanetsKapral.rollout` with ``checkpoint_every``) recomputes exactly the same
-steps and gives the same values and gradients as one without.
+Speed. Only the chosen translation is applied in the forward pass (one gather per lattice and
+species, not a weighted sum of 9 shifted copies); the correlations with the 9 shifted copies that
+the direction's gradient needs come from one FFT in the backward pass. The reaction probabilities of
+all channels and counts ``A, B = 0..N+1`` are tabulated once per rollout, so a step looks up the
+chosen channel's probability, and its backward pass the exact polynomial derivatives. All of a
+step's noise is one ``torch.rand`` call from a generator seeded by ``(rollout seed + step)``, so a
+rollout with activation checkpointing (:meth:`MalevanetsKapral.rollout` with ``checkpoint_every``)
+recomputes exactly the same steps and gives the same values and gradients as one without.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ def uniform_state(batch: int, size: int | tuple[int, int], N: int = 50, stripe: 
     return x
 
 
+def _monomials(A: Tensor, B: Tensor, N: int) -> Tensor:
+    """``(6, ...)``: the count-dependent parts of ``p1..p6`` (see the table in the module docstring)."""
+    rest_A, rest_B = N - A, N - B
+    return torch.stack([A * (A - 1) * rest_A, A * rest_A * (rest_A - 1), rest_A * B, A * rest_B, rest_A * rest_B,
+                        A * B])
+
+
 def shift_indices(height: int, width: int, device: torch.device | None = None) -> Tensor:
     """``(9, H*W)``: flat source index of every site after translating by each direction on the torus.
 
@@ -86,26 +95,57 @@ def shift_indices(height: int, width: int, device: torch.device | None = None) -
 class _Translate(torch.autograd.Function):
     """``out = sum_k z_k roll_k(E)`` for a one-hot ``z`` per lattice, evaluating only the chosen roll.
 
-    ``E``: ``(B, HW)``, ``z``: ``(B, 9)`` one-hot (possibly carrying a surrogate gradient),
+    ``E``: ``(R, H, W)``, ``z``: ``(R, 9)`` one-hot (possibly carrying a surrogate gradient),
     ``index``/``inverse``: ``(9, HW)`` from :func:`shift_indices` and its inverse permutation.
-    Backward: ``dL/dE = roll_k^{-1}(g)`` for the chosen ``k``; ``dL/dz_j = <g, roll_j(E)>`` for all ``j``.
+    Backward: ``dL/dE = roll_k^{-1}(g)`` for the chosen ``k``, and ``dL/dz_j = <g, roll_j(E)> =
+    sum_x g(x) E(x - d_j)`` for all ``j`` at once, read off the circular cross-correlation
+    ``irfft2(conj(rfft2(E)) rfft2(g))`` at the 9 shifts ``d_j``.
     """
 
     @staticmethod
     def forward(ctx, E: Tensor, z: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
         chosen = z.argmax(-1)
-        ctx.save_for_backward(E, chosen, index, inverse)
-        return E.gather(1, index.index_select(0, chosen))
+        ctx.save_for_backward(E, chosen, inverse)
+        return E.reshape(E.shape[0], -1).gather(1, index.index_select(0, chosen)).view_as(E)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        E, chosen, index, inverse = ctx.saved_tensors
-        grad_E = grad.gather(1, inverse.index_select(0, chosen)) if ctx.needs_input_grad[0] else None
-        grad_z = None
+        E, chosen, inverse = ctx.saved_tensors
+        rows = E.shape[0]
+        grad_E = grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_E = grad.reshape(rows, -1).gather(1, inverse.index_select(0, chosen)).view_as(E)
         if ctx.needs_input_grad[1]:
-            shifted = E[:, None, :].expand(-1, index.shape[0], -1).gather(2, index[None].expand(E.shape[0], -1, -1))
-            grad_z = (shifted * grad[:, None, :]).sum(-1)
+            height, width = E.shape[-2:]
+            spectrum = torch.fft.rfft2(E).conj() * torch.fft.rfft2(grad)
+            correlation = torch.fft.irfft2(spectrum, s=(height, width)).reshape(rows, -1)
+            grad_z = correlation[:, [(dr % height) * width + dc % width for dr, dc in DIRECTIONS]]
         return grad_E, grad_z, None, None
+
+
+class _Lookup(torch.autograd.Function):
+    """``p = table[index]`` with the gradient of a smooth ``p(A, B)``: ``dp/dA = dA[index]``,
+    ``dp/dB = dB[index]``, and ``dL/dtable`` accumulated at ``index``.
+
+    ``table``, ``dA``, ``dB``: flat ``(6 * S * S,)``; ``index``: long, the shape of ``A`` and ``B``.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, dA: Tensor, dB: Tensor, index: Tensor, A: Tensor, B: Tensor) -> Tensor:
+        ctx.save_for_backward(dA, dB, index)
+        ctx.table_size = table.shape[0]
+        return table.index_select(0, index.flatten()).view_as(index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        dA, dB, index = ctx.saved_tensors
+        grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad_table = grad.new_zeros(ctx.table_size).index_add_(0, index.flatten(), grad.flatten())
+        flat = index.flatten()
+        grad_A = grad * dA.index_select(0, flat).view_as(index) if ctx.needs_input_grad[4] else None
+        grad_B = grad * dB.index_select(0, flat).view_as(index) if ctx.needs_input_grad[5] else None
+        return grad_table, None, None, None, grad_A, grad_B
 
 
 class MalevanetsKapral(nn.Module):
@@ -151,6 +191,18 @@ class MalevanetsKapral(nn.Module):
         # (dA, dB) of channels sigma1..sigma6 when they fire
         changes = [[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]
         self.register_buffer("channel_changes", torch.tensor(changes), persistent=False)
+        # The counts stay within 0..N (a full site always excites one particle, and no channel fires
+        # into a full site), so the reaction probabilities are tabulated once per rollout for
+        # A, B = 0..N+1 (one spare row for safety), with the derivatives of the smooth polynomials.
+        counts = torch.arange(N + 2, dtype=torch.float32)
+        with torch.enable_grad():
+            grid_A, grid_B = (g.clone().requires_grad_() for g in torch.meshgrid(counts, counts, indexing="ij"))
+            monomials = _monomials(grid_A, grid_B, N)
+            dA = torch.stack([torch.autograd.grad(m.sum(), grid_A, retain_graph=True)[0] for m in monomials])
+            dB = torch.stack([torch.autograd.grad(m.sum(), grid_B, retain_graph=True)[0] for m in monomials])
+        self.register_buffer("monomials", monomials.detach(), persistent=False)
+        self.register_buffer("monomials_dA", dA, persistent=False)
+        self.register_buffer("monomials_dB", dB, persistent=False)
         self._indices: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def _shift_tables(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -164,12 +216,16 @@ class MalevanetsKapral(nn.Module):
         """``(5,)``: the current ``D_A, D_B, k1, k2, k3`` (differentiable)."""
         return torch.stack([getattr(self, name) for name in PARAMETERS])
 
-    def rates(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        """What a step needs from the parameters: ``(2, 9)`` direction probabilities of A and B, and the
-        ``(6,)`` factors ``gamma k_r / ((N - 1)(N - 2))`` (channels 1, 2) or ``gamma k_r / N`` (3-6)."""
-        N = self.N
-        scale = torch.tensor([1 / ((N - 1) * (N - 2))] * 2 + [1 / N] * 4, device=values.device)
-        return direction_probabilities(values[:2]), self.gamma * values[2:].repeat_interleave(2) * scale
+    def rates(self, values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """What a step needs from the parameters: the ``(2, 9)`` direction probabilities of A and B, and
+        the reaction probabilities ``p_r(A, B)``, clamped into [0, 1], with their derivatives in ``A`` and
+        ``B``, tabulated for ``r = 1..6`` and ``A, B = 0..N+1`` (flat ``(6 * (N + 2)^2,)`` each)."""
+        factors = self.reaction_factors(values)[:, None, None]
+        unclamped = factors * self.monomials
+        inside = ((unclamped >= 0) & (unclamped <= 1)).float()  # as the gradient of clamp()
+        dA = (factors.detach() * self.monomials_dA * inside).flatten()
+        dB = (factors.detach() * self.monomials_dB * inside).flatten()
+        return direction_probabilities(values[:2]), unclamped.clamp(0, 1).flatten(), dA, dB
 
     def diffuse(self, x: Tensor, directions: Tensor, xi: Tensor, direction_noise: Tensor) -> Tensor:
         """One diffusion step of both species; every lattice and species draws its own direction.
@@ -181,24 +237,37 @@ class MalevanetsKapral(nn.Module):
         E = straight_through_threshold(x - self.N * xi)
         z = self.direction_estimator.categorical(directions.expand(batch, -1, -1), noise=direction_noise)
         index, inverse = self._shift_tables(height, width, x.device)
-        shifted = _Translate.apply(E.reshape(batch * species, -1), z.reshape(batch * species, -1), index, inverse)
+        rows, z = E.reshape(batch * species, height, width), z.reshape(batch * species, -1)
+        if rows.requires_grad or z.requires_grad:
+            shifted = _Translate.apply(rows, z, index, inverse)
+        else:  # the same forward without the autograd.Function's overhead
+            shifted = rows.reshape(batch * species, -1).gather(1, index.index_select(0, z.argmax(-1)))
         return x - E + shifted.view_as(x)
 
-    def reaction_probabilities(self, A: Tensor, B: Tensor, factors: Tensor) -> Tensor:
-        """``(6, ...)``: ``p1..p6`` of the six channels at counts ``A``, ``B`` (not clamped)."""
-        rest_A, rest_B = self.N - A, self.N - B
-        monomials = torch.stack([A * (A - 1) * rest_A, A * rest_A * (rest_A - 1), rest_A * B, A * rest_B,
-                                 rest_A * rest_B, A * B])
-        return monomials * factors.view(6, *([1] * A.dim()))
+    def reaction_factors(self, values: Tensor) -> Tensor:
+        """``(6,)``: ``gamma k_r / ((N - 1)(N - 2))`` for channels 1, 2 and ``gamma k_r / N`` for 3-6."""
+        N = self.N
+        scale = torch.tensor([1 / ((N - 1) * (N - 2))] * 2 + [1 / N] * 4, device=values.device)
+        return self.gamma * values[2:].repeat_interleave(2) * scale
 
-    def react(self, x: Tensor, factors: Tensor, choice: Tensor, xi: Tensor) -> Tensor:
+    def reaction_probabilities(self, A: Tensor, B: Tensor) -> Tensor:
+        """``(6, ...)``: ``p1..p6`` of the six channels at counts ``A``, ``B`` (not clamped)."""
+        return _monomials(A, B, self.N) * self.reaction_factors(self.values()).view(6, *([1] * A.dim()))
+
+    def react(self, x: Tensor, table: Tensor, dA: Tensor, dB: Tensor, choice: Tensor, xi: Tensor) -> Tensor:
         """One reaction step: every site applies one of the six channels, chosen uniformly.
 
-        ``choice``, ``xi``: ``U(0, 1)`` of shape ``(B, H, W)`` (channel ``floor(6 choice)``, its draw).
+        ``table``, ``dA``, ``dB`` from :meth:`rates`; ``choice``, ``xi``: ``U(0, 1)`` of shape ``(B, H, W)``
+        (channel ``floor(6 choice)``, and its draw).
         """
         A, B = x[:, 0], x[:, 1]
-        channel = (choice * 6).long().clamp_max(5)
-        p = self.reaction_probabilities(A, B, factors).gather(0, channel[None])[0].clamp(0, 1)
+        size = self.N + 2
+        channel = (choice * 6).long()  # choice < 1, so channel <= 5
+        index = channel * size**2 + (A.detach() * size + B.detach()).long()
+        if table.requires_grad or A.requires_grad or B.requires_grad:
+            p = _Lookup.apply(table, dA, dB, index, A, B)
+        else:
+            p = table.index_select(0, index.flatten()).view_as(index)
         fired = self.estimator.bernoulli(p, noise=xi)
         change = self.channel_changes.index_select(0, channel.flatten()).view(*A.shape, 2).movedim(-1, 1)
         return x + fired[:, None] * change
@@ -207,23 +276,21 @@ class MalevanetsKapral(nn.Module):
         """One step (diffuse A and B, then react) of ``x``: ``(B, 2, H, W)`` counts to the same shape."""
         return self._step(x, *self.rates(self.values()), generator)
 
-    def _step(self, x: Tensor, directions: Tensor, factors: Tensor, generator: torch.Generator | None) -> Tensor:
-        # All of a step's noise in two draws: excitation of A and B, channel choice, reaction draw.
+    def _step(self, x: Tensor, directions: Tensor, table: Tensor, dA: Tensor, dB: Tensor,
+              generator: torch.Generator | None) -> Tensor:
+        # All of a step's noise in one draw: excitation of A and B, channel, reaction, directions.
         batch, _, height, width = x.shape
-        noise = torch.rand(batch, 4, height, width, generator=generator, device=x.device, dtype=x.dtype)
-        direction_noise = torch.rand(batch, 2, 9, generator=generator, device=x.device, dtype=x.dtype)
-        return self.transition(x, directions, factors, noise, direction_noise)
-
-    def transition(self, x: Tensor, directions: Tensor, factors: Tensor, noise: Tensor,
-                   direction_noise: Tensor) -> Tensor:
-        """One step with given noise: ``noise`` ``(B, 4, H, W)``, ``direction_noise`` ``(B, 2, 9)``, all ``U(0, 1)``."""
+        sites = batch * 4 * height * width
+        draws = torch.rand(sites + batch * 18, generator=generator, device=x.device, dtype=x.dtype)
+        noise, direction_noise = draws[:sites].view(batch, 4, height, width), draws[sites:].view(batch, 2, 9)
         x = self.diffuse(x, directions, noise[:, :2], direction_noise)
-        return self.react(x, factors, noise[:, 2], noise[:, 3])
+        return self.react(x, table, dA, dB, noise[:, 2], noise[:, 3])
 
-    def _segment(self, x: Tensor, directions: Tensor, factors: Tensor, first_seed: int, steps: int) -> Tensor:
+    def _segment(self, x: Tensor, directions: Tensor, table: Tensor, dA: Tensor, dB: Tensor, first_seed: int,
+                 steps: int) -> Tensor:
         generator = torch.Generator(device=x.device)
         for t in range(steps):
-            x = self._step(x, directions, factors, generator.manual_seed(first_seed + t))
+            x = self._step(x, directions, table, dA, dB, generator.manual_seed(first_seed + t))
         return x
 
     def rollout(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
@@ -243,7 +310,7 @@ class MalevanetsKapral(nn.Module):
         for done in range(0, steps, segment):
             length = min(segment, steps - done)
             if checkpoint_every and torch.is_grad_enabled():
-                x = checkpoint(self._segment, x, *rates, base + done, length, use_reentrant=False)
+                x = checkpoint(self._segment, x, *rates, base + done, length, use_reentrant=True)
             else:
                 x = self._segment(x, *rates, base + done, length)
         return x

@@ -56,7 +56,7 @@ class StabilityFitting(FittingTask):
 
     def __init__(self, simulator: MalevanetsKapral, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
                  checkpoint_every: int | None = 50, loss: str = "log", param_lr: dict[str, float] | None = None,
-                 test_size: int = 64, test_steps: int = 20000):
+                 test_size: int = 64, test_steps: int = 50000):
         super().__init__(simulator, optimizer, scheduler, seed)
         if loss not in LOSSES:
             raise InputError(f"task.loss: unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
@@ -117,7 +117,7 @@ class PatternTest(L.Callback):
     """Every ``every_n_steps`` optimiser steps (and before the first), run :func:`pattern_test` with the
     current parameters and log ``pattern/A`` (image) and ``pattern/score`` to TensorBoard."""
 
-    def __init__(self, every_n_steps: int = 100, size: int = 64, steps: int = 20000):
+    def __init__(self, every_n_steps: int = 100, size: int = 64, steps: int = 50000):
         self.every_n_steps = every_n_steps
         self.size = size
         self.steps = steps
