@@ -45,8 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-from slm.baselines.abc_smc import abc_smc  # noqa: E402
-from slm.baselines.cma_es import cma_es  # noqa: E402
+try:
+    from slm.baselines.abc_smc import abc_smc
+    from slm.baselines.cma_es import cma_es
+except ImportError as error:  # the baselines are an optional extra
+    sys.exit(f"error: {error.name} is not installed; the comparison needs pip install -e '.[baselines]'")
 from slm.baselines.problems import PRWProblem, SIProblem, parameter_error  # noqa: E402
 from slm.baselines.trace import Trace  # noqa: E402
 from slm.train import train  # noqa: E402
