@@ -10,6 +10,8 @@
 with a central stripe (``--initial stripe``; ``uniform`` without it; or a ``.npz`` pattern) with a
 progress bar, and saves species A as a PNG titled with its pattern score (optionally a GIF of A every
 ``--gif-every`` steps, and the final state as ``pattern`` in an ``.npz`` that ``data.path`` reads).
+``--lattices L`` runs L independent lattices at once, shows them side by side and counts the patterned
+ones (the GIF and ``.npz`` show the first).
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ def simulate_mk_command(args: argparse.Namespace) -> None:
     from slm.tasks.stability import save_field
 
     model = MalevanetsKapral(args.D_A, args.D_B, args.k1, args.k2, args.k3, N=args.N, gamma=args.gamma)
+    if args.lattices < 1:
+        raise InputError(f"--lattices: expected a positive number of lattices, got {args.lattices}")
     if args.initial in ("stripe", "uniform"):
-        x = uniform_state(1, args.size, args.N, stripe=args.initial == "stripe")
+        x = uniform_state(args.lattices, args.size, args.N, stripe=args.initial == "stripe")
     else:
-        x = load_pattern(args.initial, args.N)[:1]
+        x = load_pattern(args.initial, args.N)[:1].expand(args.lattices, -1, -1, -1)
     generator = torch.Generator().manual_seed(args.seed)
     frames = []
     chunk = args.gif_every if args.gif else 1000
@@ -63,11 +67,15 @@ def simulate_mk_command(args: argparse.Namespace) -> None:
             progress.update(task, completed=min(done + chunk, args.steps))
             if args.gif:
                 frames.append(Image.fromarray((x[0, 0] / args.N * 255).clamp(0, 255).byte().numpy()))
-    field = x[0, 0] / args.N
-    score = float(pattern_score(field))
-    patterned = bool(is_patterned(field))
-    save_field(field, args.png, f"A/N after {args.steps} steps, pattern score {score:.3f}")
-    print(f"wrote {args.png}: pattern score {score:.3f} ({'patterned' if patterned else 'not patterned'})")
+    fields = x[:, 0] / args.N
+    scores = [float(pattern_score(field)) for field in fields]
+    patterned = [bool(is_patterned(field)) for field in fields]
+    save_field(fields, args.png, [f"A/N after {args.steps} steps, pattern score {score:.3f}" for score in scores])
+    verdicts = ", ".join(f"{score:.3f} ({'patterned' if p else 'not patterned'})"
+                         for score, p in zip(scores, patterned, strict=True))
+    print(f"wrote {args.png}: pattern score {verdicts}")
+    if args.lattices > 1:
+        print(f"{sum(patterned)} of {args.lattices} lattices patterned, mean score {np.mean(scores):.3f}")
     if args.gif:
         frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
         print(f"wrote {args.gif}: {len(frames)} frames")
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--steps", type=int, default=20000)
     mk.add_argument("--initial", default="stripe", help="stripe | uniform | a .npz with 'pattern'")
     mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--lattices", type=int, default=1, help="independent lattices simulated side by side")
     mk.add_argument("--png", type=Path, required=True, help="image of species A")
     mk.add_argument("--gif", type=Path, help="also save an animation of A")
     mk.add_argument("--gif-every", type=int, default=1000, help="steps between GIF frames")

@@ -46,17 +46,63 @@ def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
+def _heaviside(x: Tensor) -> Tensor:
+    """1 where ``x > 0``, else 0, in the dtype of ``x`` (``sign`` and a clamp: on CPU, cheaper than a
+    comparison and a bool-to-float cast). With subnormals, ``p - u > 0`` exactly when ``u < p``."""
+    return torch.sign(x).clamp_min_(0)
+
+
 def _one_hot(index: Tensor, like: Tensor) -> Tensor:
     """One-hot of ``index`` over the last dim of ``like``, in its dtype (a comparison: cheaper than
     ``F.one_hot``, which validates its input with a reduction on every call)."""
     return (index[..., None] == torch.arange(like.shape[-1], device=like.device)).to(like.dtype)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``hard`` forward, the incoming gradient passed to ``surrogate`` unchanged: ``hard + (s - stop_grad(s))``
+    as one autograd node instead of three, which matters in simulators that draw every step."""
+
+    @staticmethod
+    def forward(ctx, hard: Tensor, surrogate: Tensor) -> Tensor:
+        return hard
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, grad
+
+
 def _straight_through(hard: Tensor, surrogate: Tensor) -> Tensor:
     """Forward value ``hard``, gradient of ``surrogate`` (just ``hard`` when nothing needs a gradient)."""
     if not surrogate.requires_grad:
         return hard
-    return hard + (surrogate - surrogate.detach())
+    return _StraightThrough.apply(hard, surrogate)
+
+
+class _GumbelSoftmaxStraightThrough(torch.autograd.Function):
+    """One-hot ``hard`` forward; backward through the soft sample ``s = softmax((log probs + g) / tau)``
+    with Gumbel noise ``g = -log(exp)``, computed only in the backward pass.
+
+    ``probs``: ``(..., K)``; ``ratio = probs / exp`` (the forward's argmax), so that
+    ``s = (ratio / max ratio)^(1 / tau)`` normalised. Backward: ``dL/dlogits = s (g_out - <g_out, s>) / tau``
+    and ``dL/dprobs = dL/dlogits / probs`` (0 where ``probs`` is below ``tiny``, as a clamp's own gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, ratio: Tensor, hard: Tensor, temperature: float) -> Tensor:
+        ctx.save_for_backward(probs, ratio)
+        ctx.temperature = temperature
+        return hard
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        probs, ratio = ctx.saved_tensors
+        weights = ratio / ratio.amax(-1, keepdim=True)
+        if ctx.temperature != 1.0:
+            weights = weights.pow(1 / ctx.temperature)
+        weights = weights / weights.sum(-1, keepdim=True)
+        grad_logits = weights * (grad - (grad * weights).sum(-1, keepdim=True))
+        tiny = torch.finfo(probs.dtype).tiny
+        return torch.where(probs >= tiny, grad_logits / (ctx.temperature * probs), 0.0), None, None, None
 
 
 class Estimator(ABC):
@@ -82,6 +128,12 @@ class Estimator(ABC):
         ``noise``: ``U(0, 1)`` draws of the shape of ``probs``, as for :meth:`bernoulli`.
         """
 
+    @abstractmethod
+    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
+                          noise: Tensor | None = None) -> Tensor:
+        """The category ``(...)`` (long) that :meth:`categorical` one-hot encodes for the same noise, with
+        no gradient: for simulators that only need the draw."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -92,14 +144,17 @@ class StraightThrough(Estimator):
     name = "ste"
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        hard = ((_uniform(p, generator) if noise is None else noise) < p).to(p.dtype)
+        hard = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
         return _straight_through(hard, p)
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
+        return _straight_through(_one_hot(self.categorical_index(probs, generator, noise), probs), probs)
+
+    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
+                          noise: Tensor | None = None) -> Tensor:
         u = _uniform(probs[..., :1], generator) if noise is None else noise[..., :1]
-        index = (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
-        return _straight_through(_one_hot(index, probs), probs)
+        return (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
 
 
 class GumbelSoftmax(Estimator):
@@ -114,7 +169,7 @@ class GumbelSoftmax(Estimator):
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
         u = _uniform(p, generator) if noise is None else noise
-        hard = (u < p).to(p.dtype)
+        hard = _heaviside(p.detach() - u)
         if not p.requires_grad:
             return hard
         # Clamping keeps logit() finite where p is exactly 0 or 1; there dp/dbeta = 0 anyway, and the
@@ -126,17 +181,22 @@ class GumbelSoftmax(Estimator):
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
-        exp = torch.empty_like(probs).exponential_(generator=generator) if noise is None else -torch.log(noise)
-        gumbel = -torch.log(exp.clamp_min(torch.finfo(probs.dtype).tiny))
-        logits = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) + gumbel
-        hard = _one_hot(logits.argmax(-1), probs)
+        ratio = self._ratio(probs, generator, noise)
+        hard = _one_hot(ratio.argmax(-1), probs)
         if not probs.requires_grad:
             return hard
-        scaled = logits / self.temperature
-        # An explicit softmax: torch.softmax on CPU hands even a (B, 9) tensor to the thread pool, and
-        # waking it costs milliseconds per call when the cores are busy.
-        weights = torch.exp(scaled - scaled.detach().amax(-1, keepdim=True))
-        return _straight_through(hard, weights / weights.sum(-1, keepdim=True))
+        return _GumbelSoftmaxStraightThrough.apply(probs, ratio, hard, self.temperature)
+
+    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
+                          noise: Tensor | None = None) -> Tensor:
+        return self._ratio(probs, generator, noise).argmax(-1)
+
+    @staticmethod
+    def _ratio(probs: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
+        """``probs / exp`` with ``exp ~ Exp(1)`` (``-log(noise)`` when given), ``(..., K)``: its argmax is the
+        Gumbel-max sample ``argmax_k(log probs_k + g_k)``, ``g_k = -log exp_k``, without the logarithms."""
+        exp = torch.empty_like(probs).exponential_(generator=generator) if noise is None else -torch.log(noise)
+        return probs.detach() / exp.clamp_min(torch.finfo(probs.dtype).tiny)
 
     def __repr__(self) -> str:
         return f"GumbelSoftmax(temperature={self.temperature})"
@@ -149,11 +209,15 @@ class ScoreFunction(Estimator):
     pathwise = False
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        return ((_uniform(p, generator) if noise is None else noise) < p).to(p.dtype)
+        return _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
         return StraightThrough().categorical(probs.detach(), generator, noise)
+
+    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
+                          noise: Tensor | None = None) -> Tensor:
+        return StraightThrough().categorical_index(probs, generator, noise)
 
 
 def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:
@@ -191,4 +255,4 @@ def make_estimator(name: str, temperature: float = 1.0, allow_score: bool = Fals
 
 def straight_through_threshold(x: Tensor) -> Tensor:
     """Deterministic ``H(x)`` (1 where ``x > 0``) with the identity backward pass, ``dH/dx := 1``."""
-    return _straight_through((x > 0).to(x.dtype), x)
+    return _straight_through(_heaviside(x.detach()), x)

@@ -34,6 +34,16 @@ def test_categorical_forward_is_one_hot_and_frequencies_match(est):
     assert (z[:, 2] == 0).all(), "a zero-probability category is never drawn"
 
 
+@pytest.mark.parametrize("est", [*ESTIMATORS, ScoreFunction()], ids=repr)
+def test_categorical_index_is_the_drawn_category(est):
+    probs = PROBS.repeat(1000, 1).requires_grad_(True)
+    noise = torch.rand(probs.shape, generator=gen(5))
+    index = est.categorical_index(probs, noise=noise)
+    assert index.dtype == torch.long and not index.requires_grad
+    assert torch.equal(index, est.categorical(probs, noise=noise).argmax(-1))
+    assert torch.equal(est.categorical_index(probs, gen(6)), est.categorical(probs, gen(6)).argmax(-1))
+
+
 def test_ste_bernoulli_backward_is_identity():
     p = torch.tensor([0.2, 0.5, 0.7], requires_grad=True)
     w = torch.tensor([1.0, -2.0, 3.0])

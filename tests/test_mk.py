@@ -88,7 +88,7 @@ def test_reaction_rates_against_hand_values():
     hand = [g * 0.98 * 10 * 9 * 40 / (49 * 48), g * 0.98 * 10 * 40 * 39 / (49 * 48), g * 0.1 * 40 * 20 / 50,
             g * 0.1 * 10 * 30 / 50, g * 0.2 * 40 * 30 / 50, g * 0.2 * 10 * 20 / 50]
     assert torch.allclose(p, torch.tensor(hand), rtol=1e-5)
-    _, table, dA, dB = model.rates(model.values())
+    table = model.rates(model.values())[1]
     size = 52
     assert torch.allclose(table.view(6, size, size)[:, 10, 20], torch.tensor(hand), rtol=1e-5)
 
@@ -100,9 +100,9 @@ def test_tabulated_reaction_has_the_gradient_of_the_polynomials():
     B = torch.randint(0, 51, (2, 8, 8)).float().requires_grad_()
     channel = torch.randint(0, 6, (2, 8, 8))
     direct = model.reaction_probabilities(A, B).gather(0, channel[None])[0].clamp(0, 1)
-    table, dA, dB = model.rates(model.values())[1:]
+    table, slopes = model.rates(model.values())[1:]
     index = (channel * 52 + A.detach().long()) * 52 + B.detach().long()
-    looked_up = _Lookup.apply(table, dA, dB, index, A, B)
+    looked_up = _Lookup.apply(table, slopes, index, torch.stack([A, B], 1))
     weights = torch.rand_like(direct)
     params = [model.parametrizations[n].original for n in ("k1", "k2", "k3")]
     g_direct = torch.autograd.grad((direct * weights).sum(), [A, B, *params])
@@ -116,10 +116,22 @@ def test_reaction_changes_one_species_by_at_most_one():
     model = MalevanetsKapral(k1=0.99, k2=0.99, k3=0.99, gamma=0.1)
     x = uniform_state(2, 16, stripe=False)
     with torch.no_grad():
-        out = model.react(x, *model.rates(model.values())[1:], torch.rand(2, 16, 16, generator=gen(0)),
-                          torch.rand(2, 16, 16, generator=gen(1)))
+        out = model.react(x, *model.rates(model.values())[1:], torch.rand(2, 16, 16, generator=gen(0)))
     change = out - x
     assert change.abs().max() == 1 and (change.abs().sum(1) <= 1).all() and change.abs().sum() > 10
+
+
+def test_reaction_drift_is_the_mean_of_the_six_channels():
+    """One uniform per site picks the channel and draws it: E[dA] = (p1 - p2 + p3 - p4) / 6, E[dB] = (p5 - p6) / 6."""
+    model = MalevanetsKapral(k1=0.9, k2=0.6, k3=0.7, gamma=0.05)
+    x = torch.stack([torch.full((4, 128, 128), 30.0), torch.full((4, 128, 128), 12.0)], 1)
+    with torch.no_grad():
+        change = model.react(x, *model.rates(model.values())[1:], torch.rand(4, 128, 128, generator=gen(2))) - x
+        p = model.reaction_probabilities(torch.tensor(30.0), torch.tensor(12.0)).clamp(0, 1)
+    expected = torch.stack([p[0] - p[1] + p[2] - p[3], p[4] - p[5]]) / 6
+    mean = change.mean((0, 2, 3))
+    se = change.std((0, 2, 3)) / math.sqrt(change[:, 0].numel())
+    assert ((mean - expected).abs() < 5 * se).all(), (mean, expected)
 
 
 def test_shapes_seeding_and_batch_independence():
@@ -200,3 +212,16 @@ def test_user_pattern_file_and_bad_files(make_cfg, tmp_path):
     result = run_cli("experiment=mk_e3", f"data.path={bad}", f"hydra.run.dir={tmp_path / 'cli'}")
     assert result.returncode == 1
     assert "error: data.path:" in result.stderr.strip().splitlines()[-1] and "(2, H, W)" in result.stderr
+
+
+def test_simulate_script_runs_lattices_side_by_side(tmp_path, capsys):
+    from scripts import simulate
+
+    simulate.main(["mk", "--size", "16", "--steps", "300", "--lattices", "3", "--png", str(tmp_path / "a.png"),
+                   "--npz", str(tmp_path / "a.npz")])
+    out = capsys.readouterr().out
+    assert "of 3 lattices patterned" in out and out.count("pattern score") == 1
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert np.load(tmp_path / "a.npz")["pattern"].shape == (2, 16, 16)
+    with pytest.raises(SystemExit, match="error: --lattices: expected a positive number of lattices, got 0"):
+        simulate.main(["mk", "--lattices", "0", "--png", str(tmp_path / "b.png")])

@@ -28,7 +28,7 @@ ST by default), which is how ``D`` gets its gradient; the reaction draws go thro
 
 Speed. Only the chosen translation is applied in the forward pass (one gather per lattice and
 species, not a weighted sum of 9 shifted copies); the correlations with the 9 shifted copies that
-the direction's gradient needs come from one FFT in the backward pass. The reaction probabilities of
+the direction's gradient needs are gathered in the backward pass only. The reaction probabilities of
 all channels and counts ``A, B = 0..N+1`` are tabulated once per rollout, so a step looks up the
 chosen channel's probability, and its backward pass the exact polynomial derivatives. All of a
 step's noise is one ``torch.rand`` call from a generator seeded by ``(rollout seed + step)``, so a
@@ -97,55 +97,55 @@ class _Translate(torch.autograd.Function):
 
     ``E``: ``(R, H, W)``, ``z``: ``(R, 9)`` one-hot (possibly carrying a surrogate gradient),
     ``index``/``inverse``: ``(9, HW)`` from :func:`shift_indices` and its inverse permutation.
-    Backward: ``dL/dE = roll_k^{-1}(g)`` for the chosen ``k``, and ``dL/dz_j = <g, roll_j(E)> =
-    sum_x g(x) E(x - d_j)`` for all ``j`` at once, read off the circular cross-correlation
-    ``irfft2(conj(rfft2(E)) rfft2(g))`` at the 9 shifts ``d_j``.
+    Backward: ``dL/dE = roll_k^{-1}(g)`` for the chosen ``k``, and ``dL/dz_j = <g, roll_j(E)>`` for all
+    ``j`` at once, products of ``g`` with the 9 gathered rolls ``(R, 9, HW)`` (cheaper than an
+    FFT cross-correlation at every lattice size: only 9 of its ``HW`` shifts are needed).
     """
 
     @staticmethod
     def forward(ctx, E: Tensor, z: Tensor, index: Tensor, inverse: Tensor) -> Tensor:
         chosen = z.argmax(-1)
-        ctx.save_for_backward(E, chosen, inverse)
+        ctx.save_for_backward(E, chosen, index, inverse)
         return E.reshape(E.shape[0], -1).gather(1, index.index_select(0, chosen)).view_as(E)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        E, chosen, inverse = ctx.saved_tensors
+        E, chosen, index, inverse = ctx.saved_tensors
         rows = E.shape[0]
         grad_E = grad_z = None
         if ctx.needs_input_grad[0]:
             grad_E = grad.reshape(rows, -1).gather(1, inverse.index_select(0, chosen)).view_as(E)
         if ctx.needs_input_grad[1]:
-            height, width = E.shape[-2:]
-            spectrum = torch.fft.rfft2(E).conj() * torch.fft.rfft2(grad)
-            correlation = torch.fft.irfft2(spectrum, s=(height, width)).reshape(rows, -1)
-            grad_z = correlation[:, [(dr % height) * width + dc % width for dr, dc in DIRECTIONS]]
+            shifted = E.reshape(rows, -1).index_select(1, index.flatten()).view(rows, *index.shape)
+            grad_z = (shifted * grad.reshape(rows, 1, -1)).sum(-1)
         return grad_E, grad_z, None, None
 
 
 class _Lookup(torch.autograd.Function):
-    """``p = table[index]`` with the gradient of a smooth ``p(A, B)``: ``dp/dA = dA[index]``,
-    ``dp/dB = dB[index]``, and ``dL/dtable`` accumulated at ``index``.
+    """``p = table[index]`` with the gradient of a smooth ``p(A, B)`` of the state ``x = (A, B)``:
+    ``(dp/dA, dp/dB) = slopes[:, index]``, and ``dL/dtable`` accumulated at ``index``.
 
-    ``table``, ``dA``, ``dB``: flat ``(6 * S * S,)``; ``index``: long, the shape of ``A`` and ``B``.
+    ``table``: flat ``(6 * S * S,)``, ``slopes``: ``(2, 6 * S * S)``; ``index``: long ``(B, H, W)``; ``x``:
+    ``(B, 2, H, W)``
+    (taken whole, so that its gradient is one stacked tensor rather than two ``select`` backwards).
     """
 
     @staticmethod
-    def forward(ctx, table: Tensor, dA: Tensor, dB: Tensor, index: Tensor, A: Tensor, B: Tensor) -> Tensor:
-        ctx.save_for_backward(dA, dB, index)
+    def forward(ctx, table: Tensor, slopes: Tensor, index: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(slopes, index)
         ctx.table_size = table.shape[0]
         return table.index_select(0, index.flatten()).view_as(index)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        dA, dB, index = ctx.saved_tensors
-        grad_table = None
-        if ctx.needs_input_grad[0]:
-            grad_table = grad.new_zeros(ctx.table_size).index_add_(0, index.flatten(), grad.flatten())
+        slopes, index = ctx.saved_tensors
         flat = index.flatten()
-        grad_A = grad * dA.index_select(0, flat).view_as(index) if ctx.needs_input_grad[4] else None
-        grad_B = grad * dB.index_select(0, flat).view_as(index) if ctx.needs_input_grad[5] else None
-        return grad_table, None, None, None, grad_A, grad_B
+        grad_table = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_table = grad.new_zeros(ctx.table_size).index_add_(0, flat, grad.flatten())
+        if ctx.needs_input_grad[3]:
+            grad_x = slopes.index_select(1, flat).view(2, *grad.shape).transpose(0, 1) * grad[:, None]
+        return grad_table, None, None, grad_x
 
 
 class MalevanetsKapral(nn.Module):
@@ -188,9 +188,9 @@ class MalevanetsKapral(nn.Module):
         self.gamma = float(gamma)
         self.estimator = make_estimator(estimator, temperature)
         self.direction_estimator = make_estimator(direction_estimator, temperature)
-        # (dA, dB) of channels sigma1..sigma6 when they fire
-        changes = [[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]
-        self.register_buffer("channel_changes", torch.tensor(changes), persistent=False)
+        # (dA, dB) of channels sigma1..sigma6 when they fire, (2, 6 (N + 2)^2) like the tables below
+        changes = torch.tensor([[1.0, -1.0, 1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0, -1.0]])
+        self.register_buffer("channel_changes", changes.repeat_interleave((N + 2) ** 2, dim=1), persistent=False)
         # The counts stay within 0..N (a full site always excites one particle, and no channel fires
         # into a full site), so the reaction probabilities are tabulated once per rollout for
         # A, B = 0..N+1 (one spare row for safety), with the derivatives of the smooth polynomials.
@@ -201,8 +201,7 @@ class MalevanetsKapral(nn.Module):
             dA = torch.stack([torch.autograd.grad(m.sum(), grid_A, retain_graph=True)[0] for m in monomials])
             dB = torch.stack([torch.autograd.grad(m.sum(), grid_B, retain_graph=True)[0] for m in monomials])
         self.register_buffer("monomials", monomials.detach(), persistent=False)
-        self.register_buffer("monomials_dA", dA, persistent=False)
-        self.register_buffer("monomials_dB", dB, persistent=False)
+        self.register_buffer("monomial_slopes", torch.stack([dA, dB]), persistent=False)
         self._indices: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor]] = {}
 
     def _shift_tables(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -216,16 +215,16 @@ class MalevanetsKapral(nn.Module):
         """``(5,)``: the current ``D_A, D_B, k1, k2, k3`` (differentiable)."""
         return torch.stack([getattr(self, name) for name in PARAMETERS])
 
-    def rates(self, values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def rates(self, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What a step needs from the parameters: the ``(2, 9)`` direction probabilities of A and B, and
-        the reaction probabilities ``p_r(A, B)``, clamped into [0, 1], with their derivatives in ``A`` and
-        ``B``, tabulated for ``r = 1..6`` and ``A, B = 0..N+1`` (flat ``(6 * (N + 2)^2,)`` each)."""
+        the reaction probabilities ``p_r(A, B)``, clamped into [0, 1] (flat ``(6 * (N + 2)^2,)``), with their
+        derivatives in ``A`` and ``B`` (``(2, 6 * (N + 2)^2)``), tabulated for ``r = 1..6`` and
+        ``A, B = 0..N+1``."""
         factors = self.reaction_factors(values)[:, None, None]
         unclamped = factors * self.monomials
         inside = ((unclamped >= 0) & (unclamped <= 1)).float()  # as the gradient of clamp()
-        dA = (factors.detach() * self.monomials_dA * inside).flatten()
-        dB = (factors.detach() * self.monomials_dB * inside).flatten()
-        return direction_probabilities(values[:2]), unclamped.clamp(0, 1).flatten(), dA, dB
+        slopes = (factors.detach() * self.monomial_slopes * inside).flatten(1)
+        return direction_probabilities(values[:2]), unclamped.clamp(0, 1).flatten(), slopes
 
     def diffuse(self, x: Tensor, directions: Tensor, xi: Tensor, direction_noise: Tensor) -> Tensor:
         """One diffusion step of both species; every lattice and species draws its own direction.
@@ -234,14 +233,16 @@ class MalevanetsKapral(nn.Module):
         ``(B, 2, 9)`` (direction draw).
         """
         batch, species, height, width = x.shape
-        E = straight_through_threshold(x - self.N * xi)
-        z = self.direction_estimator.categorical(directions.expand(batch, -1, -1), noise=direction_noise)
+        E = straight_through_threshold(torch.add(x, xi, alpha=-self.N))
+        directions = directions.expand(batch, -1, -1)
         index, inverse = self._shift_tables(height, width, x.device)
-        rows, z = E.reshape(batch * species, height, width), z.reshape(batch * species, -1)
-        if rows.requires_grad or z.requires_grad:
-            shifted = _Translate.apply(rows, z, index, inverse)
-        else:  # the same forward without the autograd.Function's overhead
-            shifted = rows.reshape(batch * species, -1).gather(1, index.index_select(0, z.argmax(-1)))
+        if E.requires_grad or directions.requires_grad:
+            z = self.direction_estimator.categorical(directions, noise=direction_noise)
+            shifted = _Translate.apply(E.reshape(batch * species, height, width), z.reshape(batch * species, -1),
+                                       index, inverse)
+        else:  # the same draw and translation without one-hot vectors and autograd.Function overhead
+            chosen = self.direction_estimator.categorical_index(directions, noise=direction_noise)
+            shifted = E.reshape(batch * species, -1).gather(1, index.index_select(0, chosen.flatten()))
         return x - E + shifted.view_as(x)
 
     def reaction_factors(self, values: Tensor) -> Tensor:
@@ -254,43 +255,46 @@ class MalevanetsKapral(nn.Module):
         """``(6, ...)``: ``p1..p6`` of the six channels at counts ``A``, ``B`` (not clamped)."""
         return _monomials(A, B, self.N) * self.reaction_factors(self.values()).view(6, *([1] * A.dim()))
 
-    def react(self, x: Tensor, table: Tensor, dA: Tensor, dB: Tensor, choice: Tensor, xi: Tensor) -> Tensor:
+    def react(self, x: Tensor, table: Tensor, slopes: Tensor, u: Tensor) -> Tensor:
         """One reaction step: every site applies one of the six channels, chosen uniformly.
 
-        ``table``, ``dA``, ``dB`` from :meth:`rates`; ``choice``, ``xi``: ``U(0, 1)`` of shape ``(B, H, W)``
-        (channel ``floor(6 choice)``, and its draw).
+        ``table``, ``slopes`` from :meth:`rates`; ``u``: ``U(0, 1)`` of shape ``(B, H, W)``, which gives
+        both the channel ``c = floor(6 u)`` and, independent of it and uniform, the draw ``6 u - c``.
         """
-        A, B = x[:, 0], x[:, 1]
         size = self.N + 2
-        channel = (choice * 6).long()  # choice < 1, so channel <= 5
-        index = channel * size**2 + (A.detach() * size + B.detach()).long()
-        if table.requires_grad or A.requires_grad or B.requires_grad:
-            p = _Lookup.apply(table, dA, dB, index, A, B)
+        scaled = u * 6
+        xi = torch.frac(scaled)
+        counts = x.detach()
+        # Exact in floating point (integers below 6 (N + 2)^2); u < 1, so the channel is at most 5.
+        index = torch.add(counts[:, 1], counts[:, 0], alpha=size).add_(scaled - xi, alpha=size**2).long()
+        flat = index.flatten()
+        if table.requires_grad or x.requires_grad:
+            p = _Lookup.apply(table, slopes, index, x)
         else:
-            p = table.index_select(0, index.flatten()).view_as(index)
+            p = table.index_select(0, flat).view_as(index)
         fired = self.estimator.bernoulli(p, noise=xi)
-        change = self.channel_changes.index_select(0, channel.flatten()).view(*A.shape, 2).movedim(-1, 1)
-        return x + fired[:, None] * change
+        change = self.channel_changes.index_select(1, flat).view(2, *index.shape).transpose(0, 1)
+        return torch.addcmul(x, fired[:, None], change)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One step (diffuse A and B, then react) of ``x``: ``(B, 2, H, W)`` counts to the same shape."""
         return self._step(x, *self.rates(self.values()), generator)
 
-    def _step(self, x: Tensor, directions: Tensor, table: Tensor, dA: Tensor, dB: Tensor,
+    def _step(self, x: Tensor, directions: Tensor, table: Tensor, slopes: Tensor,
               generator: torch.Generator | None) -> Tensor:
-        # All of a step's noise in one draw: excitation of A and B, channel, reaction, directions.
+        # All of a step's noise in one draw: excitation of A and B, reaction, directions.
         batch, _, height, width = x.shape
-        sites = batch * 4 * height * width
+        sites = batch * 3 * height * width
         draws = torch.rand(sites + batch * 18, generator=generator, device=x.device, dtype=x.dtype)
-        noise, direction_noise = draws[:sites].view(batch, 4, height, width), draws[sites:].view(batch, 2, 9)
+        noise, direction_noise = draws[:sites].view(batch, 3, height, width), draws[sites:].view(batch, 2, 9)
         x = self.diffuse(x, directions, noise[:, :2], direction_noise)
-        return self.react(x, table, dA, dB, noise[:, 2], noise[:, 3])
+        return self.react(x, table, slopes, noise[:, 2])
 
-    def _segment(self, x: Tensor, directions: Tensor, table: Tensor, dA: Tensor, dB: Tensor, first_seed: int,
+    def _segment(self, x: Tensor, directions: Tensor, table: Tensor, slopes: Tensor, first_seed: int,
                  steps: int) -> Tensor:
         generator = torch.Generator(device=x.device)
         for t in range(steps):
-            x = self._step(x, directions, table, dA, dB, generator.manual_seed(first_seed + t))
+            x = self._step(x, directions, table, slopes, generator.manual_seed(first_seed + t))
         return x
 
     def rollout(self, x: Tensor, steps: int, generator: torch.Generator | None = None,

@@ -102,12 +102,15 @@ class StabilityFitting(FittingTask):
                    f"A/N after {self.test_steps} steps, score {float(pattern_score(self.field)):.3f}")
 
 
-def save_field(field: Tensor, path: Path, title: str) -> None:
-    """Save a ``(H, W)`` field in [0, 1] as a PNG with a title."""
-    figure, axis = plt.subplots(figsize=(4, 4))
-    axis.imshow(field.cpu().numpy(), vmin=0, vmax=1, cmap="viridis")
-    axis.set_title(title, fontsize=9)
-    axis.axis("off")
+def save_field(field: Tensor, path: Path, title: str | list[str]) -> None:
+    """Save a ``(H, W)`` field in [0, 1], or a row of ``(n, H, W)`` fields with one title each, as a PNG."""
+    fields = field.reshape(-1, *field.shape[-2:]).cpu().numpy()
+    titles = [title] if isinstance(title, str) else title
+    figure, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 4), squeeze=False)
+    for axis, image, text in zip(axes[0], fields, titles, strict=True):
+        axis.imshow(image, vmin=0, vmax=1, cmap="viridis")
+        axis.set_title(text, fontsize=9)
+        axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
