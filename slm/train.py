@@ -36,6 +36,14 @@ def build_simulator(model_cfg: DictConfig) -> torch.nn.Module:
     return _build(node)
 
 
+def build_task_and_data(cfg: DictConfig, simulator: torch.nn.Module | None) -> tuple[Any, Any]:
+    """Instantiate and set up ``cfg.data``, then ``cfg.task`` around ``simulator`` (if any)."""
+    datamodule = _build(cfg.data)
+    datamodule.setup("fit")
+    task = _build(cfg.task, **({"simulator": simulator} if simulator is not None else {}))
+    return task, datamodule
+
+
 def check_checkpoint(ckpt_path: str | None) -> None:
     """Fail early, in one line, on a missing or unreadable checkpoint."""
     if ckpt_path is None:
@@ -60,10 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_checkpoint(cfg.get("ckpt_path"))
     # Tasks whose learnable state comes from the data (segmentation) have no model config.
-    simulator = {"simulator": build_simulator(cfg.model)} if cfg.get("model") else {}
-    datamodule = _build(cfg.data)
-    datamodule.setup("fit")
-    task = _build(cfg.task, **simulator)
+    task, datamodule = build_task_and_data(cfg, build_simulator(cfg.model) if cfg.get("model") else None)
     callbacks = [_build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = _build(cfg.logger) if cfg.get("logger") else False
     trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger)
