@@ -92,3 +92,18 @@ def test_mk_e3_finds_pattern_forming_rates(make_cfg):
         return float(pattern_score(x[0, 0] / 50))
 
     assert fresh_score(**results["params"]) >= 0.5 * fresh_score()
+
+
+def test_mk_e1_first_hundred_steps_drop_k2_and_the_expected_loss(make_cfg):
+    """Thesis Fig. 4 E1's opening: k2 falls from 0.82 towards 0 within a few steps and the loss drops.
+    The full 6000-step run and its pattern tests are in the README."""
+    from scripts.stability_loss import stability_loss
+
+    cfg = make_cfg("trainer.max_epochs=1", experiment="mk_e1", shrink=False)
+    results = train(cfg)
+    assert results["steps"] == 100
+    assert results["params"]["k2"] < 0.2
+    fitted = [f"model.{name}={value}" for name, value in results["params"].items()]
+    before = stability_loss(make_cfg(experiment="mk_e1", shrink=False), 5)
+    after = stability_loss(make_cfg(*fitted, experiment="mk_e1", shrink=False), 5)
+    assert after["max"] < before["min"]

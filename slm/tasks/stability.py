@@ -55,7 +55,7 @@ class StabilityFitting(FittingTask):
     """
 
     def __init__(self, simulator: MalevanetsKapral, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
-                 checkpoint_every: int | None = 50, loss: str = "log", param_lr: dict[str, float] | None = None,
+                 checkpoint_every: int | None = None, loss: str = "log", param_lr: dict[str, float] | None = None,
                  test_size: int = 64, test_steps: int = 50000):
         super().__init__(simulator, optimizer, scheduler, seed)
         if loss not in LOSSES:
