@@ -1,6 +1,9 @@
 """LightningDataModules for the fitting tasks."""
 
-from datamodules.msd import MSDDataModule
-from datamodules.si import SITransitionDataModule, load_frames
+from datamodules.images import ImageDataModule, RepeatImage
+from datamodules.msd import MSDDataModule, RepeatTarget
+from datamodules.patterns import PatternDataModule
+from datamodules.si import SITransitionDataModule, TransitionWindows, load_frames
 
-__all__ = ["MSDDataModule", "SITransitionDataModule", "load_frames"]
+__all__ = ["ImageDataModule", "MSDDataModule", "PatternDataModule", "RepeatImage", "RepeatTarget",
+           "SITransitionDataModule", "TransitionWindows", "load_frames"]

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.msd import RepeatTarget
 from slm.errors import InputError
-from slm.models.malevanets_kapral import PARAMETERS, MalevanetsKapral, uniform_state
+from slm.models.malevanets_kapral import PARAMETERS, REFERENCE, MalevanetsKapral, uniform_state
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class PatternDataModule(L.LightningDataModule):
     parameters, seeded by ``seed``, and cached in ``cache_dir`` (keyed by all of these).
 
     Args:
-        reference: ``{"D_A": .., "D_B": .., "k1": .., "k2": .., "k3": ..}`` of the reference pattern.
+        reference: ``{"D_A": .., "D_B": .., "k1": .., "k2": .., "k3": ..}`` of the reference pattern
+            (default :data:`slm.models.malevanets_kapral.REFERENCE`; the experiments pass ``truth``).
         N, gamma: lattice-gas constants (as the model's).
         steps_per_epoch: gradient steps per epoch.
     """
@@ -59,7 +60,7 @@ class PatternDataModule(L.LightningDataModule):
                  batch_size: int = 1, N: int = 50, gamma: float = 0.005, cache_dir: str | None = None,
                  seed: int = 0, steps_per_epoch: int = 100):
         super().__init__()
-        reference = dict(reference or {"D_A": 0.1, "D_B": 0.4, "k1": 0.98, "k2": 0.1, "k3": 0.2})
+        reference = dict(reference or REFERENCE)
         if set(reference) != set(PARAMETERS):
             raise InputError(f"data.reference: expected values for {', '.join(PARAMETERS)}, got {sorted(reference)}")
         for name, value in (("data.size", size), ("data.steps", steps), ("data.batch_size", batch_size),

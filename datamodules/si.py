@@ -20,11 +20,11 @@ from slm.parameters import Probability
 log = logging.getLogger(__name__)
 
 
-def load_frames(path: str | Path) -> Tensor:
-    """Read and check observed SI sequences.
+def load_frames(path: str | Path, monotone: bool = True) -> Tensor:
+    """Read and check observed binary lattice sequences (SI by default).
 
     The file is an ``.npz`` with key ``frames``: uint8 (or bool) 0/1, shape ``(n_seq, T, H, W)``,
-    ``T >= 2``, and no site may turn from aware (1) back to unaware (0).
+    ``T >= 2``; with ``monotone`` (the SI model) no site may turn from aware (1) back to unaware (0).
 
     Returns:
         uint8 tensor of shape ``(n_seq, T, H, W)``.
@@ -54,7 +54,8 @@ def load_frames(path: str | Path) -> Tensor:
     frames = torch.from_numpy(frames.astype(np.uint8))
     if frames.max() > 1:
         raise InputError(f"{where} must hold only 0 (unaware) and 1 (aware); found the value {int(frames.max())}")
-    check_no_forgetting(frames, where)
+    if monotone:
+        check_no_forgetting(frames, where)
     return frames
 
 
@@ -101,7 +102,8 @@ def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 
 
 class SITransitionDataModule(L.LightningDataModule):
-    """Transitions of SI sequences, split at random into train and validation windows.
+    """Transitions of binary lattice sequences (SI by default), split at random into train and
+    validation windows.
 
     Without ``path``, reference sequences are simulated from one central aware site with spread
     coefficient ``beta`` (optionally redrawn each step with sd ``beta_sd``). Unset ``n_sequences`` /
@@ -111,6 +113,8 @@ class SITransitionDataModule(L.LightningDataModule):
 
     Args:
         path: ``.npz`` with key ``frames`` (see :func:`load_frames`); overrides the simulation.
+        monotone: refuse files where a site turns from 1 back to 0 (true for SI; false for models that
+            flip both ways).
         beta, beta_sd, n_sequences, n_frames, size: reference simulation settings.
         batch_size: transitions per minibatch (per device under DDP).
         val_fraction: share of transitions held out for validation.
@@ -120,6 +124,7 @@ class SITransitionDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str | None = None,
+        monotone: bool = True,
         beta: float = 0.4,
         beta_sd: float = 0.0,
         n_sequences: int | None = None,
@@ -132,7 +137,7 @@ class SITransitionDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if path is None:
-            Probability.check("model.beta_true", beta)
+            Probability.check("truth.beta", beta)
         if batch_size < 1:
             raise InputError(f"data.batch_size: expected a positive integer, got {batch_size}")
         if not 0 <= val_fraction < 1:
@@ -156,7 +161,8 @@ class SITransitionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.frames is not None:
             return
-        frames = load_frames(self.hparams.path) if self.hparams.path else self._reference_frames()
+        hp = self.hparams
+        frames = load_frames(hp.path, hp.monotone) if hp.path else self._reference_frames()
         n_seq, n_frames = frames.shape[:2]
         seq, t = torch.meshgrid(torch.arange(n_seq), torch.arange(n_frames - 1), indexing="ij")
         index = torch.stack([seq.flatten(), t.flatten()], dim=1)

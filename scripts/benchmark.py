@@ -1,300 +1,34 @@
-"""Speed benchmark: ``python scripts/benchmark.py [--device cuda] [--repeats 7]``.
+"""Speed benchmark: ``python scripts/benchmark.py [--device cuda] [--repeats 7] [--only CASE ...]``.
 
 Prints one Markdown table: model, lattice, batch, forward steps/s (no grad), time of one gradient
 step (forward, backward, optimiser), time of one training epoch through the real Lightning loop
 where it applies, and peak memory. Fixed seeds, warm-up runs, medians of ``--repeats`` runs. Each
 case runs in its own process so that its peak memory (CUDA: allocated; CPU: resident set above the
-process's baseline) is its own.
+process's baseline) is its own. The cases are in :mod:`slm.studies.benchmark`.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
-import statistics
-import tempfile
-import time
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from slm.errors import InputError
+from slm.studies.benchmark import CASES, CaseError, markdown, run_cases
 
 
-def si_step(device: torch.device, repeats: int) -> dict[str, object]:
-    """SI: one step of 32 lattices of 64x64, and one Adam step on the pixelwise MSE."""
-    from slm.models.si import SI, simulate_si
-
-    generator = torch.Generator(device=device).manual_seed(0)
-    frames = simulate_si(0.4, 32, 21, generator=generator, device=device).float()
-    x, y = frames[:, 10], frames[:, 11]
-    model = SI(beta=0.3).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(x, generator)
-
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        F.mse_loss(model(x, generator), y).backward()
-        optimizer.step()
-
-    steps = 50
-    fwd = _median_seconds(lambda: [forward() for _ in range(steps)], repeats, device) / steps
-    grad = _median_seconds(grad_step, repeats * 10, device)
-    return {"model": "SI", "lattice": "64x64", "batch": 32, "forward steps/s": f"{1 / fwd:,.0f}",
-            "gradient step": f"{grad * 1e3:.2f} ms"}
-
-
-def si_epoch(device: torch.device, repeats: int) -> dict[str, object]:
-    """SI: one epoch of the real si_noisy run (2900 transitions, batch 32) through Lightning.
-
-    Timed as the difference of the fit times of a ``1 + repeats`` epoch run and a 1 epoch run, so
-    Lightning's start-up is not counted.
-    """
-    from hydra import compose, initialize_config_dir
-
-    from slm.train import train
-
-    def fit_seconds(epochs: int) -> float:
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-            cfg = compose("train", overrides=[
-                "experiment=si_noisy", "data.val_fraction=0", f"trainer.max_epochs={epochs}",
-                f"trainer.accelerator={device.type}", "trainer.enable_progress_bar=false", "~logger",
-                "~callbacks", "+trainer.enable_checkpointing=false", "+trainer.enable_model_summary=false",
-                f"paths.output_dir={tempfile.mkdtemp(prefix='slm_benchmark_')}"])
-        return train(cfg)["seconds"]
-
-    epoch = (fit_seconds(1 + repeats) - fit_seconds(1)) / repeats
-    return {"model": "SI, Lightning epoch of 2900 transitions", "lattice": "64x64", "batch": 32,
-            "epoch": f"{epoch:.2f} s"}
-
-
-def prw_step(device: torch.device, repeats: int) -> dict[str, object]:
-    """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss."""
-    from slm.models.persistent_walk import PersistentRandomWalk
-
-    generator = torch.Generator(device=device).manual_seed(0)
-    model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel").to(device)
-    target = PersistentRandomWalk(0.2, 0.1).to(device).expected_msd(10).detach()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(1500, 10, generator)
-
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        (((model.msd(1500, 10, generator) - target) / target) ** 2).sum().backward()
-        optimizer.step()
-
-    fwd = _median_seconds(forward, repeats * 5, device) / 10
-    grad = _median_seconds(grad_step, repeats * 5, device)
-    return {"model": "PRW (10 MCS)", "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
-            "gradient step": f"{grad * 1e3:.2f} ms"}
-
-
-def segmentation_step(device: torch.device, repeats: int) -> dict[str, object]:
-    """Segmentation: one Adam step of the default loss (local means, window 20) on a 696x520 pixel field."""
-    from datamodules.images import synthetic_cells
-    from slm.models.pixel_field import PixelField
-    from slm.tasks.segmentation import segmentation_loss
-
-    image, _ = synthetic_cells(blur=10)
-    field = PixelField(torch.tensor(image, dtype=torch.float32, device=device))
-    optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
-
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        segmentation_loss(field(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
-        optimizer.step()
-
-    grad = _median_seconds(grad_step, repeats * 5, device)
-    return {"model": "segmentation pixel field", "lattice": "696x520", "batch": 1,
-            "gradient step": f"{grad * 1e3:.2f} ms"}
-
-
-def cpm_step(device: torch.device, repeats: int) -> dict[str, object]:
-    """CPM: 4000 cells x 800 sampling steps, and one Adam step on the relative MSD loss (score estimator)."""
-    from slm.models.cpm import OnePixelCPM
-
-    generator = torch.Generator(device=device).manual_seed(0)
-    model = OnePixelCPM(0.3).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(4000, 1, generator)
-
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        (((model.msd(4000, 1, generator) - 3.0) / 3.0) ** 2).sum().backward()
-        optimizer.step()
-
-    fwd = _median_seconds(forward, repeats, device, warmup=1) / 800
-    grad = _median_seconds(grad_step, repeats, device, warmup=1)
-    return {"model": "1-pixel CPM (800 steps, score)", "lattice": "128x128 (coordinates)", "batch": 4000,
-            "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
-
-
-class NaiveMK(torch.nn.Module):
-    """A straightforward PyTorch MK (the SPEC's baseline), for comparison only: all 9 shifted copies of
-    the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
-    through every step, no checkpointing."""
-
-    def __init__(self, N: int = 50, gamma: float = 0.005):
-        super().__init__()
-        self.values = torch.nn.Parameter(torch.tensor([0.1, 0.4, 0.98, 0.1, 0.2]))
-        self.N, self.gamma = N, gamma
-
-    @staticmethod
-    def _st(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-        return hard + soft - soft.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from slm.models.malevanets_kapral import DIRECTIONS, direction_probabilities
-
-        N, (D_A, D_B, k1, k2, k3) = self.N, self.values
-        species = []
-        for X, D in ((x[:, 0], D_A), (x[:, 1], D_B)):
-            threshold = X - N * torch.rand_like(X)
-            E = self._st((threshold > 0).float(), threshold)
-            X = X - E
-            gumbel = -torch.log(-torch.log(torch.rand(X.shape[0], 9, device=X.device)))
-            logits = torch.log(direction_probabilities(D)) + gumbel
-            z = self._st(F.one_hot(logits.argmax(-1), 9).float(), torch.softmax(logits, -1))
-            X = X + sum(z[:, k, None, None] * torch.roll(E, shifts=shift, dims=(-2, -1))
-                        for k, shift in enumerate(DIRECTIONS))
-            species.append(X)
-        A, B = species
-        channel = torch.randint(6, A.shape, device=A.device)
-        p = [self.gamma * k1 * A * (A - 1) * (N - A) / ((N - 1) * (N - 2)),
-             self.gamma * k1 * A * (N - A) * (N - A - 1) / ((N - 1) * (N - 2)),
-             self.gamma * k2 * (N - A) * B / N, self.gamma * k2 * A * (N - B) / N,
-             self.gamma * k3 * (N - A) * (N - B) / N, self.gamma * k3 * A * B / N]
-        fired = []
-        for r, p_r in enumerate(p):
-            p_r = p_r.clamp(0, 1)
-            fired.append(self._st((torch.rand_like(p_r) < p_r).float(), p_r) * (channel == r))
-        return torch.stack([A + fired[0] - fired[1] + fired[2] - fired[3], B + fired[4] - fired[5]], dim=1)
-
-
-def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch.device,
-            repeats: int) -> dict[str, object]:
-    """MK (``ours`` or ``naive``): ``forward`` steps/s, or a ``grad`` step of tau = 500
-    (``grad+checkpoint``: ours with checkpoints every 50 steps) on the log loss."""
-    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
-
-    generator = torch.Generator(device=device).manual_seed(0)
-    x = uniform_state(batch, size, device=device)
-    if implementation == "ours":
-        model = MalevanetsKapral().to(device)
-        with torch.no_grad():
-            x = model.rollout(x, 200, generator)
-
-        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
-            return model.rollout(start, n, generator, checkpoint)
-    else:
-        model = NaiveMK().to(device)
-
-        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
-            for _ in range(n):
-                start = model(start)
-            return start
-    row = {"model": f"MK, {implementation}", "lattice": f"{size}x{size}", "batch": batch}
-    if mode == "forward":
-        n = 200 if size <= 64 else 20
-        with torch.no_grad():
-            seconds = _median_seconds(lambda: steps(x, n), repeats, device, warmup=1) / n
-        row["forward steps/s"] = f"{1 / seconds:,.0f}"
-        return row
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
-
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        out = steps(x, 500, 50 if mode == "grad+checkpoint" else None)
-        torch.log(((out - x) ** 2).sum()).backward()
-        optimizer.step()
-
-    row["gradient step"] = f"{_median_seconds(grad_step, max(3, repeats // 2), device, warmup=1):.2f} s"
-    row["model"] += ", checkpoints every 50" if mode == "grad+checkpoint" else ""
-    return row
-
-
-MK_CASES = {f"mk_{impl}_{mode.replace('+', '_')}_{size}_b{batch}": partial(mk_case, impl, size, batch, mode)
-            for impl, size, batch, mode in [
-                ("naive", 64, 1, "forward"), ("ours", 64, 1, "forward"), ("ours", 64, 16, "forward"),
-                ("ours", 512, 1, "forward"), ("naive", 64, 1, "grad"), ("ours", 64, 1, "grad"),
-                ("ours", 64, 1, "grad+checkpoint"), ("ours", 64, 16, "grad+checkpoint")]}
-CASES: dict[str, Callable[[torch.device, int], dict[str, object]]] = {
-    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES
-
-
-def _run_case(case: Callable, device_name: str, repeats: int, queue: mp.Queue) -> None:
-    import lightning  # noqa: F401  (imported before the baseline so that its import is not counted)
-
-    import slm.train  # noqa: F401
-
-    torch.manual_seed(0)
-    device = torch.device(device_name)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    row = case(device, repeats)
-    if device.type == "cuda":
-        row["peak memory"] = f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB (CUDA)"
-    else:
-        row["peak memory"] = f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024:.1f} MiB (RSS)"
-    queue.put(row)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
-    args = parser.parse_args()
-    ctx = mp.get_context("spawn")
-    rows = []
-    unknown = set(args.only or []) - set(CASES)
-    if unknown:
-        raise SystemExit(f"error: --only: unknown case(s) {sorted(unknown)}; expected some of {', '.join(CASES)}")
-    for name, case in CASES.items():
-        if args.only and name not in args.only:
-            continue
-        queue = ctx.Queue()
-        process = ctx.Process(target=_run_case, args=(case, args.device, args.repeats, queue))
-        process.start()
-        process.join()
-        if process.exitcode != 0:
-            raise SystemExit(f"error: benchmark case {name} failed (exit code {process.exitcode})")
-        rows.append(queue.get())
-    columns = ["model", "lattice", "batch", "forward steps/s", "gradient step", "epoch", "peak memory"]
+    parser.add_argument("--only", nargs="*", help=f"case names to run (default: all): {', '.join(CASES)}")
+    args = parser.parse_args(argv)
+    try:
+        rows = run_cases(args.only or None, args.device, args.repeats)
+    except (InputError, CaseError) as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"device: {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

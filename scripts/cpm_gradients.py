@@ -1,10 +1,4 @@
-"""Diagnose the CPM's gradients: each estimator's dE[MSD]/dT against the truth, across T.
-
-The truth is known two ways: exactly, by differentiating the Markov-chain expectation
-(``OnePixelCPM.expected_msd``), and empirically, by a central finite difference of the simulated
-mean MSD at ``T (1 +- h)`` with common random numbers. Each estimator's gradient is the mean over
-``--repeats`` batches of ``--cells`` cells (the training setting: 4000 cells, 800 steps), with its
-standard error.
+"""Diagnose the CPM's gradients across T: the command line of :mod:`slm.studies.cpm_gradients`.
 
     python scripts/cpm_gradients.py --out docs/cpm_gradients.json --plot docs/cpm_gradients.png
 """
@@ -14,104 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
+from functools import partial
 from pathlib import Path
 
-import matplotlib
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from slm.models.cpm import OnePixelCPM  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-COLOURS = {"finite difference": "tab:gray", "score": "tab:blue", "ste": "tab:orange", "gumbel tau=1": "tab:green",
-           "gumbel tau=0.5": "tab:red"}
-ESTIMATORS = {"score": ("score", 1.0), "ste": ("ste", 1.0), "gumbel tau=1": ("gumbel", 1.0),
-              "gumbel tau=0.5": ("gumbel", 0.5)}
-TEMPERATURES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0)
+from slm.studies import cpm_gradients
 
 
-def mean_and_error(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-    return mean, math.sqrt(var / len(values))
-
-
-def estimator_gradient(temperature: float, name: str, tau: float, cells: int, seed: int) -> float:
-    model = OnePixelCPM(temperature, estimator=name, gumbel_temperature=tau)
-    model.msd(cells, 1, torch.Generator().manual_seed(seed)).sum().backward()
-    return model.parametrizations.temperature.original.grad.item() / temperature
-
-
-@torch.no_grad()
-def finite_difference(temperature: float, step: float, cells: int, seed: int) -> float:
-    plus, minus = (OnePixelCPM(temperature * (1 + s)).msd(cells, 1, torch.Generator().manual_seed(seed))
-                   for s in (step, -step))
-    return float(plus - minus) / (2 * step * temperature)
-
-
-def study(cells: int, repeats: int, step: float) -> list[dict]:
-    rows = []
-    for temperature in TEMPERATURES:
-        model = OnePixelCPM(temperature)
-        expected = model.expected_msd(800)
-        (exact,) = torch.autograd.grad(expected, model.parametrizations.temperature.original)
-        row = {"temperature": temperature, "acceptance": float(model.acceptance.detach()),
-               "msd": float(expected.detach()), "exact": exact.item() / temperature}
-        row["finite difference"] = mean_and_error([finite_difference(temperature, step, cells, s)
-                                                   for s in range(repeats)])
-        for label, (name, tau) in ESTIMATORS.items():
-            row[label] = mean_and_error([estimator_gradient(temperature, name, tau, cells, s) for s in range(repeats)])
-        rows.append(row)
-        print(f"T={temperature:<5} p={row['acceptance']:.4f} E[MSD]={row['msd']:6.2f} exact {row['exact']:8.3f} | "
-              + " | ".join(f"{k} {row[k][0]:8.3f}+-{row[k][1]:.3f}"
-                           for k in ("finite difference", *ESTIMATORS)), flush=True)
-    return rows
-
-
-@torch.no_grad()
-def exact_temperature(target: float, low: float = 0.05, high: float = 20.0) -> float:
-    """The ``T`` whose exact mean MSD after 800 steps is ``target`` (bisection in log T; monotone)."""
-    for _ in range(40):
-        middle = math.sqrt(low * high)
-        low, high = (middle, high) if float(OnePixelCPM(middle).expected_msd(800)) < target else (low, middle)
-    return math.sqrt(low * high)
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    temperatures = [r["temperature"] for r in rows]
-    left.plot(temperatures, [r["exact"] for r in rows], "k-", lw=2, label="exact")
-    for label, marker in zip(["finite difference", *ESTIMATORS], "osvD^", strict=True):
-        means = [r[label][0] for r in rows]
-        errors = [r[label][1] for r in rows]
-        left.errorbar(temperatures, means, yerr=errors, marker=marker, ls="--" if label == "finite difference" else ":",
-                      ms=4, capsize=2, color=COLOURS[label], label=label)
-    left.set_yscale("log")
-    left.set_xlabel("temperature T")
-    left.set_ylabel("dE[MSD]/dT")
-    left.legend(fontsize=7)
-    left.set_title("gradient of the mean MSD (800 steps)")
-    for label in ESTIMATORS:
-        right.plot(temperatures, [r[label][0] / r["exact"] for r in rows], marker="o", ms=4, color=COLOURS[label],
-                   label=label)
-    right.axhline(1.0, color="k", lw=1)
-    right.plot(temperatures, [r["acceptance"] for r in rows], "k:", label="acceptance exp(-1/T)")
-    right.set_yscale("log")
-    right.set_xlabel("temperature T")
-    right.set_ylabel("estimate / exact")
-    right.legend(fontsize=7)
-    right.set_title("relative to the exact gradient")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=cpm_gradients.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=4000, help="cells per gradient estimate")
     parser.add_argument("--repeats", type=int, default=5, help="independent estimates per point")
     parser.add_argument("--step", type=float, default=0.05, help="relative finite-difference step in T")
@@ -119,15 +24,15 @@ def main() -> None:
                         help="target MSDs whose exact temperature to print")
     parser.add_argument("--out", type=Path, default=Path("cpm_gradients.json"))
     parser.add_argument("--plot", type=Path, default=Path("cpm_gradients.png"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     optima = {}
     for target in args.targets:
-        temperature = exact_temperature(target)
+        temperature = cpm_gradients.exact_temperature(target)
         optima[str(target)] = {"temperature": temperature, "acceptance": math.exp(-1 / temperature)}
         print(f"target MSD {target}: exact T = {temperature:.4f}, acceptance = {math.exp(-1 / temperature):.4f}")
-    rows = study(args.cells, args.repeats, args.step)
+    rows = cpm_gradients.study(args.cells, args.repeats, args.step, progress=partial(print, flush=True))
     args.out.write_text(json.dumps({"optima": optima, "gradients": rows}, indent=2) + "\n")
-    plot(rows, args.plot)
+    cpm_gradients.plot(rows, args.plot)
     print(f"wrote {args.out} and {args.plot}")
 
 

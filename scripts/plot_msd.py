@@ -10,10 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def main() -> None:
@@ -25,7 +22,8 @@ def main() -> None:
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("error: --labels needs one label per run")
-    figure, axes = plt.subplots(1, len(args.runs), figsize=(3.6 * len(args.runs), 3.2), squeeze=False)
+    figure = Figure(figsize=(3.6 * len(args.runs), 3.2), layout="tight")
+    axes = figure.subplots(1, len(args.runs), squeeze=False)
     for axis, run, label in zip(axes[0], args.runs, labels, strict=True):
         path = run / "msd.json"
         if not path.is_file():
@@ -41,7 +39,6 @@ def main() -> None:
         axis.set_xlabel("lag (s)" if curves["frame_interval"] else "lag (frames)")
         axis.set_ylabel("MSD")
         axis.legend(fontsize=8)
-    figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""Expected stability loss of MK parameters, without training.
+"""Expected stability loss of MK parameters, without training (:mod:`slm.studies.stability`).
 
     python scripts/stability_loss.py experiment=mk_e2 model.D_A=0.3628 model.D_B=1.0 [+rollouts=20]
 
@@ -14,24 +14,13 @@ import os
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from slm.errors import InputError
-from slm.train import build_simulator, build_task_and_data
+from slm.models.malevanets_kapral import PARAMETERS
+from slm.studies.stability import stability_loss
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
-
-
-def stability_loss(cfg: DictConfig, rollouts: int) -> dict[str, float]:
-    """Mean, min and max of ``task.loss`` over ``rollouts`` rollouts from the reference pattern."""
-    if not (isinstance(rollouts, int) and rollouts >= 1):
-        raise InputError(f"rollouts: expected a positive integer, got {rollouts}")
-    task, datamodule = build_task_and_data(cfg, build_simulator(cfg.model))
-    generator = torch.Generator().manual_seed(int(cfg.seed))
-    with torch.no_grad():
-        losses = torch.stack([task.loss(datamodule.pattern, generator) for _ in range(rollouts)])
-    return {"mean": float(losses.mean()), "min": float(losses.min()), "max": float(losses.max())}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
@@ -41,7 +30,7 @@ def main(cfg: DictConfig) -> None:
         stats = stability_loss(cfg, rollouts)
     except InputError as err:
         raise SystemExit(f"error: {err}") from None
-    values = ", ".join(f"{name}={float(cfg.model[name]):.4f}" for name in ("D_A", "D_B", "k1", "k2", "k3"))
+    values = ", ".join(f"{name}={float(cfg.model[name]):.4f}" for name in PARAMETERS)
     print(f"{values}: {cfg.task.loss} loss over {rollouts} rollouts of tau = {cfg.task.tau}: "
           f"mean {stats['mean']:.3f}, min {stats['min']:.3f}, max {stats['max']:.3f}")
 

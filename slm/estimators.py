@@ -1,9 +1,10 @@
-r"""Gradient estimators for discrete random draws.
+r"""Gradient estimators: how every random draw of every model is sampled and differentiated.
 
-Every simulator draws its discrete events through one of these objects, so the estimator is a
-swappable piece chosen by name (``model.estimator``) with a temperature (``model.temperature``).
-The forward pass is always an exact sample: hard 0/1 values or one-hot vectors. Only the backward
-pass differs.
+An estimator is a strategy object that a simulator calls for each of its discrete draws; the forward
+pass is always an exact sample (hard 0/1 values or one-hot vectors), only the backward pass differs.
+On the command line it is the Hydra config group ``estimator`` (``estimator=gumbel
+estimator.temperature=0.5``); in Python a name or an object (``SI(estimator="ste")``,
+``SI(estimator=GumbelSoftmax(0.5))``). A model may take separate estimators for separate draws.
 
 Bernoulli draws, ``z ~ Bernoulli(p)`` with ``p`` of any shape and ``U ~ U(0, 1)`` of the same shape:
 
@@ -21,11 +22,16 @@ Categorical draws over the last dimension, ``probs`` of shape ``(..., K)`` summi
   ``z = onehot(argmax_k(log probs_k + g_k))``; backward through
   ``s = softmax((log probs + g) / tau)``.
 
-Score function (``score``, REINFORCE): hard samples with no pathwise gradient at all. A simulator
-using it keeps the log-probability ``log P`` of its draws per sample and returns its statistic
-through :func:`score_surrogate`, whose gradient is ``mean_i (f_i - b_i) d log P_i`` with the
-leave-one-out baseline ``b_i``: unbiased for ``d E[f]``, whatever ``f`` is, at the price of variance.
-Only simulators that keep ``log P`` accept it (``make_estimator(..., allow_score=True)``).
+Thresholds of a given value ``x`` (a pixel field, or ``X - N U`` with the noise already drawn):
+``z = H(x)``; backward ``dz/dx := 1`` (``ste``), ``d sigmoid(x / tau)/dx`` (``gumbel``), none (``score``).
+
+Score function (``score``, REINFORCE): hard samples with no pathwise gradient. Every draw adds its
+log-probability, summed per sample (the first dimension of the draw is the sample: a lattice, a
+walker, a cell), to an accumulator the estimator owns. :meth:`Estimator.surrogate` then turns
+per-sample outcomes ``f_i`` into values whose mean has the gradient ``mean_i (f_i - b_i) d log P_i``,
+``b_i`` the leave-one-out mean of the others (zero for a single sample): unbiased for ``d E[f]``,
+whatever ``f`` is, at the price of variance. Pathwise estimators return ``f`` unchanged, so a task
+that always passes its per-sample losses through ``surrogate`` supports every estimator.
 
 All noise comes from ``torch`` RNG on the input's device, optionally from a given
 ``torch.Generator``, so seeded runs repeat exactly.
@@ -109,7 +115,7 @@ class Estimator(ABC):
     """A rule for sampling discrete events and differentiating through them."""
 
     name: str
-    #: False when the samples carry no gradient and the caller must use :func:`score_surrogate`.
+    #: False when the samples carry no pathwise gradient (the score function).
     pathwise: bool = True
 
     @abstractmethod
@@ -117,7 +123,7 @@ class Estimator(ABC):
         """Hard 0/1 sample of ``Bernoulli(p)``, shape of ``p``, with a surrogate gradient.
 
         ``noise``: ``U(0, 1)`` draws of the shape of ``p`` to use instead of drawing from ``generator``
-        (lets a caller draw all of a step's noise at once, or run the sampling under ``torch.compile``).
+        (lets a caller draw all of a step's noise at once).
         """
 
     @abstractmethod
@@ -128,11 +134,23 @@ class Estimator(ABC):
         ``noise``: ``U(0, 1)`` draws of the shape of ``probs``, as for :meth:`bernoulli`.
         """
 
-    @abstractmethod
     def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
                           noise: Tensor | None = None) -> Tensor:
         """The category ``(...)`` (long) that :meth:`categorical` one-hot encodes for the same noise, with
         no gradient: for simulators that only need the draw."""
+        u = _uniform(probs[..., :1], generator) if noise is None else noise[..., :1]
+        return (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+    def threshold(self, x: Tensor) -> Tensor:
+        """``H(x)`` (1 where ``x > 0``) with the identity backward pass, ``dH/dx := 1``."""
+        return _straight_through(_heaviside(x.detach()), x)
+
+    def surrogate(self, values: Tensor) -> Tensor:
+        """Per-sample outcomes ``(n, ...)`` whose mean carries this estimator's gradient (unchanged here)."""
+        return values
+
+    def reset(self) -> None:
+        """Forget what was recorded since the last :meth:`surrogate` (nothing here)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -151,11 +169,6 @@ class StraightThrough(Estimator):
                     noise: Tensor | None = None) -> Tensor:
         return _straight_through(_one_hot(self.categorical_index(probs, generator, noise), probs), probs)
 
-    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
-                          noise: Tensor | None = None) -> Tensor:
-        u = _uniform(probs[..., :1], generator) if noise is None else noise[..., :1]
-        return (u > probs.detach().cumsum(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
-
 
 class GumbelSoftmax(Estimator):
     """Gumbel-softmax (categorical) and Gumbel-sigmoid (binary) straight-through at ``temperature``."""
@@ -163,8 +176,8 @@ class GumbelSoftmax(Estimator):
     name = "gumbel"
 
     def __init__(self, temperature: float = 1.0):
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise InputError(f"model.temperature: expected a positive temperature, got {temperature}")
+        if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
+            raise InputError(f"estimator.temperature: expected a positive temperature, got {temperature}")
         self.temperature = float(temperature)
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
@@ -191,6 +204,10 @@ class GumbelSoftmax(Estimator):
                           noise: Tensor | None = None) -> Tensor:
         return self._ratio(probs, generator, noise).argmax(-1)
 
+    def threshold(self, x: Tensor) -> Tensor:
+        hard = _heaviside(x.detach())
+        return _straight_through(hard, torch.sigmoid(x / self.temperature)) if x.requires_grad else hard
+
     @staticmethod
     def _ratio(probs: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
         """``probs / exp`` with ``exp ~ Exp(1)`` (``-log(noise)`` when given), ``(..., K)``: its argmax is the
@@ -203,56 +220,74 @@ class GumbelSoftmax(Estimator):
 
 
 class ScoreFunction(Estimator):
-    """Exact samples without pathwise gradient; differentiate with :func:`score_surrogate`."""
+    """Exact samples without pathwise gradient; their log-probabilities are recorded per sample and
+    :meth:`surrogate` gives the score-function gradient with a leave-one-out baseline."""
 
     name = "score"
     pathwise = False
 
+    def __init__(self) -> None:
+        self._log_prob: Tensor | None = None
+
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        return _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
+        z = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
+        if p.requires_grad:
+            tiny = torch.finfo(p.dtype).tiny
+            self._record(torch.where(z > 0, torch.log(p.clamp_min(tiny)), torch.log((1 - p).clamp_min(tiny))))
+        return z
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
-        return StraightThrough().categorical(probs.detach(), generator, noise)
+        index = self.categorical_index(probs, generator, noise)
+        if probs.requires_grad:
+            chosen = probs.gather(-1, index[..., None])[..., 0]
+            self._record(torch.log(chosen.clamp_min(torch.finfo(probs.dtype).tiny)))
+        return _one_hot(index, probs)
 
-    def categorical_index(self, probs: Tensor, generator: torch.Generator | None = None,
-                          noise: Tensor | None = None) -> Tensor:
-        return StraightThrough().categorical_index(probs, generator, noise)
+    def threshold(self, x: Tensor) -> Tensor:
+        return _heaviside(x.detach())
+
+    def _record(self, log_prob: Tensor) -> None:
+        per_sample = log_prob.reshape(log_prob.shape[0] if log_prob.ndim else 1, -1).sum(1)
+        self._log_prob = per_sample if self._log_prob is None else self._log_prob + per_sample
+
+    def surrogate(self, values: Tensor) -> Tensor:
+        log_prob, self._log_prob = self._log_prob, None
+        if log_prob is None:
+            return values
+        if log_prob.shape[0] != values.shape[0]:
+            raise InputError(f"estimator: score: {values.shape[0]} outcomes for {log_prob.shape[0]} recorded "
+                             f"samples; the first dimension of every draw must be the sample")
+        return score_surrogate(values, log_prob.view(-1, *([1] * (values.ndim - 1))))
+
+    def reset(self) -> None:
+        self._log_prob = None
 
 
 def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:
     r"""Per-sample ``values`` (forward unchanged) whose mean has the score-function gradient.
 
-    ``values``: ``(n, ...)`` outcomes ``f_i`` of ``n >= 2`` independent samples; ``log_prob``:
-    ``(n, ...)`` (broadcastable), the log-probability of the draws that produced each ``f_i``. Returns
-    ``f_i + (f_i - b_i) (log P_i - stop_grad(log P_i))`` with ``b_i = mean_{j != i} f_j``, so that
-    ``d mean_i(out_i) = mean_i (f_i - b_i) d log P_i``, an unbiased estimate of ``d E[f]`` (the
-    baseline is independent of sample ``i`` and only lowers the variance).
+    ``values``: ``(n, ...)`` outcomes ``f_i`` of ``n`` independent samples; ``log_prob``: ``(n, ...)``
+    (broadcastable), the log-probability of the draws that produced each ``f_i``. Returns
+    ``f_i + (f_i - b_i) (log P_i - stop_grad(log P_i))`` with ``b_i = mean_{j != i} f_j`` (``0`` when
+    ``n = 1``), so that ``d mean_i(out_i) = mean_i (f_i - b_i) d log P_i``, an unbiased estimate of
+    ``d E[f]`` (the baseline is independent of sample ``i`` and only lowers the variance).
     """
     n = values.shape[0]
-    baseline = (values.sum(0, keepdim=True) - values) / (n - 1)
+    baseline = (values.sum(0, keepdim=True) - values) / (n - 1) if n > 1 else torch.zeros_like(values)
     return values + (values - baseline).detach() * (log_prob - log_prob.detach())
 
 
-ESTIMATORS = ("ste", "gumbel", "score")
+ESTIMATORS = {"ste": StraightThrough, "gumbel": GumbelSoftmax, "score": ScoreFunction}
 
 
-def make_estimator(name: str, temperature: float = 1.0, allow_score: bool = False) -> Estimator:
-    """The estimator called ``name``; ``temperature`` is used by ``gumbel``.
-
-    ``score`` needs a simulator that keeps the log-probability of its draws, so it is accepted only
-    with ``allow_score=True``.
-    """
-    names = ESTIMATORS if allow_score else tuple(e for e in ESTIMATORS if e != "score")
-    if name == "ste":
-        return StraightThrough()
-    if name == "gumbel":
+def make_estimator(estimator: Estimator | str, temperature: float = 1.0, key: str = "estimator") -> Estimator:
+    """``estimator`` itself if it is an :class:`Estimator`, else the estimator of that name
+    (``temperature`` is used by ``gumbel``)."""
+    if isinstance(estimator, Estimator):
+        return estimator
+    if estimator == "gumbel":
         return GumbelSoftmax(temperature)
-    if name == "score" and allow_score:
-        return ScoreFunction()
-    raise InputError(f"model.estimator: unknown estimator {name!r} for this model; expected one of {', '.join(names)}")
-
-
-def straight_through_threshold(x: Tensor) -> Tensor:
-    """Deterministic ``H(x)`` (1 where ``x > 0``) with the identity backward pass, ``dH/dx := 1``."""
-    return _straight_through(_heaviside(x.detach()), x)
+    if estimator in ESTIMATORS:
+        return ESTIMATORS[estimator]()
+    raise InputError(f"{key}: unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")

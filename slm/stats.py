@@ -127,13 +127,17 @@ def track_msd(tracks: Tracks, lags: int, key: str = "data.lags") -> np.ndarray:
     return msd
 
 
-def positions_msd(positions: Tensor, lags: int) -> Tensor:
-    """Differentiable MSD at lags ``1..lags`` of positions ``(B, T, D)`` (all walkers and start times).
+def walker_msd(positions: Tensor, lags: int) -> Tensor:
+    """Differentiable MSD of each walker at lags ``1..lags`` over all its start times.
+
+    Args:
+        positions: ``(B, T, D)``, ``T > lags``.
 
     Returns:
-        Tensor of shape ``(lags,)``.
+        Tensor of shape ``(B, lags)``; its mean over walkers is the MSD of all walkers and start times.
     """
-    return torch.stack([((positions[:, k:] - positions[:, :-k]) ** 2).sum(-1).mean() for k in range(1, lags + 1)])
+    return torch.stack([((positions[:, k:] - positions[:, :-k]) ** 2).sum(-1).mean(1) for k in range(1, lags + 1)],
+                       dim=1)
 
 
 #: A field counts as patterned when its score reaches this and its mean stays away from 0 and 1.

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -18,30 +21,69 @@ from slm.errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: The Hydra configs of the repository (``configs/`` beside the package).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The training config as ``scripts/train.py`` composes it, with ``overrides`` (``experiment=...``,
+    ``key=value``), outside a Hydra run: set ``paths.output_dir`` to where the run should write."""
+    os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("train", overrides=list(overrides))
+
 
 def _build(node: DictConfig | dict, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets our own one-line :class:`InputError` through unwrapped."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, InputError):
-            raise err.__cause__ from None
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):  # nested nodes (a model's estimator) wrap it again
+            cause = cause.__cause__
+        if isinstance(cause, InputError):
+            raise cause from None
         raise
 
 
-def build_simulator(model_cfg: DictConfig) -> torch.nn.Module:
-    """Instantiate ``cfg.model``. Keys ending in ``_true`` (e.g. ``beta_true``) are the ground truth
-    of reference simulations, read by the data config, and are not simulator arguments."""
-    node = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if not k.endswith("_true")}
-    return _build(node)
-
-
-def build_task_and_data(cfg: DictConfig, simulator: torch.nn.Module | None) -> tuple[Any, Any]:
-    """Instantiate and set up ``cfg.data``, then ``cfg.task`` around ``simulator`` (if any)."""
+def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
+    """Instantiate ``cfg.model`` (with its estimators), set up ``cfg.data``, and instantiate ``cfg.task``
+    around the model."""
+    simulator = _build(cfg.model)
     datamodule = _build(cfg.data)
     datamodule.setup("fit")
-    task = _build(cfg.task, **({"simulator": simulator} if simulator is not None else {}))
-    return task, datamodule
+    return _build(cfg.task, simulator=simulator), datamodule
+
+
+#: Optimiser and scheduler settings that must be positive (all others there must be >= 0).
+POSITIVE = ("lr", "max_lr")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse, in one line naming the key, a non-finite number anywhere in the config, a negative or
+    zero learning rate, a negative optimiser or scheduler setting, or a run length below one."""
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{key}.{name}" if key else str(name))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{key}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InputError(f"{key}: expected a finite number, got {node}")
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            name = key.rsplit(".", 1)[-1]
+            if key.startswith(("task.optimizer.", "task.scheduler.")) and not name.startswith("_"):
+                if name in POSITIVE and node <= 0:
+                    raise InputError(f"{key}: expected a positive learning rate, got {node}")
+                if node < 0:
+                    raise InputError(f"{key}: expected a number >= 0, got {node}")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in ("trainer.max_epochs", "trainer.max_steps"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value != -1 and not (isinstance(value, int) and value >= 1):
+            raise InputError(f"{key}: expected a positive integer (or -1 for no limit), got {value}")
 
 
 def check_checkpoint(ckpt_path: str | None) -> None:
@@ -64,11 +106,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Everything that can be checked (config values, data files, checkpoint) is checked before any
     training compute; problems raise :class:`slm.InputError` with a one-line message.
     """
+    check_settings(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_checkpoint(cfg.get("ckpt_path"))
-    # Tasks whose learnable state comes from the data (segmentation) have no model config.
-    task, datamodule = build_task_and_data(cfg, build_simulator(cfg.model) if cfg.get("model") else None)
+    task, datamodule = build_task_and_data(cfg)
+    # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
+    task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
     callbacks = [_build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = _build(cfg.logger) if cfg.get("logger") else False
     trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger)

@@ -2,13 +2,15 @@ import json
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from scripts import compare_calibrators, estimator_study
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
 from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
+from slm.baselines.trace import Trace
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import simulate_si
+from slm.studies import calibrators
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +49,30 @@ def test_comparison_rows_and_plot(tmp_path):
     settings = {"overrides": ["data.n_sequences=8", "data.n_frames=12", "data.batch_size=32", "trainer.max_epochs=3",
                               "+trainer.enable_model_summary=false"],
                 "abc": {"population_size": 30, "max_generations": 2}, "cma": {"max_evaluations": 30}}
-    rows, traces, truth = compare_calibrators.compare("si", settings, 2, tmp_path)
+    rows, traces, truth = calibrators.compare("si", settings, 2, tmp_path)
     assert [r["method"][:3] for r in rows] == ["AD ", "ABC", "CMA"]
     for row in rows:
         assert {"task", "method", "seconds", "simulations", "param_error"} <= set(row)
         assert row["seconds"] > 0 and row["simulations"] > 0
         json.dumps(row)
     assert "interval_90" in rows[1] and rows[1]["ratio_to_AD_at_equal_error"] > 0
-    compare_calibrators.plot({"si": (rows, traces, truth)}, tmp_path / "plot.png")
+    calibrators.plot({"si": (rows, traces, truth)}, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
 
 
-def test_score_estimator_is_unbiased_for_the_expected_mse_and_the_ste_for_least_squares():
-    summary = estimator_study.study(0.4, [0.3], repeats=60, batch=16, seed=0)
-    rows = {r["estimator"]: r for r in summary["rows"]}
-    score, ste = rows["score"], rows["ste"]
-    assert abs(score["bias"]) < 4 * score["se"]
-    assert abs(ste["bias_vs_least_squares"]) < 4 * ste["se"]
-    assert abs(ste["bias"]) > 10 * ste["se"]  # the STE does not follow the expected MSE
-    assert abs(summary["least_squares_minimiser"] - 0.4) < 0.02 < abs(summary["expected_mse_minimiser"] - 0.4)
+
+def test_seconds_to_counts_from_the_first_estimate_after_which_the_error_stays_below():
+    trace = Trace("m")
+    for seconds, beta in [(1, 0.1), (2, 0.39), (3, 0.2), (4, 0.41), (5, 0.395)]:
+        trace.add(seconds, seconds, {"beta": beta})
+    assert calibrators.seconds_to(trace, {"beta": 0.4}, 0.011) == 4
+    assert calibrators.seconds_to(trace, {"beta": 0.4}, 0.001) == float("inf")
+
+
+def test_prw_problem_takes_the_truth_from_the_truth_node(tmp_path):
+    cfg = calibrators.compose("prw", ["data.n_walkers=2000"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    problem = calibrators.make_problem("prw", cfg, datamodule)
+    assert problem.truth == {"p_center": 0.2, "p_resample": 0.1} and problem.names == ("p_center", "p_resample")
+    assert problem.target.shape == (cfg.data.lags,)

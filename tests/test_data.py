@@ -88,7 +88,7 @@ def test_reference_data_follow_paper_settings_and_own_seed():
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"beta": 1.2}, "model.beta_true"),
+        ({"beta": 1.2}, "truth.beta"),
         ({"batch_size": 0}, "data.batch_size"),
         ({"val_fraction": 1.0}, "data.val_fraction"),
     ],

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from slm.errors import InputError
-from slm.estimators import GumbelSoftmax, ScoreFunction, StraightThrough, make_estimator, score_surrogate
+from slm.estimators import GumbelSoftmax, ScoreFunction, StraightThrough, make_estimator
 
 P = torch.tensor([0.0, 0.03, 0.25, 0.5, 0.9, 1.0])
 PROBS = torch.tensor([0.1, 0.6, 0.0, 0.3])
@@ -35,13 +35,13 @@ def test_categorical_forward_is_one_hot_and_frequencies_match(est):
 
 
 @pytest.mark.parametrize("est", [*ESTIMATORS, ScoreFunction()], ids=repr)
-def test_categorical_index_is_the_drawn_category(est):
-    probs = PROBS.repeat(1000, 1).requires_grad_(True)
-    noise = torch.rand(probs.shape, generator=gen(5))
-    index = est.categorical_index(probs, noise=noise)
+def test_categorical_index_frequencies_match_and_carry_no_gradient(est):
+    probs = PROBS.repeat(100_000, 1).requires_grad_(True)
+    index = est.categorical_index(probs, gen(5))
     assert index.dtype == torch.long and not index.requires_grad
-    assert torch.equal(index, est.categorical(probs, noise=noise).argmax(-1))
-    assert torch.equal(est.categorical_index(probs, gen(6)), est.categorical(probs, gen(6)).argmax(-1))
+    frequencies = torch.bincount(index, minlength=4).float() / len(index)
+    se = (PROBS * (1 - PROBS) / len(index)).sqrt()
+    assert ((frequencies - PROBS).abs() <= 5 * se + 1e-12).all()
 
 
 def test_ste_bernoulli_backward_is_identity():
@@ -92,43 +92,83 @@ def test_same_generator_seed_gives_same_sample():
     assert not torch.equal(StraightThrough().bernoulli(p, gen(7)), StraightThrough().bernoulli(p, gen(8)))
 
 
-def test_make_estimator_by_name():
+def test_make_estimator_by_name_or_object():
     assert isinstance(make_estimator("ste"), StraightThrough)
     est = make_estimator("gumbel", 0.5)
     assert isinstance(est, GumbelSoftmax) and est.temperature == 0.5
+    assert isinstance(make_estimator("score"), ScoreFunction)
+    assert make_estimator(est) is est
 
 
 def test_unknown_estimator_is_a_one_line_error():
-    with pytest.raises(InputError, match=r"model.estimator: unknown estimator 'reinmax' for this model; "
-                                          r"expected one of ste, gumbel$"):
+    with pytest.raises(InputError, match=r"^estimator: unknown estimator 'reinmax'; expected one of ste, gumbel, score$"):
         make_estimator("reinmax")
-
-
-def test_score_estimator_only_where_allowed():
-    with pytest.raises(InputError, match="unknown estimator 'score' for this model"):
-        make_estimator("score")
-    assert isinstance(make_estimator("score", allow_score=True), ScoreFunction)
-
-
-def test_score_surrogate_is_unbiased_where_the_straight_through_is_not():
-    """E[f(z)] for z ~ Bernoulli(p) and f(z) = (z - 0.8)^2 has derivative f(1) - f(0) = -0.6 in p; the
-    STE's pathwise gradient 2 (z - 0.8) has mean 2p - 1.6 = -1.0 at p = 0.3."""
-    n = 200_000
-    p = torch.tensor(0.3, requires_grad=True)
-    z = ScoreFunction().bernoulli(p.expand(n), gen(1))
-    assert not z.requires_grad
-    log_prob = z * torch.log(p) + (1 - z) * torch.log(1 - p)
-    f = (z - 0.8) ** 2
-    surrogate = score_surrogate(f, log_prob)
-    assert torch.equal(surrogate.detach(), f)
-    (grad,) = torch.autograd.grad(surrogate.mean(), p)
-    assert abs(grad.item() + 0.6) < 0.02
-    q = torch.tensor(0.3, requires_grad=True)
-    (ste,) = torch.autograd.grad(((StraightThrough().bernoulli(q.expand(n), gen(1)) - 0.8) ** 2).mean(), q)
-    assert abs(ste.item() + 1.0) < 0.02
 
 
 @pytest.mark.parametrize("tau", [0.0, -1.0, float("nan")])
 def test_bad_temperature(tau):
-    with pytest.raises(InputError, match="model.temperature"):
+    with pytest.raises(InputError, match="estimator.temperature: expected a positive temperature"):
         make_estimator("gumbel", tau)
+
+
+def test_thresholds():
+    x = torch.tensor([-0.5, 0.0, 0.2, 3.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    for est in (StraightThrough(), GumbelSoftmax(0.5), ScoreFunction()):
+        z = est.threshold(x)
+        assert z.tolist() == [0.0, 0.0, 1.0, 1.0]
+        if est.pathwise:
+            (grad,) = torch.autograd.grad((w * z).sum(), x)
+            s = torch.sigmoid(x.detach() / 0.5)
+            expected = w if est.name == "ste" else w * s * (1 - s) / 0.5
+            torch.testing.assert_close(grad, expected)
+        else:
+            assert not z.requires_grad
+
+
+def test_score_records_bernoulli_draws_and_is_unbiased_where_the_straight_through_is_not():
+    """E[f(z)] for z ~ Bernoulli(p) and f(z) = (z - 0.8)^2 has derivative f(1) - f(0) = -0.6 in p; the
+    STE's pathwise gradient 2 (z - 0.8) has mean 2p - 1.6 = -1.0 at p = 0.3."""
+    n = 200_000
+    p = torch.tensor(0.3, requires_grad=True)
+    score = ScoreFunction()
+    z = score.bernoulli(p.expand(n), gen(1))
+    assert not z.requires_grad
+    f = (z - 0.8) ** 2
+    surrogate = score.surrogate(f)
+    assert torch.equal(surrogate.detach(), f)
+    (grad,) = torch.autograd.grad(surrogate.mean(), p)
+    assert abs(grad.item() + 0.6) < 0.02
+    assert torch.equal(score.surrogate(f), f), "the record is consumed"
+    ste = StraightThrough()
+    q = torch.tensor(0.3, requires_grad=True)
+    (grad,) = torch.autograd.grad(ste.surrogate((ste.bernoulli(q.expand(n), gen(1)) - 0.8) ** 2).mean(), q)
+    assert abs(grad.item() + 1.0) < 0.02
+
+
+def test_score_records_categorical_draws_per_sample():
+    """``E[w_z]`` for ``z ~ softmax(theta)`` has gradient ``p_k (w_k - E[w])`` in ``theta_k``; two draws per
+    sample (shape ``(n, 2, K)``) record one log-probability per sample."""
+    theta = torch.tensor([0.2, -0.3, 0.5], requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 0.5])
+    score = ScoreFunction()
+    probs = theta.softmax(-1)
+    z = score.categorical(probs.expand(100_000, 2, 3), gen(2))
+    assert (z.sum(-1) == 1).all()
+    values = (z * w).sum(-1).sum(-1)
+    (grad,) = torch.autograd.grad(score.surrogate(values).mean(), theta)
+    p = probs.detach()
+    expected = 2 * p * (w - (p * w).sum())
+    assert (grad - expected).abs().max() < 0.03
+
+
+def test_score_surrogate_checks_the_sample_count_and_takes_a_single_sample():
+    score = ScoreFunction()
+    p = torch.full((4,), 0.5, requires_grad=True)
+    score.bernoulli(p, gen(0))
+    with pytest.raises(InputError, match="3 outcomes for 4 recorded samples"):
+        score.surrogate(torch.ones(3))
+    q = torch.tensor([0.5], requires_grad=True)
+    z = score.bernoulli(q, gen(0))
+    (grad,) = torch.autograd.grad(score.surrogate(z + 1).mean(), q)
+    assert grad.item() == pytest.approx((z.item() + 1) * (2.0 if z.item() else -2.0))

@@ -7,9 +7,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from slm.errors import InputError
 from slm.models.persistent_walk import PersistentRandomWalk
-from slm.stats import positions_msd, read_tracks, track_msd
+from slm.stats import read_tracks, track_msd, walker_msd
 from slm.train import train
-from tests.conftest import ROOT, SHRINK, run_cli
+from tests.conftest import ROOT, run_cli
 
 HEADER = "track_id,t,x,y,z\n"
 
@@ -68,13 +68,14 @@ def test_too_few_frames_for_the_lags_and_missing_file(tmp_path):
         read_tracks(tmp_path / "none.csv")
 
 
-def test_positions_msd_matches_definition():
+def test_walker_msd_matches_definition():
     positions = torch.randn(5, 7, 2, generator=torch.Generator().manual_seed(0))
-    msd = positions_msd(positions, 3)
+    msd = walker_msd(positions, 3)
+    assert msd.shape == (5, 3)
     for k in (1, 2, 3):
         pairs = [((positions[b, t + k] - positions[b, t]) ** 2).sum() for b in range(5) for t in range(7 - k)]
-        expected = np.mean(pairs)
-        assert msd[k - 1].item() == pytest.approx(expected, rel=1e-5)
+        assert msd[:, k - 1].mean().item() == pytest.approx(np.mean(pairs), rel=1e-5)
+        assert msd[2, k - 1].item() == pytest.approx(np.mean(pairs[2 * (7 - k):3 * (7 - k)]), rel=1e-5)
 
 
 @pytest.mark.parametrize(("p_center", "p_resample", "mcs", "dx"), [(0.2, 0.1, 1, 1.0), (0.6, 0.5, 2, 3.0)])
@@ -89,7 +90,7 @@ def test_simulated_msd_matches_closed_form(p_center, p_resample, mcs, dx):
 def test_positions_move_at_most_one_site_per_axis_per_mcs():
     walk = PersistentRandomWalk(0.3, 0.4, mcs_per_frame=2, dx=2.5)
     with torch.no_grad():
-        positions = walk(1000, 6, torch.Generator().manual_seed(0)) / 2.5
+        positions = walk.positions(1000, 6, torch.Generator().manual_seed(0)) / 2.5
     steps = positions.diff(dim=1)
     assert positions.shape == (1000, 7, 2) and (positions[:, 0] == 0).all()
     assert steps.abs().max() <= 2 and torch.equal(steps, steps.round())
@@ -129,7 +130,7 @@ def test_cli_fits_tracks_with_gaps(tmp_path):
     rng = np.random.default_rng(0)
     walk = PersistentRandomWalk(0.3, 0.3, dx=2.0)
     with torch.no_grad():
-        positions = walk(300, 30, torch.Generator().manual_seed(1)).numpy()
+        positions = walk.positions(300, 30, torch.Generator().manual_seed(1)).numpy()
     rows = []
     for track in range(300):
         keep = np.sort(rng.choice(31, size=24, replace=False))  # drop frames: gaps inside tracks
@@ -138,7 +139,7 @@ def test_cli_fits_tracks_with_gaps(tmp_path):
     csv = write_csv(tmp_path / "tracks.csv", "track_id,t,x,y\n" + "\n".join(rows) + "\n")
     out = tmp_path / "run"
     proc = run_cli("experiment=prw_tcells", f"data.path={csv}", "model.dx=2.0", f"hydra.run.dir={out}",
-                   *SHRINK["prw"], "trainer.max_epochs=4")
+                   "debug=msd", "trainer.max_epochs=4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["metrics"]["msd_rel_error"] < 0.1

@@ -97,7 +97,7 @@ def test_mk_e3_finds_pattern_forming_rates(make_cfg):
 def test_mk_e1_first_hundred_steps_drop_k2_and_the_expected_loss(make_cfg):
     """Thesis Fig. 4 E1's opening: k2 falls from 0.82 towards 0 within a few steps and the loss drops.
     The full 6000-step run and its pattern tests are in the README."""
-    from scripts.stability_loss import stability_loss
+    from slm.studies.stability import stability_loss
 
     cfg = make_cfg("trainer.max_epochs=1", experiment="mk_e1", shrink=False)
     results = train(cfg)

@@ -8,7 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from datamodules.images import load_image, load_mask, resolve, synthetic_cells
 from slm.errors import InputError
-from slm.estimators import straight_through_threshold
+from slm.estimators import StraightThrough
+from slm.models import PixelField
 from slm.tasks import segmentation
 from slm.tasks.segmentation import segmentation_loss, window_sum
 from slm.train import train
@@ -20,12 +21,14 @@ def save(path, array):
     return path
 
 
-def test_threshold_is_hard_forward_and_identity_backward():
-    x = torch.tensor([-0.5, 0.0, 0.2], requires_grad=True)
-    m = straight_through_threshold(x)
-    assert m.tolist() == [0.0, 0.0, 1.0]
+def test_pixel_field_mask_is_hard_forward_and_identity_backward():
+    field = PixelField(torch.tensor([[0.1, 0.5, 0.9]]), estimator=StraightThrough())
+    m = field.mask()
+    assert m.tolist() == [[0.0, 0.0, 1.0]]
     (m * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert x.grad.tolist() == [1.0, 2.0, 3.0]
+    assert field.field.grad.tolist() == [[1.0, 2.0, 3.0]]
+    with pytest.raises(InputError, match="estimator: the pixel field is deterministic"):
+        PixelField(estimator="score")
 
 
 def test_straight_through_gradient_equals_the_exact_flip_cost(monkeypatch):

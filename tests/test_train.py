@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from slm.errors import InputError, NonFiniteError
 from slm.train import train
-from tests.conftest import SHRINK, run_cli
+from tests.conftest import run_cli
 
 
 def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
@@ -26,7 +26,7 @@ def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
 
 
 def test_fit_lands_on_the_mle(make_cfg):
-    cfg = make_cfg("model.beta_true=0.3", "data.n_sequences=40", "data.n_frames=20", "data.batch_size=32",
+    cfg = make_cfg("truth.beta=0.3", "data.n_sequences=40", "data.n_frames=20", "data.batch_size=32",
                    "trainer.max_epochs=8")
     results = train(cfg)
     assert abs(results["params"]["beta"] - results["metrics"]["beta_mle"]) < 0.01
@@ -77,14 +77,18 @@ def test_bad_checkpoint_path(make_cfg, tmp_path):
     ("override", "message"),
     [
         ("model.beta=1.5", "error: model.beta: expected a probability strictly inside (0, 1), got 1.5"),
-        ("model.beta_true=0", "error: model.beta_true: expected a probability strictly inside (0, 1), got 0"),
-        ("model.estimator=reinmax",
-         "error: model.estimator: unknown estimator 'reinmax' for this model; expected one of ste, gumbel"),
+        ("truth.beta=0", "error: truth.beta: expected a probability strictly inside (0, 1), got 0"),
+        ("estimator=gumbel estimator.temperature=0", "error: estimator.temperature: expected a positive temperature, "
+                                                     "got 0"),
+        ("task.optimizer.lr=nan", "error: task.optimizer.lr: expected a finite number, got nan"),
+        ("task.optimizer.lr=-0.1", "error: task.optimizer.lr: expected a positive learning rate, got -0.1"),
+        ("trainer.max_epochs=-3", "error: trainer.max_epochs: expected a positive integer (or -1 for no limit), "
+                                  "got -3"),
         ("data.path=/no/such/frames.npz", "error: data.path: file not found: /no/such/frames.npz"),
     ],
 )
 def test_cli_bad_input_is_one_line_before_any_compute(tmp_path, override, message):
-    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"hydra.run.dir={tmp_path}", override)
+    proc = run_cli("experiment=si_transition", "debug=si", f"hydra.run.dir={tmp_path}", *override.split())
     assert proc.returncode != 0
     assert proc.stderr.strip() == message
     assert not (tmp_path / "checkpoints").exists()
@@ -111,7 +115,7 @@ def test_cli_fits_user_data_from_another_simulator(tmp_path):
     path = tmp_path / "observed.npz"
     np.savez_compressed(path, frames=independent_si(0.25, 30, 20, 40, seed=11))
     out = tmp_path / "run"
-    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"data.path={path}", f"hydra.run.dir={out}",
+    proc = run_cli("experiment=si_transition", "debug=si", f"data.path={path}", f"hydra.run.dir={out}",
                    "data.batch_size=32", "trainer.max_epochs=8")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -122,7 +126,7 @@ def test_cli_fits_user_data_from_another_simulator(tmp_path):
 
 def test_ddp_ranks_draw_different_noise_and_hold_identical_beta(tmp_path):
     report = tmp_path / "ranks"
-    proc = run_cli("experiment=si_transition", *SHRINK["si"], f"hydra.run.dir={tmp_path / 'run'}",
+    proc = run_cli("experiment=si_transition", "debug=si", f"hydra.run.dir={tmp_path / 'run'}",
                    "trainer.strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1",
                    "+callbacks.report._target_=tests.helpers.RankReport", f"+callbacks.report.out_dir={report}")
     assert proc.returncode == 0, proc.stderr[-3000:]

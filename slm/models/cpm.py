@@ -19,13 +19,15 @@ minimum image on the 128x128 torus as long as a cell moves less than 64 pixels, 
 scales of interest (MSD of a few pixels^2) never happens. A dense-lattice reference in the tests
 checks that both give the same displacement distribution.
 
-Gradients. The centroid ``X = anchor + offset(type) / 2`` is exact in the forward pass. With a
-pathwise estimator (``ste``, ``gumbel``) each growth attempt ``i`` in direction ``o_i`` adds
+Gradients. The centroid ``X = anchor + offset(type) / 2`` is exact in the forward pass. Every step
+draws the growth decision ``z ~ Bernoulli(q)`` through the estimator, with ``q = p`` for a growth
+attempt and ``q = 0`` otherwise (so only attempts carry information on ``T``). With a pathwise
+estimator (``ste``, ``gumbel``) each attempt ``i`` in direction ``o_i`` adds
 ``(z_i - stop_grad(z_i)) o_i / 2`` to ``X``: zero in value, ``dz_i/dp * o_i / 2`` in gradient, i.e.
 the estimator's answer to "had this growth gone the other way, the centroid would have moved by
-``o_i / 2``". With ``score`` the simulator instead counts, per cell, growth attempts ``a`` and accepted
-growths ``g``; ``log P = g log p + (a - g) log(1 - p)`` is the only part of the path probability that
-depends on ``T``, and :func:`slm.estimators.score_surrogate` turns it into an unbiased gradient.
+``o_i / 2``". With ``score`` the estimator records ``log P`` of every attempt per cell, and
+:meth:`OnePixelCPM.msd` passes the per-cell squared displacements through
+:meth:`slm.models.Simulator.surrogate`, an unbiased gradient.
 
 :meth:`OnePixelCPM.expected_msd` computes ``E|X_t - X_0|^2`` exactly by propagating the first two
 moments of the displacement through the 9-type Markov chain (differentiable in ``T``).
@@ -36,10 +38,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import make_estimator, score_surrogate
+from slm.estimators import Estimator, make_estimator
+from slm.models.base import WalkSimulator
 from slm.parameters import Positive, register
 
 #: Moore offsets ``(dx, dy)``: the four axis moves, then the four diagonal ones.
@@ -88,23 +91,24 @@ def transition_tables() -> dict[str, Tensor]:
             "centroid_offset": centroid_offset}
 
 
-class OnePixelCPM(nn.Module):
+class OnePixelCPM(WalkSimulator):
     """1-2 pixel random-walk CPM with learnable temperature ``T`` (stored as ``log T``).
+
+    State of a step: ``(type (n,) long, anchor (n, 2) long, gradient path (n, 2))`` per cell.
 
     Args:
         temperature: initial ``T``; growth is accepted with ``exp(-1 / T)``.
-        estimator: ``score`` (unbiased, default), ``ste`` or ``gumbel`` (see :mod:`slm.estimators`).
-        gumbel_temperature: temperature of the ``gumbel`` estimator (``temperature`` is the CPM's).
+        estimator: an :class:`slm.estimators.Estimator` or its name: ``score`` (unbiased, default),
+            ``ste`` or ``gumbel``.
         steps_per_frame: sampling steps per frame of :meth:`msd` (the thesis: 800, one frame).
     """
 
-    def __init__(self, temperature: float = 0.2, estimator: str = "score", gumbel_temperature: float = 1.0,
-                 steps_per_frame: int = 800):
+    def __init__(self, temperature: float = 0.2, estimator: Estimator | str = "score", steps_per_frame: int = 800):
         super().__init__()
         register(self, "temperature", temperature, Positive())
         if not (isinstance(steps_per_frame, int) and steps_per_frame >= 1):
             raise InputError(f"model.steps_per_frame: expected a positive integer, got {steps_per_frame}")
-        self.estimator = make_estimator(estimator, gumbel_temperature, allow_score=True)
+        self.estimator = make_estimator(estimator)
         self.steps_per_frame = steps_per_frame
         for name, table in transition_tables().items():
             self.register_buffer(name, table, persistent=False)
@@ -120,57 +124,49 @@ class OnePixelCPM(nn.Module):
         """``{"acceptance": p}``, logged and reported by the fitting task."""
         return {"acceptance": self.acceptance}
 
-    def forward(self, n_cells: int, n_frames: int, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
-        """Simulate ``n_cells`` cells from a single pixel at the origin.
+    def prepare(self) -> tuple[Tensor]:
+        return (self.acceptance,)
 
-        Returns centroids ``(n_frames + 1, n_cells, 2)`` (frame 0 is the origin) and the
-        log-probability of the growth decisions up to each frame, ``(n_frames + 1, n_cells)``
-        (zeros unless the estimator is ``score``).
-        """
+    def transition(self, state: tuple[Tensor, Tensor, Tensor], prepared: tuple[Tensor],
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One sampling step of every cell."""
+        cell_type, anchor, gradient_path = state
+        u = torch.rand(3, len(cell_type), generator=generator, device=anchor.device)
+        source = (u[0] * self.sources[cell_type]).long()
+        direction = torch.searchsorted(self.target_cdf, u[1]).clamp_max(len(OFFSETS) - 1)
+        index = (cell_type * MAX_SOURCES + source) * len(OFFSETS) + direction
+        grow = self.grow.view(-1)[index]
+        z = self.estimator.bernoulli(torch.where(grow, prepared[0], 0.0), noise=u[2])
+        happens = ~grow | (z.detach() > 0)
+        cell_type = torch.where(happens, self.next_type.view(-1)[index], cell_type)
+        anchor = anchor + self.shift.view(-1, 2)[index] * happens[:, None]
+        if z.requires_grad:
+            gradient_path = gradient_path + (z - z.detach())[:, None] * self.offsets[direction] / 2
+        return cell_type, anchor, gradient_path
+
+    def centroid(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """``(n, 2)``: exact centroids, with the pathwise gradient of the growth decisions."""
+        cell_type, anchor, gradient_path = state
+        return anchor + self.centroid_offset[cell_type] + gradient_path
+
+    def positions(self, n_cells: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
+        """Centroids of ``n_cells`` cells, each from a single pixel at the origin, at frames ``0..n_frames``
+        of ``steps_per_frame`` sampling steps: ``(n_cells, n_frames + 1, 2)``."""
         device = self.offsets.device
-        p = self.acceptance.expand(n_cells)
-        pathwise = self.estimator.pathwise
-        cell_type = torch.zeros(n_cells, dtype=torch.long, device=device)
-        anchor = torch.zeros(n_cells, 2, dtype=torch.long, device=device)
-        gradient_path = torch.zeros(n_cells, 2, device=device)
-        attempts = torch.zeros(n_cells, device=device)
-        accepted = torch.zeros(n_cells, device=device)
-        centroids = [torch.zeros(n_cells, 2, device=device)]
-        counts = [(attempts, accepted)]
+        prepared = self.prepared()
+        state = (torch.zeros(n_cells, dtype=torch.long, device=device),
+                 torch.zeros(n_cells, 2, dtype=torch.long, device=device), torch.zeros(n_cells, 2, device=device))
+        frames = [self.centroid(state)]
         for _ in range(n_frames):
-            uniforms = torch.rand(self.steps_per_frame, 2, n_cells, generator=generator, device=device)
-            for u in uniforms:
-                source = (u[0] * self.sources[cell_type]).long()
-                direction = torch.searchsorted(self.target_cdf, u[1]).clamp_max(len(OFFSETS) - 1)
-                index = (cell_type * MAX_SOURCES + source) * len(OFFSETS) + direction
-                grow = self.grow.view(-1)[index]
-                z = self.estimator.bernoulli(p, generator)
-                happens = ~grow | (z.detach() > 0)
-                cell_type = torch.where(happens, self.next_type.view(-1)[index], cell_type)
-                anchor = anchor + self.shift.view(-1, 2)[index] * happens[:, None]
-                if pathwise:
-                    gradient_path = gradient_path + ((z - z.detach()) * grow)[:, None] * self.offsets[direction] / 2
-                else:
-                    attempts = attempts + grow
-                    accepted = accepted + grow * z
-            centroids.append(anchor + self.centroid_offset[cell_type] + gradient_path)
-            counts.append((attempts, accepted))
-        attempts, accepted = (torch.stack(c) for c in zip(*counts, strict=True))
-        p = self.acceptance
-        log_prob = accepted * torch.log(p) + (attempts - accepted) * torch.log1p(-p)
-        return torch.stack(centroids), log_prob
+            for _ in range(self.steps_per_frame):
+                state = self.transition(state, prepared, generator)
+            frames.append(self.centroid(state))
+        return torch.stack(frames, dim=1)
 
-    def msd(self, n_cells: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """MSD of the centroid from the start after ``1..lags`` frames, shape ``(lags,)``, batch mean.
-
-        With the ``score`` estimator the mean has the score-function gradient.
-        """
-        centroids, log_prob = self(n_cells, lags, generator)
-        squared = ((centroids[1:] - centroids[:1]) ** 2).sum(-1).transpose(0, 1)
-        if not self.estimator.pathwise and n_cells > 1:
-            squared = score_surrogate(squared, log_prob[1:].transpose(0, 1))
-        return squared.mean(0)
+    def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """MSD of the centroid from the start after ``1..lags`` frames, shape ``(lags,)``, batch mean."""
+        positions = self.positions(n, lags, generator)
+        return self.surrogate(((positions[:, 1:] - positions[:, :1]) ** 2).sum(-1)).mean(0)
 
     def expected_msd(self, steps: int) -> Tensor:
         """Exact ``E|X_steps - X_0|^2`` (scalar, differentiable in ``T``) from the 9-type Markov chain."""

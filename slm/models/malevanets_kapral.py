@@ -21,10 +21,10 @@ State: ``x`` of shape ``(B, 2, H, W)``, float counts of species A (channel 0) an
    sigma6      ``B -= H(p6 - xi)``           ``gamma k3 A B / N``
    ==========  ============================  ====================================================
 
-Gradients: the excitation threshold uses the identity straight-through (``dE/dX := 1``); the
-translation is a categorical draw over the 9 directions through ``direction_estimator`` (Gumbel-softmax
-ST by default), which is how ``D`` gets its gradient; the reaction draws go through ``estimator``
-(identity STE by default), which is how the ``k`` get theirs.
+Gradients: the excitation ``H(X - N xi)`` is a threshold and the reaction draws are Bernoulli draws
+through ``estimator`` (identity STE by default, ``dE/dX := 1``), which is how the ``k`` get their
+gradients; the translation is a categorical draw over the 9 directions through
+``direction_estimator`` (Gumbel-softmax ST by default), which is how ``D`` gets its gradient.
 
 Speed. Only the chosen translation is applied in the forward pass (one gather per lattice and
 species, not a weighted sum of 9 shifted copies); the correlations with the 9 shifted copies that
@@ -32,7 +32,7 @@ the direction's gradient needs are gathered in the backward pass only. The react
 all channels and counts ``A, B = 0..N+1`` are tabulated once per rollout, so a step looks up the
 chosen channel's probability, and its backward pass the exact polynomial derivatives. All of a
 step's noise is one ``torch.rand`` call from a generator seeded by ``(rollout seed + step)``, so a
-rollout with activation checkpointing (:meth:`MalevanetsKapral.rollout` with ``checkpoint_every``)
+rollout with activation checkpointing (:meth:`slm.models.Simulator.rollout` with ``checkpoint_every``)
 recomputes exactly the same steps and gives the same values and gradients as one without.
 """
 
@@ -41,11 +41,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import make_estimator, straight_through_threshold
+from slm.estimators import Estimator, make_estimator
+from slm.models.base import Simulator
 from slm.parameters import Probability, UnitInterval, register
 
 #: Translation offsets ``(drow, dcol)``: stay, 4 axis moves, 4 diagonal moves.
@@ -53,6 +53,8 @@ DIRECTIONS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -
 AXIS_SHARE = (math.sqrt(2) - 1) * math.sqrt(2) / 4
 DIAGONAL_SHARE = (math.sqrt(2) - 1) / 4
 PARAMETERS = ("D_A", "D_B", "k1", "k2", "k3")
+#: The reference parameters, which form labyrinthine patterns (thesis Fig. S1).
+REFERENCE = {"D_A": 0.1, "D_B": 0.4, "k1": 0.98, "k2": 0.1, "k3": 0.2}
 
 
 def direction_probabilities(D: Tensor) -> Tensor:
@@ -148,25 +150,27 @@ class _Lookup(torch.autograd.Function):
         return grad_table, None, None, grad_x
 
 
-class MalevanetsKapral(nn.Module):
+class MalevanetsKapral(Simulator):
     """The MK lattice gas with learnable ``D_A, D_B, k1, k2, k3``, each in [0, 1].
+
+    State: counts ``(B, 2, H, W)``; lattices are the samples.
 
     Args:
         D_A, D_B: diffusion coefficients (probability that the excited particles move).
-        k1, k2, k3: reaction rates.
+        k1, k2, k3: reaction rates (defaults: :data:`REFERENCE`).
         N: capacity of a site per species.
         gamma: reaction timescale.
-        estimator: Bernoulli estimator of the reaction draws (``ste`` or ``gumbel``).
-        direction_estimator: categorical estimator of the translation (``gumbel`` or ``ste``).
-        temperature: temperature of the Gumbel estimators.
+        estimator: estimator (or its name) of the excitation thresholds and the reaction draws.
+        direction_estimator: estimator (or its name) of the translation directions.
         fixed: names of parameters to keep fixed (registered as buffers, not learnable).
         parameterization: ``clamp`` (raw values clamped into [0, 1], as the thesis's projected
             gradient descent; learning rates act on the values) or ``logit`` (stored as logits).
     """
 
-    def __init__(self, D_A: float = 0.1, D_B: float = 0.4, k1: float = 0.98, k2: float = 0.1, k3: float = 0.2,
-                 N: int = 50, gamma: float = 0.005, estimator: str = "ste", direction_estimator: str = "gumbel",
-                 temperature: float = 1.0, fixed: tuple[str, ...] | list[str] = (), parameterization: str = "clamp"):
+    def __init__(self, D_A: float = REFERENCE["D_A"], D_B: float = REFERENCE["D_B"], k1: float = REFERENCE["k1"],
+                 k2: float = REFERENCE["k2"], k3: float = REFERENCE["k3"], N: int = 50, gamma: float = 0.005,
+                 estimator: Estimator | str = "ste", direction_estimator: Estimator | str = "gumbel",
+                 fixed: tuple[str, ...] | list[str] = (), parameterization: str = "clamp"):
         super().__init__()
         unknown = set(fixed) - set(PARAMETERS)
         if unknown:
@@ -186,8 +190,8 @@ class MalevanetsKapral(nn.Module):
                 register(self, name, value, constraints[parameterization]())
         self.N = N
         self.gamma = float(gamma)
-        self.estimator = make_estimator(estimator, temperature)
-        self.direction_estimator = make_estimator(direction_estimator, temperature)
+        self.estimator = make_estimator(estimator)
+        self.direction_estimator = make_estimator(direction_estimator, key="model.direction_estimator")
         # (dA, dB) of channels sigma1..sigma6 when they fire, (2, 6 (N + 2)^2) like the tables below
         changes = torch.tensor([[1.0, -1.0, 1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0, -1.0]])
         self.register_buffer("channel_changes", changes.repeat_interleave((N + 2) ** 2, dim=1), persistent=False)
@@ -233,7 +237,7 @@ class MalevanetsKapral(nn.Module):
         ``(B, 2, 9)`` (direction draw).
         """
         batch, species, height, width = x.shape
-        E = straight_through_threshold(torch.add(x, xi, alpha=-self.N))
+        E = self.estimator.threshold(torch.add(x, xi, alpha=-self.N))
         directions = directions.expand(batch, -1, -1)
         index, inverse = self._shift_tables(height, width, x.device)
         if E.requires_grad or directions.requires_grad:
@@ -276,12 +280,13 @@ class MalevanetsKapral(nn.Module):
         change = self.channel_changes.index_select(1, flat).view(2, *index.shape).transpose(0, 1)
         return torch.addcmul(x, fired[:, None], change)
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One step (diffuse A and B, then react) of ``x``: ``(B, 2, H, W)`` counts to the same shape."""
-        return self._step(x, *self.rates(self.values()), generator)
+    def prepare(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.rates(self.values())
 
-    def _step(self, x: Tensor, directions: Tensor, table: Tensor, slopes: Tensor,
-              generator: torch.Generator | None) -> Tensor:
+    def transition(self, x: Tensor, prepared: tuple[Tensor, Tensor, Tensor],
+                   generator: torch.Generator | None = None) -> Tensor:
+        """One step (diffuse A and B, then react) of ``x``: ``(B, 2, H, W)`` counts to the same shape."""
+        directions, table, slopes = prepared
         # All of a step's noise in one draw: excitation of A and B, reaction, directions.
         batch, _, height, width = x.shape
         sites = batch * 3 * height * width
@@ -290,31 +295,10 @@ class MalevanetsKapral(nn.Module):
         x = self.diffuse(x, directions, noise[:, :2], direction_noise)
         return self.react(x, table, slopes, noise[:, 2])
 
-    def _segment(self, x: Tensor, directions: Tensor, table: Tensor, slopes: Tensor, first_seed: int,
-                 steps: int) -> Tensor:
-        generator = torch.Generator(device=x.device)
-        for t in range(steps):
-            x = self._step(x, directions, table, slopes, generator.manual_seed(first_seed + t))
-        return x
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> Tensor:
+        """:func:`uniform_state` with the central stripe."""
+        return uniform_state(batch, size, self.N, device=device)
 
-    def rollout(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                checkpoint_every: int | None = None) -> Tensor:
-        """``steps`` steps from ``x``; returns the final state ``(B, 2, H, W)``.
-
-        Noise: one seed ``s`` is drawn from ``generator`` per rollout and step ``t`` draws from a
-        generator seeded with ``s + t``, so the result does not depend on ``checkpoint_every``. With
-        ``checkpoint_every`` and autograd on, the activations of each segment of that many steps are
-        recomputed in the backward pass instead of stored: memory ``O(steps / checkpoint_every +
-        checkpoint_every)`` lattices instead of ``O(steps)``.
-        """
-        device = generator.device if generator is not None else "cpu"
-        base = int(torch.randint(2**62, (1,), generator=generator, device=device))
-        segment = checkpoint_every or steps
-        rates = self.rates(self.values())
-        for done in range(0, steps, segment):
-            length = min(segment, steps - done)
-            if checkpoint_every and torch.is_grad_enabled():
-                x = checkpoint(self._segment, x, *rates, base + done, length, use_reentrant=True)
-            else:
-                x = self._segment(x, *rates, base + done, length)
-        return x
+    def observe(self, x: Tensor) -> Tensor:
+        """Species A as a fraction of the capacity, ``(B, H, W)``."""
+        return x[:, 0] / self.N

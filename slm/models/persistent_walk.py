@@ -15,43 +15,45 @@ start time:
 in lattice units after ``n`` MCS (:meth:`PersistentRandomWalk.expected_msd`). A frame of the data is
 ``mcs_per_frame`` MCS and a lattice site is ``dx`` long, so positions come out in the data's length
 unit. Both draws go through the estimator: the resampling decision as a Bernoulli, the velocity as a
-categorical over the three values (one-hot).
+categorical over the three values (one-hot). The state of a step is ``(position (n, 2), velocity
+(n, 2, 3) one-hot)``; walkers are the samples.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import make_estimator
+from slm.estimators import Estimator, make_estimator
+from slm.models.base import WalkSimulator
 from slm.parameters import Probability, register
-from slm.stats import positions_msd
+from slm.stats import walker_msd
 
 AXES = 2
 
 
-class PersistentRandomWalk(nn.Module):
+class PersistentRandomWalk(WalkSimulator):
     """PRW with learnable ``p_center`` and ``p_resample`` (stored as logits).
 
     Args:
         p_center: probability that a redrawn velocity component is 0.
         p_resample: probability of redrawing a velocity component in an MCS.
-        estimator, temperature: gradient estimator (see :mod:`slm.estimators`).
+        estimator: an :class:`slm.estimators.Estimator` or its name (``gumbel``, ``ste``, ``score``).
         mcs_per_frame: Monte Carlo steps per data frame.
         dx: lattice spacing in the data's length unit (e.g. um).
     """
 
-    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: str = "ste",
-                 temperature: float = 1.0, mcs_per_frame: int = 1, dx: float = 1.0):
+    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: Estimator | str = "gumbel",
+                 mcs_per_frame: int = 1, dx: float = 1.0):
         super().__init__()
         register(self, "p_center", p_center, Probability())
         register(self, "p_resample", p_resample, Probability())
         if not (isinstance(mcs_per_frame, int) and mcs_per_frame >= 1):
             raise InputError(f"model.mcs_per_frame: expected a positive integer, got {mcs_per_frame}")
-        if not dx > 0:
+        if not (isinstance(dx, int | float) and dx > 0):
             raise InputError(f"model.dx: expected a positive lattice spacing, got {dx}")
-        self.estimator = make_estimator(estimator, temperature)
+        self.estimator = make_estimator(estimator)
         self.mcs_per_frame = mcs_per_frame
         self.dx = float(dx)
         self.register_buffer("values", torch.tensor([-1.0, 0.0, 1.0]), persistent=False)
@@ -61,25 +63,35 @@ class PersistentRandomWalk(nn.Module):
         side = (1 - self.p_center) / 2
         return torch.stack([side, self.p_center, side])
 
-    def forward(self, n_walkers: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
+    def prepare(self) -> tuple[Tensor, Tensor]:
+        return self.velocity_probs(), self.p_resample
+
+    def transition(self, state: tuple[Tensor, Tensor], prepared: tuple[Tensor, Tensor],
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One MCS of every walker: ``(position (n, 2), velocity (n, 2, 3))`` to the same."""
+        position, velocity = state
+        probs, p_resample = prepared
+        resample = self.estimator.bernoulli(p_resample.expand(*velocity.shape[:2]), generator)[..., None]
+        velocity = resample * self.estimator.categorical(probs.expand_as(velocity), generator) \
+            + (1 - resample) * velocity
+        return position + velocity @ self.values, velocity
+
+    def positions(self, n_walkers: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
         """Positions of ``n_walkers`` walkers at frames ``0..n_frames``, shape ``(n_walkers, n_frames + 1, 2)``,
-        in units of ``dx``, starting at the origin."""
-        probs = self.velocity_probs().expand(n_walkers, AXES, 3)
-        p_resample = self.p_resample.expand(n_walkers, AXES)
-        velocity = self.estimator.categorical(probs, generator)
-        position = torch.zeros(n_walkers, AXES, device=probs.device, dtype=probs.dtype)
-        frames = [position]
+        in units of ``dx``, starting at the origin with velocities from the stationary distribution."""
+        prepared = self.prepared()
+        velocity = self.estimator.categorical(prepared[0].expand(n_walkers, AXES, 3), generator)
+        state = (torch.zeros(n_walkers, AXES, device=velocity.device, dtype=velocity.dtype), velocity)
+        frames = [state[0]]
         for _ in range(n_frames):
             for _ in range(self.mcs_per_frame):
-                resample = self.estimator.bernoulli(p_resample, generator)[..., None]
-                velocity = resample * self.estimator.categorical(probs, generator) + (1 - resample) * velocity
-                position = position + velocity @ self.values
-            frames.append(position)
+                state = self.transition(state, prepared, generator)
+            frames.append(state[0])
         return torch.stack(frames, dim=1) * self.dx
 
-    def msd(self, n_walkers: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+    def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
         """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times)."""
-        return positions_msd(self(n_walkers, lags, generator), lags)
+        return self.surrogate(walker_msd(self.positions(n, lags, generator), lags)).mean(0)
 
     def expected_msd(self, lags: int) -> Tensor:
         """Exact MSD at lags ``1..lags`` frames, shape ``(lags,)``, in ``dx`` units squared."""

@@ -11,13 +11,20 @@ aware with probability ``p = 1 - (1 - beta)^n``; aware sites stay aware; all sit
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+import logging
+from collections.abc import Iterable
 
+import torch
+from torch import Tensor
+
+from slm.baselines.mle import si_beta_least_squares, si_beta_mle
 from slm.errors import InputError
-from slm.estimators import StraightThrough, make_estimator
+from slm.estimators import Estimator, StraightThrough, make_estimator
 from slm.lattice import moore_neighbour_sum
+from slm.models.base import Simulator
 from slm.parameters import Probability, register
+
+log = logging.getLogger(__name__)
 
 MAX_NEIGHBOURS = 8
 
@@ -33,23 +40,45 @@ def infection_probability(x: Tensor, beta: Tensor | float) -> Tensor:
     return x - (1 - x) * torch.expm1(log_stay)
 
 
-class SI(nn.Module):
+class SI(Simulator):
     """The SI model with a learnable spread coefficient ``beta``.
+
+    State: float 0/1 lattices ``(B, H, W)``; one :meth:`step` draws every site's next value through
+    ``estimator``.
 
     Args:
         beta: initial spread coefficient, in (0, 1).
-        estimator: ``ste`` or ``gumbel`` (see :mod:`slm.estimators`).
-        temperature: temperature of the ``gumbel`` estimator.
+        estimator: an :class:`slm.estimators.Estimator` or its name (``ste``, ``gumbel``, ``score``).
     """
 
-    def __init__(self, beta: float = 0.1, estimator: str = "ste", temperature: float = 1.0):
+    def __init__(self, beta: float = 0.1, estimator: Estimator | str = "ste"):
         super().__init__()
         register(self, "beta", beta, Probability())
-        self.estimator = make_estimator(estimator, temperature)
+        self.estimator = make_estimator(estimator)
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def prepare(self) -> tuple[Tensor]:
+        return (self.beta,)
+
+    def transition(self, x: Tensor, prepared: tuple[Tensor], generator: torch.Generator | None = None) -> Tensor:
         """One synchronous step: ``x`` float 0/1 of shape ``(B, H, W)`` to a hard 0/1 sample of the same shape."""
-        return self.estimator.bernoulli(infection_probability(x, self.beta), generator)
+        return self.estimator.bernoulli(infection_probability(x, prepared[0]), generator)
+
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> Tensor:
+        """One aware site in the centre of each lattice."""
+        height, width = (size, size) if isinstance(size, int) else size
+        x = torch.zeros(batch, height, width, device=device)
+        x[:, height // 2, width // 2] = 1
+        return x
+
+    def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """The exact maximum-likelihood ``beta`` (``beta_mle``) and the exact least-squares ``beta``
+        (``beta_lsq``, the fixed point of the pixelwise-MSE fit with the straight-through estimator, see
+        :mod:`slm.baselines.mle`) on the given transitions."""
+        counts = sum(transition_counts(x.float(), y) for x, y in transitions).cpu()
+        if int(counts[0, 1]):
+            log.warning("%d sites turned aware with no aware neighbour, which the SI model cannot do; "
+                        "the MLE ignores them", int(counts[0, 1]))
+        return {"beta_mle": si_beta_mle(counts), "beta_lsq": si_beta_least_squares(counts)}
 
     def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
         """Exact ``log P(y | x, beta)`` per lattice, shape ``(B,)``; ``-inf`` for impossible transitions."""
@@ -104,11 +133,9 @@ def simulate_si(
         raise InputError(f"beta_sd: expected a standard deviation >= 0, got {beta_sd}")
     if n_sequences < 1 or n_frames < 2:
         raise InputError(f"need n_sequences >= 1 and n_frames >= 2, got {n_sequences} and {n_frames}")
-    height, width = size
     sampler = StraightThrough()
-    frames = torch.zeros(n_sequences, n_frames, height, width, dtype=torch.uint8, device=device)
-    x = torch.zeros(n_sequences, height, width, device=device)
-    x[:, height // 2, width // 2] = 1
+    x = SI().initial_state(n_sequences, size, device)
+    frames = torch.zeros(n_sequences, n_frames, *x.shape[1:], dtype=torch.uint8, device=device)
     frames[:, 0] = x.to(torch.uint8)
     for t in range(1, n_frames):
         beta_t = torch.full((n_sequences, 1, 1), float(beta), device=device)

@@ -1,7 +1,10 @@
-"""LightningModules, one per kind of fitting."""
+"""LightningModules, one per kind of fitting; each depends only on the simulator contract."""
 
 from slm.tasks.base import FittingTask
+from slm.tasks.segmentation import SegmentationFitting
+from slm.tasks.stability import PatternTest, StabilityFitting
 from slm.tasks.statistics import StatisticsFitting
 from slm.tasks.transition import TransitionFitting
 
-__all__ = ["FittingTask", "StatisticsFitting", "TransitionFitting"]
+__all__ = ["FittingTask", "PatternTest", "SegmentationFitting", "StabilityFitting", "StatisticsFitting",
+           "TransitionFitting"]

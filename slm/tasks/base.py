@@ -11,11 +11,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from slm.errors import NonFiniteError
-from slm.parameters import constrained_grads, constrained_values
+from slm.models.base import Simulator
+from slm.parameters import constrained_grads
 
 TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM = 0, 1, 2
 
@@ -32,9 +33,12 @@ class FittingTask(L.LightningModule):
     ``grad/<name>`` (``dL/d<name>``, in the constrained space). A NaN or infinite loss, gradient or
     parameter raises :class:`NonFiniteError` before the optimiser step, so checkpoints stay good.
 
+    A task depends only on the :class:`slm.models.Simulator` contract. Before each loss the
+    simulator's estimators are reset, and tasks pass per-sample losses or statistics through
+    ``simulator.surrogate`` so that every estimator, the score function included, gives its gradient.
+
     Args:
-        simulator: an ``nn.Module`` whose parameters are registered with :mod:`slm.parameters`, or
-            ``None`` for tasks that build their learnable state from the data in ``setup``.
+        simulator: the model, a :class:`slm.models.Simulator`.
         optimizer: partial ``torch.optim`` constructor, called with ``params``.
         scheduler: optional partial LR scheduler, called with ``optimizer`` and ``total_steps``;
             it is stepped every optimiser step.
@@ -43,7 +47,7 @@ class FittingTask(L.LightningModule):
 
     def __init__(
         self,
-        simulator: nn.Module,
+        simulator: Simulator,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         seed: int = 0,
@@ -64,14 +68,13 @@ class FittingTask(L.LightningModule):
         return {}
 
     def derived_values(self) -> dict[str, Tensor]:
-        """Quantities the simulator derives from its parameters (``simulator.derived()``, optional),
-        e.g. the CPM's acceptance rate; logged as ``derived/<name>`` and reported in the metrics."""
-        derived = getattr(self.simulator, "derived", None)
-        return {} if derived is None else {name: value.detach() for name, value in derived().items()}
+        """Quantities the simulator derives from its parameters (``simulator.derived()``), e.g. the CPM's
+        acceptance rate; logged as ``derived/<name>`` and reported in the metrics."""
+        return {name: value.detach() for name, value in self.simulator.derived().items()}
 
     def results(self, datamodule: L.LightningDataModule) -> dict[str, dict[str, float]]:
         """``{"params": fitted constrained values, "metrics": derived values and final_metrics(...)}``."""
-        params = {name: value.tolist() for name, value in constrained_values(self.simulator).items()}
+        params = {name: value.tolist() for name, value in self.simulator.parameter_values().items()}
         derived = {name: value.tolist() for name, value in self.derived_values().items()}
         return {"params": params, "metrics": derived | self.final_metrics(datamodule)}
 
@@ -81,12 +84,14 @@ class FittingTask(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(int(key[0]))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.simulator.reset_estimators()
         loss = self.loss(batch, self.noise(TRAIN_STREAM, self.global_step))
         self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.simulator.reset_estimators()
         loss = self.loss(batch, self.noise(VAL_STREAM, batch_idx))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         return loss
@@ -99,7 +104,7 @@ class FittingTask(L.LightningModule):
                 f"non-finite loss, gradient or parameter at step {self.global_step} "
                 f"(loss={float(self._last_loss):.6g}); stopped before the update, the last checkpoint is kept"
             )
-        for name, value in constrained_values(self.simulator).items():
+        for name, value in self.simulator.parameter_values().items():
             self.log(f"param/{name}", value)
         for name, grad in constrained_grads(self.simulator).items():
             self.log(f"grad/{name}", grad)

@@ -88,13 +88,18 @@ class SegmentationFitting(FittingTask):
     to the run folder.
 
     Args:
+        simulator: the :class:`PixelField`, set from the data module's image in ``setup``.
         lambdas: ``(lambda_a, lambda_b, lambda_c, lambda_d)``.
         window: radius in pixels of the local class means, or ``None`` for global means.
     """
 
-    def __init__(self, optimizer, lambdas: tuple[float, float, float, float] = (0.0, 0.05, 0.05, 1.0),
-                 window: int | None = 20, scheduler=None, seed: int = 0, image_every: int = 20):
-        super().__init__(None, optimizer, scheduler, seed)
+    def __init__(self, simulator: PixelField, optimizer,
+                 lambdas: tuple[float, float, float, float] = (0.0, 0.05, 0.05, 1.0), window: int | None = 20,
+                 scheduler=None, seed: int = 0, image_every: int = 20):
+        super().__init__(simulator, optimizer, scheduler, seed)
+        if not isinstance(simulator, PixelField):
+            raise InputError(f"model: segmentation fits a PixelField (model=pixel_field), got "
+                             f"{type(simulator).__name__}")
         lambdas = tuple(float(v) for v in lambdas)
         if len(lambdas) != 4 or min(lambdas) < 0:
             raise InputError(f"task.lambdas: expected four weights >= 0 (a, b, c, d), got {list(lambdas)}")
@@ -106,12 +111,12 @@ class SegmentationFitting(FittingTask):
         self.previous: Tensor | None = None
 
     def setup(self, stage: str) -> None:
-        if self.simulator is None:
-            self.simulator = PixelField(self.trainer.datamodule.image)
+        if self.simulator.field is None:
+            self.simulator.set_image(self.trainer.datamodule.image)
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         image, truth = batch
-        mask = self.simulator()
+        mask = self.simulator.mask()
         predicted = mask.detach().bool()
         if self.previous is not None:
             self.log("train/changed", (predicted != self.previous).float().mean(), on_step=False, on_epoch=True)

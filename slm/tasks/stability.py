@@ -4,10 +4,11 @@ Each step simulates ``tau`` steps from the reference pattern ``X_ref`` with the 
 and descends
 
 * ``log`` (default, the authors' code): ``log sum_sites (X_{ref+tau} - X_ref)^2`` over both species;
-* ``mse``: ``mean_sites ((X_{ref+tau} - X_ref) / N)^2``.
+* ``mse``: ``mean_sites (obs(X_{ref+tau}) - obs(X_ref))^2``, with ``obs = simulator.observe`` (for MK
+  species A as a fraction of the capacity).
 
-A pattern-formation test, :func:`pattern_test`, simulates from :func:`uniform_state` with the current
-parameters and scores the A field with :func:`slm.stats.pattern_score`; :class:`PatternTest` runs it
+A pattern-formation test, :func:`pattern_test`, simulates from the simulator's ``initial_state`` with
+the current parameters and scores the observed field with :func:`slm.stats.pattern_score`; :class:`PatternTest` runs it
 every ``every_n_steps`` steps and logs the image and score to TensorBoard, and the task runs it once
 after training for ``results.json`` (``pattern_score``, ``patterned``, ``wavelength``) and
 ``pattern.png``.
@@ -18,35 +19,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import matplotlib
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from slm.errors import InputError
-from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+from slm.models.base import Simulator
 from slm.stats import dominant_wavelength, is_patterned, pattern_score
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 LOSSES = ("log", "mse")
 
 
 @torch.no_grad()
-def pattern_test(model: MalevanetsKapral, size: int, steps: int, generator: torch.Generator,
-                 stripe: bool = True) -> Tensor:
-    """A field ``A / N`` of shape ``(size, size)`` after ``steps`` steps from :func:`uniform_state`."""
-    device = model.channel_changes.device
-    x = model.rollout(uniform_state(1, size, model.N, stripe, device=device), steps, generator)
-    return x[0, 0] / model.N
+def pattern_test(model: Simulator, size: int, steps: int, generator: torch.Generator) -> Tensor:
+    """The observed field ``(size, size)`` (MK: ``A / N``) after ``steps`` steps from ``model.initial_state``."""
+    x = model.rollout(model.initial_state(1, size, generator.device), steps, generator)
+    return model.observe(x)[0]
 
 
 class StabilityFitting(FittingTask):
-    """Fit the MK parameters so that ``X_ref`` stays put for ``tau`` steps.
+    """Fit a simulator's parameters so that ``X_ref`` stays put for ``tau`` steps.
 
     Args:
-        simulator: a :class:`MalevanetsKapral`.
+        simulator: a :class:`slm.models.Simulator` with ``initial_state`` and ``observe`` (MK).
         tau: steps simulated per gradient step.
         checkpoint_every: activation checkpointing segment (steps); ``None`` stores every step.
         loss: ``log`` or ``mse``.
@@ -54,7 +50,7 @@ class StabilityFitting(FittingTask):
         test_size, test_steps: the final pattern-formation test.
     """
 
-    def __init__(self, simulator: MalevanetsKapral, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
+    def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
                  checkpoint_every: int | None = None, loss: str = "log", param_lr: dict[str, float] | None = None,
                  test_size: int = 64, test_steps: int = 50000):
         super().__init__(simulator, optimizer, scheduler, seed)
@@ -86,10 +82,11 @@ class StabilityFitting(FittingTask):
 
     def loss(self, reference: Tensor, generator: torch.Generator) -> Tensor:
         out = self.simulator.rollout(reference, self.tau, generator, self.checkpoint_every)
-        squared = (out - reference) ** 2
         if self.loss_name == "log":
-            return torch.log(squared.sum())
-        return squared.mean() / self.simulator.N**2
+            per_lattice = ((out - reference) ** 2).flatten(1).sum(1)
+            return torch.log(self.simulator.surrogate(per_lattice).sum())
+        per_lattice = ((self.simulator.observe(out) - self.simulator.observe(reference)) ** 2).flatten(1).mean(1)
+        return self.simulator.surrogate(per_lattice).mean()
 
     @torch.no_grad()
     def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
@@ -106,14 +103,14 @@ def save_field(field: Tensor, path: Path, title: str | list[str]) -> None:
     """Save a ``(H, W)`` field in [0, 1], or a row of ``(n, H, W)`` fields with one title each, as a PNG."""
     fields = field.reshape(-1, *field.shape[-2:]).cpu().numpy()
     titles = [title] if isinstance(title, str) else title
-    figure, axes = plt.subplots(1, len(fields), figsize=(4 * len(fields), 4), squeeze=False)
+    figure = Figure(figsize=(4 * len(fields), 4))
+    axes = figure.subplots(1, len(fields), squeeze=False)
     for axis, image, text in zip(axes[0], fields, titles, strict=True):
         axis.imshow(image, vmin=0, vmax=1, cmap="viridis")
         axis.set_title(text, fontsize=9)
         axis.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 class PatternTest(L.Callback):

@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 import lightning as L
-import matplotlib
 import torch
-from torch import Tensor, nn
+from matplotlib.figure import Figure
+from torch import Tensor
 
 from slm.errors import InputError
+from slm.models.base import WalkSimulator
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 LOSSES = ("relative", "squared")
 
@@ -22,7 +20,8 @@ LOSSES = ("relative", "squared")
 class StatisticsFitting(FittingTask):
     r"""Fit the simulator's MSD curve to a target curve ``m`` (lags ``1..K``).
 
-    The simulator provides ``msd(n_walkers, lags, generator) -> (lags,)``. Each step simulates
+    The simulator is a :class:`slm.models.WalkSimulator`: ``msd(n_walkers, lags, generator) -> (lags,)``
+    (with the score-function term when its estimator records log-probabilities). Each step simulates
     ``batch_size`` walkers (split over DDP ranks) and minimises
 
     * ``relative``: ``sum_k ((s_k - m_k) / m_k)^2``, every lag counts alike (default);
@@ -34,9 +33,12 @@ class StatisticsFitting(FittingTask):
     walkers, and ``msd.json`` / ``msd.png`` with both curves go into the run folder.
     """
 
-    def __init__(self, simulator: nn.Module, optimizer, scheduler=None, seed: int = 0, batch_size: int = 1500,
+    def __init__(self, simulator: WalkSimulator, optimizer, scheduler=None, seed: int = 0, batch_size: int = 1500,
                  loss: str = "relative", eval_walkers: int = 100_000, figure_every: int = 250):
         super().__init__(simulator, optimizer, scheduler, seed)
+        if not isinstance(simulator, WalkSimulator):
+            raise InputError(f"model: statistics fitting needs a model with an MSD (a WalkSimulator), got "
+                             f"{type(simulator).__name__}")
         if loss not in LOSSES:
             raise InputError(f"task.loss: unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if batch_size < 1:
@@ -70,13 +72,13 @@ class StatisticsFitting(FittingTask):
         curves = {"lag": list(range(1, len(target) + 1)), "target": target, "fitted": self.fitted.tolist(),
                   "frame_interval": datamodule.frame_interval}
         (out_dir / "msd.json").write_text(json.dumps(curves, indent=2) + "\n")
-        figure = self.msd_figure(datamodule.target, self.fitted.cpu())
-        figure.savefig(out_dir / "msd.png", dpi=120, bbox_inches="tight")
-        plt.close(figure)
+        self.msd_figure(datamodule.target, self.fitted.cpu()).savefig(out_dir / "msd.png", dpi=120,
+                                                                       bbox_inches="tight")
 
     @staticmethod
-    def msd_figure(target: Tensor, simulated: Tensor) -> plt.Figure:
-        figure, axes = plt.subplots(figsize=(4, 3))
+    def msd_figure(target: Tensor, simulated: Tensor) -> Figure:
+        figure = Figure(figsize=(4, 3))
+        axes = figure.subplots()
         lags = range(1, len(target) + 1)
         axes.plot(lags, target.cpu(), "ko", label="target")
         axes.plot(lags, simulated.cpu(), "-", color="tab:red", label="simulated")

@@ -1,0 +1,177 @@
+r"""The simulator contract: what a fitting task may call on a model.
+
+A model is an ``nn.Module`` subclass of :class:`Simulator` in one file of ``slm/models/``. Its
+learnable parameters are registered with :func:`slm.parameters.register` (stored unconstrained,
+exposed constrained), and every random draw goes through an :class:`slm.estimators.Estimator`
+held as an attribute. A model implements:
+
+* :meth:`Simulator.transition` ``(state, prepared, generator) -> state``: one stochastic step,
+  differentiable in the parameters through the estimators;
+* :meth:`Simulator.prepare` (optional): the tuple of tensors a step needs that depends on the
+  parameters only (rates, probability tables), passed to ``transition`` as ``prepared``.
+
+and gets from this base class:
+
+* :meth:`Simulator.step` ``(state, generator) -> state`` (also ``forward``): one step, with
+  ``prepare()`` cached until a parameter changes, the grad mode changes or a backward pass has
+  consumed it, so calling the model once per step costs what a step of a rollout costs;
+* :meth:`Simulator.rollout` ``(state, steps, generator, checkpoint_every)``: ``steps`` steps whose
+  noise depends only on one seed drawn from ``generator`` (step ``t`` draws from a generator seeded
+  ``seed + t``), so activation checkpointing recomputes exactly the same steps;
+* :meth:`Simulator.parameter_values` and :meth:`Simulator.derived` (logged and reported);
+* :meth:`Simulator.surrogate`: per-sample outcomes carrying every estimator's gradient (the
+  score function's included, see :mod:`slm.estimators`).
+
+Optional statistics that tasks use when a model has them: ``msd(n, lags, generator) -> (lags,)``
+(:class:`WalkSimulator`, for statistics fitting), :meth:`Simulator.reference_metrics` (exact
+reference estimates from observed transitions, e.g. the SI MLE), :meth:`Simulator.observe` (the
+lattice as an image) and :meth:`Simulator.initial_state`.
+
+Noise always comes from a ``torch.Generator`` passed by the caller (the tasks seed one per step), on
+the state's device.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from slm.errors import InputError
+from slm.estimators import Estimator
+from slm.parameters import constrained_values
+
+#: A model's state: a tensor, or a tuple of tensors whose first dimension is the sample (lattice, walker, cell).
+State = Any
+
+
+class Simulator(nn.Module):
+    """Base class of every stochastic lattice model (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._prepared: tuple[tuple, Any] | None = None
+
+    # -- what a model implements ---------------------------------------------------------------
+
+    @abstractmethod
+    def transition(self, state: State, prepared: tuple[Tensor, ...], generator: torch.Generator | None) -> State:
+        """One stochastic step of ``state``, given ``prepared = self.prepare()``."""
+
+    def prepare(self) -> tuple[Tensor, ...]:
+        """What :meth:`transition` needs that depends only on the parameters (nothing by default)."""
+        return ()
+
+    def derived(self) -> dict[str, Tensor]:
+        """Quantities derived from the parameters, logged as ``derived/<name>`` and reported in the metrics."""
+        return {}
+
+    def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """Exact reference estimates from observed transitions ``(x_t, x_{t+1})`` (none by default)."""
+        return {}
+
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> State:
+        """A default starting state of ``batch`` lattices (for previews and pattern tests)."""
+        raise InputError(f"{type(self).__name__} has no default initial state")
+
+    def observe(self, state: State) -> Tensor:
+        """The lattice as images in [0, 1], ``(B, H, W)`` (the state itself by default)."""
+        return state
+
+    # -- what every model gets -----------------------------------------------------------------
+
+    def step(self, state: State, generator: torch.Generator | None = None) -> State:
+        """One stochastic step of ``state`` (:meth:`transition` with the cached :meth:`prepare`)."""
+        return self.transition(state, self.prepared(), generator)
+
+    def forward(self, state: State, generator: torch.Generator | None = None) -> State:
+        return self.step(state, generator)
+
+    def prepared(self) -> tuple[Tensor, ...]:
+        """:meth:`prepare`, cached while the parameters, their devices and the grad mode stay the same and
+        no backward pass has gone through the cached tensors (their graph is freed then)."""
+        key = (torch.is_grad_enabled(), *((id(t), t._version, t.device) for t in (*self.parameters(), *self.buffers())))
+        if self._prepared is None or self._prepared[0] != key:
+            value = tuple(self.prepare())
+            self._prepared = (key, value)
+            for tensor in value:
+                if tensor.requires_grad:
+                    tensor.register_hook(self._forget_prepared)
+        return self._prepared[1]
+
+    def _forget_prepared(self, grad: Tensor) -> None:
+        self._prepared = None
+
+    def rollout(self, state: State, steps: int, generator: torch.Generator | None = None,
+                checkpoint_every: int | None = None) -> State:
+        """``steps`` steps from ``state``; returns the final state.
+
+        Noise: one seed ``s`` is drawn from ``generator`` per rollout and step ``t`` draws from a
+        generator seeded with ``s + t``, so the result does not depend on ``checkpoint_every``. With
+        ``checkpoint_every`` and autograd on, the activations of each segment of that many steps are
+        recomputed in the backward pass instead of stored: memory ``O(steps / checkpoint_every +
+        checkpoint_every)`` states instead of ``O(steps)``.
+        """
+        if checkpoint_every is not None and any(not e.pathwise for e in self.estimators()):
+            raise InputError("task.checkpoint_every: the score estimator records log-probabilities during the "
+                             "forward pass, which checkpointing skips; set it to null")
+        device = generator.device if generator is not None else "cpu"
+        base = int(torch.randint(2**62, (1,), generator=generator, device=device))
+        prepared = self.prepared()
+        segment = checkpoint_every or steps
+        for done in range(0, steps, segment):
+            length = min(segment, steps - done)
+            if checkpoint_every and torch.is_grad_enabled():
+                # The prepared tensors go in as inputs, so that their gradient comes out of the recomputation.
+                parts = state if isinstance(state, tuple) else (state,)
+                state = checkpoint(self._segment_of_tensors, base + done, length, len(parts),
+                                   isinstance(state, tuple), *parts, *prepared, use_reentrant=True)
+            else:
+                state = self._segment(state, prepared, base + done, length)
+        return state
+
+    def _segment(self, state: State, prepared: tuple[Tensor, ...], first_seed: int, steps: int) -> State:
+        device = state[0].device if isinstance(state, tuple) else state.device
+        generator = torch.Generator(device=device)
+        for t in range(steps):
+            state = self.transition(state, prepared, generator.manual_seed(first_seed + t))
+        return state
+
+    def _segment_of_tensors(self, first_seed: int, steps: int, n_state: int, is_tuple: bool, *tensors: Tensor
+                            ) -> State:
+        state = tuple(tensors[:n_state]) if is_tuple else tensors[0]
+        return self._segment(state, tuple(tensors[n_state:]), first_seed, steps)
+
+    def parameter_values(self) -> dict[str, Tensor]:
+        """The constrained value of every learnable parameter, by name (detached)."""
+        return constrained_values(self)
+
+    def estimators(self) -> list[Estimator]:
+        """The distinct estimators this model draws through."""
+        found = {id(v): v for v in vars(self).values() if isinstance(v, Estimator)}
+        return list(found.values())
+
+    def surrogate(self, values: Tensor) -> Tensor:
+        """Per-sample outcomes ``(n, ...)`` (forward unchanged) whose mean carries the gradient of every
+        estimator of this model, the score function's from the draws recorded since the last call."""
+        for estimator in self.estimators():
+            values = estimator.surrogate(values)
+        return values
+
+    def reset_estimators(self) -> None:
+        """Forget what the estimators recorded (called by the tasks before each loss)."""
+        for estimator in self.estimators():
+            estimator.reset()
+
+
+class WalkSimulator(Simulator):
+    """A simulator of walkers or cells whose positions give a mean squared displacement."""
+
+    @abstractmethod
+    def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """Simulated MSD at lags ``1..lags`` frames of ``n`` walkers, ``(lags,)``, batch mean; its gradient
+        includes the score-function term when an estimator records log-probabilities."""

@@ -1,0 +1,309 @@
+"""Speed benchmark cases (``scripts/benchmark.py``), the naive MK reference and their runner.
+
+A case is a function ``(device, repeats) -> row``: a dict with the columns of :data:`COLUMNS` that
+apply (model, lattice, batch, forward steps/s with no grad, time of one gradient step of forward,
+backward and optimiser, time of one training epoch through the real Lightning loop). Fixed seeds,
+warm-up runs, medians of ``repeats`` runs. :func:`run_cases` runs each case in its own spawned process
+so that its peak memory (CUDA: allocated; CPU: resident set above the process's baseline) is its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from slm.errors import InputError
+from slm.models.malevanets_kapral import DIRECTIONS, PARAMETERS, REFERENCE, direction_probabilities
+
+COLUMNS = ("model", "lattice", "batch", "forward steps/s", "gradient step", "epoch", "peak memory")
+Row = dict[str, object]
+
+
+class CaseError(RuntimeError):
+    """A benchmark case's process exited with an error."""
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def si_step(device: torch.device, repeats: int) -> Row:
+    """SI: one step of 32 lattices of 64x64, and one Adam step on the pixelwise MSE."""
+    from slm.models.si import SI, simulate_si
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    frames = simulate_si(0.4, 32, 21, generator=generator, device=device).float()
+    x, y = frames[:, 10], frames[:, 11]
+    model = SI(beta=0.3).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x, generator)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        F.mse_loss(model(x, generator), y).backward()
+        optimizer.step()
+
+    steps = 50
+    fwd = _median_seconds(lambda: [forward() for _ in range(steps)], repeats, device) / steps
+    grad = _median_seconds(grad_step, repeats * 10, device)
+    return {"model": "SI", "lattice": "64x64", "batch": 32, "forward steps/s": f"{1 / fwd:,.0f}",
+            "gradient step": f"{grad * 1e3:.2f} ms"}
+
+
+def si_epoch(device: torch.device, repeats: int) -> Row:
+    """SI: one epoch of the real si_noisy run (2900 transitions, batch 32) through Lightning.
+
+    Timed as the difference of the fit times of a ``1 + repeats`` epoch run and a 1 epoch run, so
+    Lightning's start-up is not counted.
+    """
+    from slm.train import compose_config, train
+
+    def fit_seconds(epochs: int) -> float:
+        cfg = compose_config(
+            "experiment=si_noisy", "data.val_fraction=0", f"trainer.max_epochs={epochs}",
+            f"trainer.accelerator={device.type}", "trainer.enable_progress_bar=false", "~logger",
+            "~callbacks", "+trainer.enable_checkpointing=false", "+trainer.enable_model_summary=false",
+            f"paths.output_dir={tempfile.mkdtemp(prefix='slm_benchmark_')}")
+        return train(cfg)["seconds"]
+
+    epoch = (fit_seconds(1 + repeats) - fit_seconds(1)) / repeats
+    return {"model": "SI, Lightning epoch of 2900 transitions", "lattice": "64x64", "batch": 32,
+            "epoch": f"{epoch:.2f} s"}
+
+
+def prw_step(device: torch.device, repeats: int) -> Row:
+    """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss."""
+    from slm.models.persistent_walk import PersistentRandomWalk
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel").to(device)
+    target = PersistentRandomWalk(0.2, 0.1).to(device).expected_msd(10).detach()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model.positions(1500, 10, generator)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        (((model.msd(1500, 10, generator) - target) / target) ** 2).sum().backward()
+        optimizer.step()
+
+    fwd = _median_seconds(forward, repeats * 5, device) / 10
+    grad = _median_seconds(grad_step, repeats * 5, device)
+    return {"model": "PRW (10 MCS)", "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
+            "gradient step": f"{grad * 1e3:.2f} ms"}
+
+
+def segmentation_step(device: torch.device, repeats: int) -> Row:
+    """Segmentation: one Adam step of the default loss (local means, window 20) on a 696x520 pixel field."""
+    from datamodules.images import synthetic_cells
+    from slm.models.pixel_field import PixelField
+    from slm.tasks.segmentation import segmentation_loss
+
+    image, _ = synthetic_cells(blur=10)
+    field = PixelField(torch.tensor(image, dtype=torch.float32, device=device))
+    optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        segmentation_loss(field(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
+        optimizer.step()
+
+    grad = _median_seconds(grad_step, repeats * 5, device)
+    return {"model": "segmentation pixel field", "lattice": "696x520", "batch": 1,
+            "gradient step": f"{grad * 1e3:.2f} ms"}
+
+
+def cpm_step(device: torch.device, repeats: int) -> Row:
+    """CPM: 4000 cells x 800 sampling steps, and one Adam step on the relative MSD loss (score estimator)."""
+    from slm.models.cpm import OnePixelCPM
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    model = OnePixelCPM(0.3).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model.positions(4000, 1, generator)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        (((model.msd(4000, 1, generator) - 3.0) / 3.0) ** 2).sum().backward()
+        optimizer.step()
+
+    fwd = _median_seconds(forward, repeats, device, warmup=1) / 800
+    grad = _median_seconds(grad_step, repeats, device, warmup=1)
+    return {"model": "1-pixel CPM (800 steps, score)", "lattice": "128x128 (coordinates)", "batch": 4000,
+            "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
+
+
+class NaiveMK(torch.nn.Module):
+    """A straightforward PyTorch MK (the SPEC's baseline), for comparison only: all 9 shifted copies of
+    the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
+    through every step, no checkpointing. Parameters start at :data:`~slm.models.malevanets_kapral.REFERENCE`;
+    noise comes from torch's global generator. ``model(x)`` is one step of ``x`` ``(B, 2, H, W)``."""
+
+    def __init__(self, N: int = 50, gamma: float = 0.005):
+        super().__init__()
+        self.values = torch.nn.Parameter(torch.tensor([REFERENCE[name] for name in PARAMETERS]))
+        self.N, self.gamma = N, gamma
+
+    @staticmethod
+    def _st(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        return hard + soft - soft.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, (D_A, D_B, k1, k2, k3) = self.N, self.values
+        species = []
+        for X, D in ((x[:, 0], D_A), (x[:, 1], D_B)):
+            threshold = X - N * torch.rand_like(X)
+            E = self._st((threshold > 0).float(), threshold)
+            X = X - E
+            gumbel = -torch.log(-torch.log(torch.rand(X.shape[0], 9, device=X.device)))
+            logits = torch.log(direction_probabilities(D)) + gumbel
+            z = self._st(F.one_hot(logits.argmax(-1), 9).float(), torch.softmax(logits, -1))
+            X = X + sum(z[:, k, None, None] * torch.roll(E, shifts=shift, dims=(-2, -1))
+                        for k, shift in enumerate(DIRECTIONS))
+            species.append(X)
+        A, B = species
+        channel = torch.randint(6, A.shape, device=A.device)
+        p = [self.gamma * k1 * A * (A - 1) * (N - A) / ((N - 1) * (N - 2)),
+             self.gamma * k1 * A * (N - A) * (N - A - 1) / ((N - 1) * (N - 2)),
+             self.gamma * k2 * (N - A) * B / N, self.gamma * k2 * A * (N - B) / N,
+             self.gamma * k3 * (N - A) * (N - B) / N, self.gamma * k3 * A * B / N]
+        fired = []
+        for r, p_r in enumerate(p):
+            p_r = p_r.clamp(0, 1)
+            fired.append(self._st((torch.rand_like(p_r) < p_r).float(), p_r) * (channel == r))
+        return torch.stack([A + fired[0] - fired[1] + fired[2] - fired[3], B + fired[4] - fired[5]], dim=1)
+
+
+def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch.device, repeats: int,
+            label: str | None = None) -> Row:
+    """MK: ``forward`` steps/s, or a ``grad`` step of tau = 500 (``grad+checkpoint``: checkpoints every 50
+    steps) on the log loss, by ``implementation``: ``naive`` (:class:`NaiveMK`), ``ours``
+    (``MalevanetsKapral.rollout``) or ``per_call`` (``MalevanetsKapral`` called once per step, the plain
+    ``nn.Module`` way). ``label``: the row's model name (default ``MK, <implementation>``)."""
+    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = uniform_state(batch, size, device=device)
+    if implementation == "naive":
+        model = NaiveMK().to(device)
+
+        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
+            for _ in range(n):
+                start = model(start)
+            return start
+    else:
+        model = MalevanetsKapral().to(device)
+        with torch.no_grad():
+            x = model.rollout(x, 200, generator)
+
+        def steps(start: torch.Tensor, n: int, checkpoint: int | None = None) -> torch.Tensor:
+            if implementation == "ours":
+                return model.rollout(start, n, generator, checkpoint)
+            for _ in range(n):
+                start = model(start, generator)
+            return start
+    row = {"model": label or f"MK, {implementation}", "lattice": f"{size}x{size}", "batch": batch}
+    if mode == "forward":
+        n = 200 if size <= 64 else 20
+        with torch.no_grad():
+            seconds = _median_seconds(lambda: steps(x, n), repeats, device, warmup=1) / n
+        row["forward steps/s"] = f"{1 / seconds:,.0f}"
+        return row
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        out = steps(x, 500, 50 if mode == "grad+checkpoint" else None)
+        torch.log(((out - x) ** 2).sum()).backward()
+        optimizer.step()
+
+    row["gradient step"] = f"{_median_seconds(grad_step, max(3, repeats // 2), device, warmup=1):.2f} s"
+    row["model"] += ", checkpoints every 50" if mode == "grad+checkpoint" else ""
+    return row
+
+
+MK_CASES = {f"mk_{impl}_{mode.replace('+', '_')}_{size}_b{batch}": partial(mk_case, impl, size, batch, mode)
+            for impl, size, batch, mode in [
+                ("naive", 64, 1, "forward"), ("ours", 64, 1, "forward"), ("ours", 64, 16, "forward"),
+                ("ours", 512, 1, "forward"), ("naive", 64, 1, "grad"), ("ours", 64, 1, "grad"),
+                ("ours", 64, 1, "grad+checkpoint"), ("ours", 64, 16, "grad+checkpoint")]}
+# One gradient step of tau = 500 at 64x64 as mk_ours_grad_64_b1: the model called once per step against its rollout.
+MK_CASES["mk_step_per_call"] = partial(mk_case, "per_call", 64, 1, "grad", label="MK, called once per step")
+MK_CASES["mk_step_rollout"] = partial(mk_case, "ours", 64, 1, "grad", label="MK, rollout")
+#: every case by name, in the order of the table
+CASES: dict[str, Callable[[torch.device, int], Row]] = {
+    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES
+
+
+def _run_case(name: str, device_name: str, repeats: int, queue: mp.Queue) -> None:
+    import lightning  # noqa: F401  (imported before the baseline so that its import is not counted)
+
+    import slm.train  # noqa: F401
+
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    row = CASES[name](device, repeats)
+    if device.type == "cuda":
+        row["peak memory"] = f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB (CUDA)"
+    else:
+        row["peak memory"] = f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024:.1f} MiB (RSS)"
+    queue.put(row)
+
+
+def run_cases(names: Iterable[str] | None, device: str, repeats: int) -> list[Row]:
+    """Run the cases ``names`` (``None``: all), in the order of :data:`CASES`, each in its own spawned
+    process on ``device`` (``cpu``, ``cuda``) with ``repeats`` timed runs; their rows, with peak memory."""
+    chosen = set(CASES if names is None else names)
+    unknown = chosen - set(CASES)
+    if unknown:
+        raise InputError(f"--only: unknown case(s) {sorted(unknown)}; expected some of {', '.join(CASES)}")
+    ctx = mp.get_context("spawn")
+    rows = []
+    for name in (name for name in CASES if name in chosen):
+        queue = ctx.Queue()
+        process = ctx.Process(target=_run_case, args=(name, device, repeats, queue))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise CaseError(f"benchmark case {name} failed (exit code {process.exitcode})")
+        rows.append(queue.get())
+    return rows
+
+
+def markdown(rows: Iterable[Row], columns: Iterable[str] = COLUMNS) -> str:
+    """The rows as a Markdown table with ``columns`` (empty cells where a row has no value)."""
+    columns = list(columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

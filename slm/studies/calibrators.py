@@ -1,0 +1,181 @@
+"""Approximate gradients (AD) against ABC-SMC (pyabc) and CMA-ES (pycma), side by side.
+
+    python scripts/compare_calibrators.py --quick --out compare.json      # <= 15 min on 2 cores
+    python scripts/compare_calibrators.py --out compare.json              # the papers' data sizes
+
+For each task the data are made once (the datamodule of the experiment) and every method fits the
+same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per parameter):
+
+* ``si``: SI spread coefficient ``beta`` (truth ``truth.beta``, 0.4) from simulated transitions
+  (experiment ``si_transition``; ``--quick``: 20 sequences of 20 frames).
+* ``prw``: ``p_center``, ``p_resample`` (truth ``truth.p_center``, ``truth.p_resample``: 0.2, 0.1) of the
+  persistent random walk from the MSD of 15,000 simulated walkers (experiment ``prw_synthetic``).
+
+AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
+estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
+over the problem (SI: every training transition once; PRW: 1500 walkers), so AD's count is the
+number of such passes its gradient steps made. ``param_error`` is the Euclidean distance to the truth
+(ABC: of the posterior mean; the row also has the 90% credible interval).
+
+Writes ``--out`` (a JSON list of rows ``{"task", "method", "seconds", "simulations", "param_error",
+...}``) and a plot of parameter error against wall-clock time (``--plot``, default next to ``--out``).
+Each ABC and CMA row also says how much longer than AD the method took to reach the *equal error*:
+the larger of the two final errors, counted from the first moment after which a method stays at or
+below it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from slm.baselines.abc_smc import abc_smc
+from slm.baselines.cma_es import cma_es
+from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
+from slm.baselines.trace import Trace
+from slm.train import compose_config, train
+
+log = logging.getLogger(__name__)
+
+#: Config overrides and baseline budgets per setting (``quick``, ``full``) and task.
+SETTINGS = {
+    "quick": {
+        "si": {"overrides": ["data.n_sequences=20", "data.n_frames=20", "data.batch_size=32"],
+               "abc": {"population_size": 100, "max_generations": 8}, "cma": {"max_evaluations": 300}},
+        "prw": {"overrides": ["trainer.max_epochs=6"],
+                "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 600}},
+    },
+    "full": {
+        "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
+               "cma": {"max_evaluations": 1000}},
+        "prw": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
+                "cma": {"max_evaluations": 3000}},
+    },
+}
+EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic"}
+TASKS = tuple(EXPERIMENTS)
+#: one comparison: its rows, the trace of each method, the truth
+Result = tuple[list[dict], dict[str, Trace], dict[str, float]]
+
+
+def compose(task: str, overrides: Iterable[str], output: Path) -> DictConfig:
+    """The training config of ``task``'s experiment with ``overrides``, writing into ``output``."""
+    return compose_config(f"experiment={EXPERIMENTS[task]}", f"paths.output_dir={output}",
+                          "trainer.enable_progress_bar=false", *overrides)
+
+
+def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProblem:
+    """The baselines' problem on the data of ``datamodule`` (set up), with the truth of ``cfg.truth``."""
+    if task == "si":
+        x, y = (torch.cat(parts) for parts in zip(*datamodule.train_set.batches(), strict=True))
+        return SIProblem(x.float(), y.float(), float(cfg.truth.beta))
+    truth = {"p_center": float(cfg.truth.p_center), "p_resample": float(cfg.truth.p_resample)}
+    return PRWProblem(datamodule.target, truth, walkers=cfg.task.batch_size, mcs_per_frame=cfg.model.mcs_per_frame,
+                      dx=cfg.model.dx)
+
+
+def run_ad(cfg: DictConfig, names: tuple[str, ...], simulations_per_step: float) -> Trace:
+    """``train(cfg)`` and its estimates from the TensorBoard scalars ``param/<name>``."""
+    results = train(cfg)
+    events = EventAccumulator(str(next(Path(cfg.paths.output_dir).rglob("events.out.tfevents.*"))))
+    events.Reload()
+    series = {name: events.Scalars(f"param/{name}") for name in names}
+    first = series[names[0]]
+    # The last logged step is within a few steps of the end of fit; its time anchors the clock.
+    origin = first[-1].wall_time - results["seconds"]
+    trace = Trace(f"AD ({instantiate(cfg.estimator).name})")
+    for points in zip(*series.values(), strict=True):
+        trace.add(points[0].wall_time - origin, round(points[0].step * simulations_per_step),
+                  {name: p.value for name, p in zip(names, points, strict=True)})
+    trace.add(results["seconds"], round(results["steps"] * simulations_per_step), results["params"])
+    return trace
+
+
+def seconds_to(trace: Trace, truth: dict[str, float], error: float) -> float:
+    """Seconds at the first estimate after which every estimate is within ``error`` of the truth."""
+    errors = [parameter_error(e, truth) for e in trace.estimates]
+    for i in range(len(errors)):
+        if all(e <= error * (1 + 1e-9) for e in errors[i:]):
+            return trace.seconds[i]
+    return math.inf
+
+
+def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
+    """AD, ABC-SMC (on ``procs`` processes) and CMA-ES on ``task`` with ``settings`` (one entry of a
+    :data:`SETTINGS` setting); AD writes under ``work``. Returns the rows, the traces and the truth."""
+    cfg = compose(task, settings["overrides"], work / task)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    problem = make_problem(task, cfg, datamodule)
+    truth = problem.truth
+    # AD's simulations in units of one pass over the problem (SI: all training transitions)
+    per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
+    start = {name: float(cfg.model[name]) for name in problem.names}
+    log.info("%s: truth %s, start %s", task, truth, start)
+    traces = {}
+    for trace in (run_ad(cfg, problem.names, per_step),
+                  abc_smc(make_problem(task, cfg, datamodule), n_procs=procs, **settings["abc"]),
+                  cma_es(make_problem(task, cfg, datamodule), start, **settings["cma"])):
+        traces[trace.method] = trace
+    rows = []
+    for method, trace in traces.items():
+        row = {"task": task, "method": method, "seconds": round(trace.seconds[-1], 2),
+               "simulations": trace.simulations[-1], "param_error": parameter_error(trace.estimates[-1], truth),
+               "estimate": trace.estimates[-1], "truth": truth}
+        if trace.intervals:
+            row["interval_90"] = trace.intervals[-1]
+        rows.append(row)
+    ad = rows[0]
+    for row in rows[1:]:
+        equal = max(ad["param_error"], row["param_error"])
+        t_ad, t_other = seconds_to(traces[ad["method"]], truth, equal), seconds_to(traces[row["method"]], truth, equal)
+        row["equal_error"] = equal
+        row["seconds_to_equal_error"] = t_other
+        row["AD_seconds_to_equal_error"] = t_ad
+        row["ratio_to_AD_at_equal_error"] = t_other / t_ad if t_ad > 0 else math.inf
+    return rows, traces, truth
+
+
+def plot(results: dict[str, Result], path: Path) -> None:
+    """Parameter error against wall-clock seconds, one panel per task, saved to ``path``."""
+    figure = Figure(figsize=(5 * len(results), 3.8), layout="tight")
+    axes = figure.subplots(1, len(results), squeeze=False)
+    for axis, (task, (rows, traces, truth)) in zip(axes[0], results.items(), strict=True):
+        for (method, trace), colour in zip(traces.items(), ("tab:blue", "tab:red", "tab:green"), strict=True):
+            errors = [max(parameter_error(e, truth), 1e-5) for e in trace.estimates]
+            axis.plot(trace.seconds, errors, "o-", ms=3, color=colour, label=method)
+        for row in rows[1:]:
+            axis.axhline(row["equal_error"], color="gray", ls=":", lw=1)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("wall-clock seconds (2 CPU cores)")
+        axis.set_ylabel("parameter error |theta - truth|")
+        axis.set_title({"si": "SI: beta", "prw": "PRW: p_center, p_resample"}[task])
+        axis.legend(fontsize=8)
+    figure.savefig(path, dpi=120)
+
+
+def run_comparison(quick: bool, tasks: Iterable[str], procs: int, out: Path, plot_path: Path | None = None
+                   ) -> list[dict]:
+    """Compare the calibrators on each of ``tasks`` (``si``, ``prw``) with the ``quick`` or ``full``
+    :data:`SETTINGS`; write the rows to ``out`` (JSON) and the figure to ``plot_path`` (default: ``out``
+    with ``.png``). Returns the rows of every task."""
+    settings = SETTINGS["quick" if quick else "full"]
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for task in tasks:
+            results[task] = compare(task, settings[task], procs, Path(work))
+    rows = [row for task_rows, _, _ in results.values() for row in task_rows]
+    Path(out).write_text(json.dumps(rows, indent=2) + "\n")
+    plot(results, plot_path or Path(out).with_suffix(".png"))
+    return rows

@@ -1,0 +1,71 @@
+"""Every experiment config composes and trains, shrunk by its debug config; every model trains with the
+score estimator; every package exports all its public classes."""
+
+import importlib
+import inspect
+import json
+import math
+import pkgutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from slm.train import train
+from tests.conftest import EXPERIMENTS
+
+
+@pytest.fixture
+def dis5k_split(tmp_path):
+    """A DIS5K-layout split folder with one generated image and its mask (DIS5K itself may not be shipped)."""
+    for folder in ("im", "gt"):
+        (tmp_path / "split" / folder).mkdir(parents=True)
+    image = np.zeros((40, 48, 3), np.uint8)
+    image[10:30, 12:36] = 200
+    Image.fromarray(image).save(tmp_path / "split" / "im" / "thing.jpg")
+    Image.fromarray((image[..., 0] > 100).astype(np.uint8) * 255).save(tmp_path / "split" / "gt" / "thing.png")
+    return tmp_path / "split"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_trains_a_shrunken_step(make_cfg, tmp_path, dis5k_split, experiment):
+    extra = [f"data.path={dis5k_split}"] if experiment == "seg_dis5k" else []
+    results = train(make_cfg("+trainer.max_steps=2", *extra, experiment=experiment))
+    assert results["steps"] == 2
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    values = [v for value in results["params"].values() for v in np.ravel(value)]
+    assert all(math.isfinite(v) for v in values)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["task_name"] == experiment
+
+
+@pytest.mark.parametrize(("experiment", "overrides"), [
+    ("si_transition", []),
+    ("prw_synthetic", []),
+    ("cpm_msd", []),
+    ("mk_e3", ["task.checkpoint_every=null", "data.batch_size=2"]),
+])
+def test_every_model_trains_with_the_score_estimator(make_cfg, experiment, overrides):
+    start = make_cfg(experiment=experiment).model
+    results = train(make_cfg("estimator=score", "+trainer.max_steps=4", *overrides, experiment=experiment))
+    assert results["steps"] == 4
+    moved = [name for name, value in results["params"].items() if abs(value - float(start[name])) > 1e-6]
+    assert moved == list(results["params"]), f"score gave no gradient to {set(results['params']) - set(moved)}"
+
+
+@pytest.mark.parametrize("package", ["slm.models", "slm.tasks", "datamodules", "slm.studies"])
+def test_packages_export_every_public_class(package):
+    module = importlib.import_module(package)
+    public = set()
+    for info in pkgutil.iter_modules(module.__path__):
+        submodule = importlib.import_module(f"{package}.{info.name}")
+        public |= {name for name, obj in vars(submodule).items()
+                   if inspect.isclass(obj) and obj.__module__ == submodule.__name__ and not name.startswith("_")}
+    assert public <= set(module.__all__), f"{package}.__all__ misses {sorted(public - set(module.__all__))}"
+
+
+def test_the_documented_imports_work():
+    from datamodules import ImageDataModule, MSDDataModule, PatternDataModule, SITransitionDataModule  # noqa: F401
+    from slm.models import SI, MalevanetsKapral, OnePixelCPM, PersistentRandomWalk, PixelField  # noqa: F401
+    from slm.tasks import SegmentationFitting, StabilityFitting, StatisticsFitting, TransitionFitting  # noqa: F401
