@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from slm.errors import InputError
+from slm.models.malevanets_kapral import REFERENCE
 from slm.models.si import simulate_si
 
 
@@ -43,10 +44,8 @@ def simulate_si_command(args: argparse.Namespace) -> None:
 
 
 def simulate_mk_command(args: argparse.Namespace) -> None:
-    from rich.progress import Progress
-
     from datamodules.patterns import load_pattern
-    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+    from slm.models import MalevanetsKapral, uniform_state
     from slm.stats import is_patterned, pattern_score
     from slm.tasks.stability import save_field
 
@@ -57,17 +56,10 @@ def simulate_mk_command(args: argparse.Namespace) -> None:
         x = uniform_state(args.lattices, args.size, args.N, stripe=args.initial == "stripe")
     else:
         x = load_pattern(args.initial, args.N)[:1].expand(args.lattices, -1, -1, -1)
-    generator = torch.Generator().manual_seed(args.seed)
-    frames = []
-    chunk = args.gif_every if args.gif else 1000
-    with torch.no_grad(), Progress() as progress:
-        task = progress.add_task(f"MK {x.shape[-2]}x{x.shape[-1]}", total=args.steps)
-        for done in range(0, args.steps, chunk):
-            x = model.rollout(x, min(chunk, args.steps - done), generator)
-            progress.update(task, completed=min(done + chunk, args.steps))
-            if args.gif:
-                frames.append(Image.fromarray((x[0, 0] / args.N * 255).clamp(0, 255).byte().numpy()))
-    fields = x[:, 0] / args.N
+    every = args.gif_every if args.gif else 1000
+    x, snapshots = model.simulate(x, args.steps, torch.Generator().manual_seed(args.seed), every)
+    frames = [Image.fromarray((model.observe(s)[0] * 255).clamp(0, 255).byte().numpy()) for s in snapshots]
+    fields = model.observe(x)
     scores = [float(pattern_score(field)) for field in fields]
     patterned = [bool(is_patterned(field)) for field in fields]
     save_field(fields, args.png, [f"A/N after {args.steps} steps, pattern score {score:.3f}" for score in scores])
@@ -98,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     si.add_argument("--png", type=Path, help="also save a preview strip")
     si.set_defaults(run=simulate_si_command)
     mk = models.add_parser("mk", help="Malevanets-Kapral reaction-diffusion")
-    for name, value in (("D_A", 0.1), ("D_B", 0.4), ("k1", 0.98), ("k2", 0.1), ("k3", 0.2)):
+    for name, value in REFERENCE.items():
         mk.add_argument(f"--{name}", type=float, default=value)
     mk.add_argument("--N", type=int, default=50)
     mk.add_argument("--gamma", type=float, default=0.005)

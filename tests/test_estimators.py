@@ -101,7 +101,8 @@ def test_make_estimator_by_name_or_object():
 
 
 def test_unknown_estimator_is_a_one_line_error():
-    with pytest.raises(InputError, match=r"^estimator: unknown estimator 'reinmax'; expected one of ste, gumbel, score$"):
+    with pytest.raises(InputError, match=r"^estimator: unknown estimator 'reinmax'; expected one of ste, gumbel, "
+                                         r"score$"):
         make_estimator("reinmax")
 
 

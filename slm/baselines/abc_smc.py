@@ -41,25 +41,30 @@ def abc_smc(problem, population_size: int = 200, max_generations: int = 10, min_
     def distance(a: dict, b: dict) -> float:
         return problem.distance(a["s"], b["s"])
 
+    # pyabc draws from numpy's global generator: seed it for this run and give the caller its state back.
+    outer = np.random.get_state()
     np.random.seed(seed)
-    sampler = pyabc.sampler.MulticoreEvalParallelSampler(n_procs=n_procs)
-    abc = pyabc.ABCSMC(model, priors, distance, population_size=population_size, sampler=sampler)
-    trace = Trace("ABC-SMC")
-    with tempfile.TemporaryDirectory() as folder:
-        abc.new(f"sqlite:///{Path(folder) / 'abc.db'}", {"s": problem.observed})
-        start = time.time()
-        history = abc.run(minimum_epsilon=min_epsilon, max_nr_populations=max_generations,
-                          max_total_nr_simulations=max_simulations)
-        populations = history.get_all_populations().sort_values("t")
-        simulations = 0
-        for row in populations.itertuples():
-            simulations += int(row.samples)
-            if row.t < 0:  # pyabc's calibration sample from the prior
-                continue
-            particles, weights = history.get_distribution(m=0, t=int(row.t))
-            estimate = {name: float((particles[name] * weights).sum()) for name in problem.names}
-            interval = {name: tuple(weighted_quantile(particles[name].to_numpy(), weights, alpha=q)
-                                    for q in (0.05, 0.95)) for name in problem.names}
-            trace.add(row.population_end_time.timestamp() - start, simulations, estimate, interval)
+    try:
+        sampler = pyabc.sampler.MulticoreEvalParallelSampler(n_procs=n_procs)
+        abc = pyabc.ABCSMC(model, priors, distance, population_size=population_size, sampler=sampler)
+        trace = Trace("ABC-SMC")
+        with tempfile.TemporaryDirectory() as folder:
+            abc.new(f"sqlite:///{Path(folder) / 'abc.db'}", {"s": problem.observed})
+            start = time.time()
+            history = abc.run(minimum_epsilon=min_epsilon, max_nr_populations=max_generations,
+                              max_total_nr_simulations=max_simulations)
+            populations = history.get_all_populations().sort_values("t")
+            simulations = 0
+            for row in populations.itertuples():
+                simulations += int(row.samples)
+                if row.t < 0:  # pyabc's calibration sample from the prior
+                    continue
+                particles, weights = history.get_distribution(m=0, t=int(row.t))
+                estimate = {name: float((particles[name] * weights).sum()) for name in problem.names}
+                interval = {name: tuple(weighted_quantile(particles[name].to_numpy(), weights, alpha=q)
+                                        for q in (0.05, 0.95)) for name in problem.names}
+                trace.add(row.population_end_time.timestamp() - start, simulations, estimate, interval)
+    finally:
+        np.random.set_state(outer)
     log.info("ABC-SMC: %d generations, %d simulations, %.1f s", len(trace.seconds), simulations, trace.seconds[-1])
     return trace

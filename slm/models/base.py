@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -133,6 +134,20 @@ class Simulator(nn.Module):
             else:
                 state = self._segment(state, prepared, base + done, length)
         return state
+
+    @torch.no_grad()
+    def simulate(self, state: State, steps: int, generator: torch.Generator | None = None, every: int = 1000,
+                 progress: bool = True) -> tuple[State, list[State]]:
+        """``steps`` steps without gradients, in rollouts of ``every`` steps with a progress bar; returns the
+        final state and the states after each rollout (for animations)."""
+        snapshots = []
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"{type(self).__name__} {steps} steps", total=steps)
+            for done in range(0, steps, every):
+                state = self.rollout(state, min(every, steps - done), generator)
+                snapshots.append(state)
+                bar.update(task, completed=min(done + every, steps))
+        return state, snapshots
 
     def _segment(self, state: State, prepared: tuple[Tensor, ...], first_seed: int, steps: int) -> State:
         device = state[0].device if isinstance(state, tuple) else state.device

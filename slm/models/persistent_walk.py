@@ -39,12 +39,13 @@ class PersistentRandomWalk(WalkSimulator):
     Args:
         p_center: probability that a redrawn velocity component is 0.
         p_resample: probability of redrawing a velocity component in an MCS.
-        estimator: an :class:`slm.estimators.Estimator` or its name (``gumbel``, ``ste``, ``score``).
+        estimator: an :class:`slm.estimators.Estimator` or its name (``ste``, ``gumbel``, ``score``); ``ste``
+            gives ``p_center`` no gradient (``E[v] = 0`` for every ``p_center``), so the fits use ``gumbel``.
         mcs_per_frame: Monte Carlo steps per data frame.
         dx: lattice spacing in the data's length unit (e.g. um).
     """
 
-    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: Estimator | str = "gumbel",
+    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: Estimator | str = "ste",
                  mcs_per_frame: int = 1, dx: float = 1.0):
         super().__init__()
         register(self, "p_center", p_center, Probability())

@@ -11,48 +11,8 @@
 * :mod:`slm.studies.benchmark`: the speed benchmark's cases, the naive MK reference :class:`NaiveMK`,
   and their runner (``scripts/benchmark.py``).
 
-The names below are imported from their modules on first use (``from slm.studies import run_cases``),
-so that one study does not import the others' dependencies (pyabc, TensorBoard, Lightning). Where a
-module's own name is generic (``study``, ``plot``) the package name says which study it is.
+Import the module you need (``from slm.studies.benchmark import NaiveMK``): the studies have
+dependencies of their own (pyabc and pycma for the calibrators) that the others do not need.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-#: package name -> (module, name in the module)
-_ORIGIN = {
-    "run_comparison": ("calibrators", "run_comparison"),
-    "compare": ("calibrators", "compare"),
-    "compose_experiment": ("calibrators", "compose"),
-    "make_problem": ("calibrators", "make_problem"),
-    "run_ad": ("calibrators", "run_ad"),
-    "seconds_to": ("calibrators", "seconds_to"),
-    "plot_comparison": ("calibrators", "plot"),
-    "si_estimator_study": ("estimator_study", "study"),
-    "plot_si_estimator_study": ("estimator_study", "plot"),
-    "cpm_gradient_study": ("cpm_gradients", "study"),
-    "cpm_exact_temperature": ("cpm_gradients", "exact_temperature"),
-    "plot_cpm_gradients": ("cpm_gradients", "plot"),
-    "stability_loss": ("stability", "stability_loss"),
-    "CASES": ("benchmark", "CASES"),
-    "NaiveMK": ("benchmark", "NaiveMK"),
-    "run_cases": ("benchmark", "run_cases"),
-    "markdown": ("benchmark", "markdown"),
-}
-
-__all__ = list(_ORIGIN)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _ORIGIN:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = _ORIGIN[name]
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__ = ["benchmark", "calibrators", "cpm_gradients", "estimator_study", "stability"]

@@ -130,7 +130,7 @@ def segmentation_step(device: torch.device, repeats: int) -> Row:
 
     def grad_step() -> None:
         optimizer.zero_grad()
-        segmentation_loss(field(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
+        segmentation_loss(field.mask(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
         optimizer.step()
 
     grad = _median_seconds(grad_step, repeats * 5, device)
@@ -162,8 +162,8 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
 
 
 class NaiveMK(torch.nn.Module):
-    """A straightforward PyTorch MK (the SPEC's baseline), for comparison only: all 9 shifted copies of
-    the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
+    """A straightforward PyTorch MK (the naive reference of the speed targets), for comparison only: all 9
+    shifted copies of the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
     through every step, no checkpointing. Parameters start at :data:`~slm.models.malevanets_kapral.REFERENCE`;
     noise comes from torch's global generator. ``model(x)`` is one step of ``x`` ``(B, 2, H, W)``."""
 
