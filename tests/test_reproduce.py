@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("beta", [0.05, 0.2, 0.4, 0.8])
 def test_si_transition_recovers_paper_betas(make_cfg, beta):
-    results = train(make_cfg(f"model.beta_true={beta}", shrink=False))
+    results = train(make_cfg(f"truth.beta={beta}", shrink=False))
     fitted = results["params"]["beta"]
     assert abs(fitted - results["metrics"]["beta_mle"]) < 0.01
     assert abs(fitted - beta) < 0.02
