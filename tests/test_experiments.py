@@ -69,3 +69,25 @@ def test_the_documented_imports_work():
     from datamodules import ImageDataModule, MSDDataModule, PatternDataModule, SITransitionDataModule  # noqa: F401
     from slm.models import SI, MalevanetsKapral, OnePixelCPM, PersistentRandomWalk, PixelField  # noqa: F401
     from slm.tasks import SegmentationFitting, StabilityFitting, StatisticsFitting, TransitionFitting  # noqa: F401
+
+
+def test_per_step_calls_reuse_what_depends_on_the_parameters_only():
+    import copy
+
+    from slm.models import MalevanetsKapral, uniform_state
+
+    model = MalevanetsKapral()
+    x = uniform_state(1, 8)
+    generator = torch.Generator().manual_seed(0)
+    first = model.prepared()
+    y = model(model(x, generator), generator)
+    assert model.prepared() is first, "two steps with the same parameters share one prepare()"
+    copy.deepcopy(model)  # the cached graph is not copied
+    torch.log(((y - x) ** 2).sum() + 1).backward()
+    assert model.prepared() is not first, "a backward pass frees the cached graph, so it is rebuilt"
+    second = model.prepared()
+    with torch.no_grad():
+        model.parametrizations.k1.original.add_(0.01)
+    assert model.prepared() is not second, "a parameter update invalidates the cache"
+    with torch.no_grad():
+        assert not model.prepared()[1].requires_grad

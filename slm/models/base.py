@@ -55,7 +55,7 @@ class Simulator(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._prepared: tuple[tuple, Any] | None = None
+        self._prepared = _Cache()
 
     # -- what a model implements ---------------------------------------------------------------
 
@@ -96,16 +96,16 @@ class Simulator(nn.Module):
         """:meth:`prepare`, cached while the parameters, their devices and the grad mode stay the same and
         no backward pass has gone through the cached tensors (their graph is freed then)."""
         key = (torch.is_grad_enabled(), *((id(t), t._version, t.device) for t in (*self.parameters(), *self.buffers())))
-        if self._prepared is None or self._prepared[0] != key:
-            value = tuple(self.prepare())
-            self._prepared = (key, value)
-            for tensor in value:
+        cache = self._prepared
+        if cache.key != key:
+            cache.key, cache.value = key, tuple(self.prepare())
+            for tensor in cache.value:
                 if tensor.requires_grad:
                     tensor.register_hook(self._forget_prepared)
-        return self._prepared[1]
+        return cache.value
 
     def _forget_prepared(self, grad: Tensor) -> None:
-        self._prepared = None
+        self._prepared.clear()
 
     def rollout(self, state: State, steps: int, generator: torch.Generator | None = None,
                 checkpoint_every: int | None = None) -> State:
@@ -190,3 +190,21 @@ class WalkSimulator(Simulator):
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
         """Simulated MSD at lags ``1..lags`` frames of ``n`` walkers, ``(lags,)``, batch mean; its gradient
         includes the score-function term when an estimator records log-probabilities."""
+
+
+class _Cache:
+    """What :meth:`Simulator.prepared` keeps: ``prepare()``'s tensors and the key they were made for. It
+    copies and pickles empty, since the tensors may hold part of a graph (rebuilt on the next step)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: tuple[Tensor, ...] = ()
+
+    def clear(self) -> None:
+        self.key, self.value = None, ()
+
+    def __deepcopy__(self, memo: dict) -> _Cache:
+        return _Cache()
+
+    def __reduce__(self) -> tuple:
+        return _Cache, ()
