@@ -27,8 +27,9 @@ Thresholds of a given value ``x`` (a pixel field, or ``X - N U`` with the noise 
 
 Score function (``score``, REINFORCE): hard samples with no pathwise gradient. Every draw adds its
 log-probability, summed per sample (the first dimension of the draw is the sample: a lattice, a
-walker, a cell), to an accumulator the estimator owns (as ``(d log P / dp) p`` with the slope detached:
-only its gradient is ever used, and it costs one multiplication per draw). :meth:`Estimator.surrogate` then turns
+walker, a cell), to an accumulator the estimator owns: it counts ones and draws per probability tensor
+(in place when a model draws from the same tensor step after step) and forms ``(d log P / dp) p`` with
+the slope detached, whose gradient is that of ``log P``. :meth:`Estimator.surrogate` then turns
 per-sample outcomes ``f_i`` into values whose mean has the gradient ``mean_i (f_i - b_i) d log P_i``,
 ``b_i`` the leave-one-out mean of the others (zero for a single sample): unbiased for ``d E[f]``,
 whatever ``f`` is, at the price of variance. Pathwise estimators return ``f`` unchanged, so a task
@@ -120,11 +121,13 @@ class Estimator(ABC):
     pathwise: bool = True
 
     @abstractmethod
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        """Hard 0/1 sample of ``Bernoulli(p)``, shape of ``p``, with a surrogate gradient.
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
+                  mask: Tensor | None = None) -> Tensor:
+        """Hard 0/1 sample of ``Bernoulli(p)`` with a surrogate gradient, in the shape of ``p`` or ``noise``.
 
-        ``noise``: ``U(0, 1)`` draws of the shape of ``p`` to use instead of drawing from ``generator``
-        (lets a caller draw all of a step's noise at once).
+        ``noise``: ``U(0, 1)`` draws to use instead of drawing from ``generator`` (lets a caller draw all of
+        a step's noise at once), of the shape of ``p`` or of a shape ``p`` broadcasts to (one shared ``p``).
+        ``mask``: where ``False`` no draw is made: ``z = 0``, with no gradient and nothing recorded.
         """
 
     @abstractmethod
@@ -162,9 +165,12 @@ class StraightThrough(Estimator):
 
     name = "ste"
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
+                  mask: Tensor | None = None) -> Tensor:
         hard = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
-        return _straight_through(hard, p)
+        if mask is None:
+            return _straight_through(hard, p)
+        return _straight_through(hard * mask, p * mask)
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
@@ -181,9 +187,11 @@ class GumbelSoftmax(Estimator):
             raise InputError(f"estimator.temperature: expected a positive temperature, got {temperature}")
         self.temperature = float(temperature)
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
+                  mask: Tensor | None = None) -> Tensor:
         u = _uniform(p, generator) if noise is None else noise
         hard = _heaviside(p.detach() - u)
+        hard = hard if mask is None else hard * mask
         if not p.requires_grad:
             return hard
         # Clamping keeps logit() finite where p is exactly 0 or 1; there dp/dbeta = 0 anyway, and the
@@ -191,7 +199,7 @@ class GumbelSoftmax(Estimator):
         eps = torch.finfo(p.dtype).eps
         soft = torch.sigmoid((torch.logit(p.clamp(eps, 1 - eps)) - torch.logit(u.clamp(eps, 1 - eps)))
                              / self.temperature)
-        return _straight_through(hard, soft)
+        return _straight_through(hard, soft if mask is None else soft * mask)
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
@@ -228,37 +236,57 @@ class ScoreFunction(Estimator):
     pathwise = False
 
     def __init__(self) -> None:
-        self._log_prob: Tensor | None = None
+        #: (id of p, shape of the draws) -> (p, number of ones drawn, number of draws) from that p
+        self._records: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
+                  mask: Tensor | None = None) -> Tensor:
         z = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
+        z = z if mask is None else z * mask
         if p.requires_grad:
-            # d log P(z)/dp = z / p - (1 - z) / (1 - p)
-            tiny = torch.finfo(p.dtype).tiny
-            q = p.detach()
-            self._record(p, torch.where(z > 0, 1 / q.clamp_min(tiny), -1 / (1 - q).clamp_min(tiny)))
+            self._record(p, z, torch.ones_like(z) if mask is None else mask)
         return z
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
                     noise: Tensor | None = None) -> Tensor:
         index = self.categorical_index(probs, generator, noise)
         if probs.requires_grad:
+            # log P = log probs[index]: the log-probability of a one drawn with probability probs[index]
             chosen = probs.gather(-1, index[..., None])[..., 0]
-            self._record(chosen, 1 / chosen.detach().clamp_min(torch.finfo(probs.dtype).tiny))
+            ones = torch.ones_like(chosen.detach())
+            self._record(chosen, ones, ones)
         return _one_hot(index, probs)
 
     def threshold(self, x: Tensor) -> Tensor:
         return _heaviside(x.detach())
 
-    def _record(self, p: Tensor, slope: Tensor) -> None:
-        """Add ``slope * p`` per sample: zero-cost stand-in for ``log P(draw)``, with the same gradient
-        (``slope = d log P / dp``, detached); a simulator that draws every step records one cheap node per draw."""
-        term = slope * p
-        per_sample = term.reshape(term.shape[0], -1).sum(1) if term.ndim > 1 else term.reshape(-1)
-        self._log_prob = per_sample if self._log_prob is None else self._log_prob + per_sample
+    def _record(self, p: Tensor, ones: Tensor, draws: Tensor) -> None:
+        """Count the ones and the draws made from ``p`` (elementwise). Draws from the same ``p`` tensor (a
+        shared probability, step after step) add to its counts in place, without growing the graph."""
+        key = (id(p), ones.shape)
+        if key in self._records:
+            self._records[key][1].add_(ones)
+            self._records[key][2].add_(draws)
+        else:
+            self._records[key] = (p, ones.clone(), draws.to(ones.dtype, copy=True))
+
+    def _log_prob(self) -> Tensor | None:
+        """Per sample, ``sum slope * p`` with ``slope = ones / p - (draws - ones) / (1 - p)`` detached: a
+        stand-in for ``log P`` of the recorded draws with the same gradient."""
+        total = None
+        for p, ones, draws in self._records.values():
+            q, tiny = p.detach(), torch.finfo(p.dtype).tiny
+            term = (ones / q.clamp_min(tiny) - (draws - ones) / (1 - q).clamp_min(tiny)) * p
+            per_sample = term.reshape(term.shape[0], -1).sum(1) if term.ndim > 1 else term.reshape(-1)
+            if total is not None and per_sample.shape != total.shape:
+                raise InputError(f"estimator: score: draws of {per_sample.shape[0]} and {total.shape[0]} samples; "
+                                 f"the first dimension of every draw must be the sample")
+            total = per_sample if total is None else total + per_sample
+        return total
 
     def surrogate(self, values: Tensor) -> Tensor:
-        log_prob, self._log_prob = self._log_prob, None
+        log_prob = self._log_prob()
+        self.reset()
         if log_prob is None:
             return values
         if log_prob.shape[0] != values.shape[0]:
@@ -267,7 +295,7 @@ class ScoreFunction(Estimator):
         return score_surrogate(values, log_prob.view(-1, *([1] * (values.ndim - 1))))
 
     def reset(self) -> None:
-        self._log_prob = None
+        self._records = {}
 
 
 def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:

@@ -173,3 +173,30 @@ def test_score_surrogate_checks_the_sample_count_and_takes_a_single_sample():
     z = score.bernoulli(q, gen(0))
     (grad,) = torch.autograd.grad(score.surrogate(z + 1).mean(), q)
     assert grad.item() == pytest.approx((z.item() + 1) * (2.0 if z.item() else -2.0))
+
+
+@pytest.mark.parametrize("est", [*ESTIMATORS, ScoreFunction()], ids=repr)
+def test_masked_draws_are_zero_and_carry_nothing(est):
+    p = torch.tensor(0.7, requires_grad=True)
+    noise = torch.rand(1000, generator=gen(8))
+    mask = torch.arange(1000) % 2 == 0
+    z = est.bernoulli(p, noise=noise, mask=mask)
+    assert z.shape == (1000,) and (z[~mask] == 0).all()
+    assert torch.equal(z[mask], (noise[mask] < 0.7).float())
+    values = est.surrogate(z * torch.arange(1000.0))
+    (grad,) = torch.autograd.grad(values[~mask].sum() + values.detach().sum(), p, allow_unused=True)
+    assert grad is None or grad == 0
+
+
+def test_score_draws_from_one_shared_probability_add_up_in_place():
+    """Many steps drawing from the same ``p`` keep one record; the gradient of ``E[number of ones]`` over
+    ``n`` masked draws per sample is ``n_live`` (the count of unmasked draws)."""
+    p = torch.tensor(0.3, requires_grad=True)
+    score = ScoreFunction()
+    total = torch.zeros(200_000)
+    for step in range(4):
+        mask = torch.rand(200_000, generator=gen(10 + step)) < 0.5
+        total = total + score.bernoulli(p, noise=torch.rand(200_000, generator=gen(20 + step)), mask=mask)
+    assert len(score._records) == 1
+    (grad,) = torch.autograd.grad(score.surrogate(total).mean(), p)
+    assert abs(grad.item() - 2.0) < 0.05

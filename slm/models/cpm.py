@@ -20,8 +20,8 @@ scales of interest (MSD of a few pixels^2) never happens. A dense-lattice refere
 checks that both give the same displacement distribution.
 
 Gradients. The centroid ``X = anchor + offset(type) / 2`` is exact in the forward pass. Every step
-draws the growth decision ``z ~ Bernoulli(q)`` through the estimator, with ``q = p`` for a growth
-attempt and ``q = 0`` otherwise (so only attempts carry information on ``T``). With a pathwise
+draws the growth decision ``z ~ Bernoulli(p)`` through the estimator, masked to the cells that attempt
+a growth (only attempts carry information on ``T``). With a pathwise
 estimator (``ste``, ``gumbel``) each attempt ``i`` in direction ``o_i`` adds
 ``(z_i - stop_grad(z_i)) o_i / 2`` to ``X``: zero in value, ``dz_i/dp * o_i / 2`` in gradient, i.e.
 the estimator's answer to "had this growth gone the other way, the centroid would have moved by
@@ -136,7 +136,8 @@ class OnePixelCPM(WalkSimulator):
         direction = torch.searchsorted(self.target_cdf, u[1]).clamp_max(len(OFFSETS) - 1)
         index = (cell_type * MAX_SOURCES + source) * len(OFFSETS) + direction
         grow = self.grow.view(-1)[index]
-        z = self.estimator.bernoulli(torch.where(grow, prepared[0], 0.0), noise=u[2])
+        # One shared acceptance for every cell, drawn only where a growth is attempted.
+        z = self.estimator.bernoulli(prepared[0], noise=u[2], mask=grow)
         happens = ~grow | (z.detach() > 0)
         cell_type = torch.where(happens, self.next_type.view(-1)[index], cell_type)
         anchor = anchor + self.shift.view(-1, 2)[index] * happens[:, None]
