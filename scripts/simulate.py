@@ -57,7 +57,7 @@ def simulate_mk_command(args: argparse.Namespace) -> None:
     else:
         x = load_pattern(args.initial, args.N)[:1].expand(args.lattices, -1, -1, -1)
     every = args.gif_every if args.gif else 1000
-    x, snapshots = model.simulate(x, args.steps, torch.Generator().manual_seed(args.seed), every)
+    x, snapshots = model.simulate(x, args.steps, torch.Generator().manual_seed(args.seed), every, keep=bool(args.gif))
     frames = [Image.fromarray((model.observe(s)[0] * 255).clamp(0, 255).byte().numpy()) for s in snapshots]
     fields = model.observe(x)
     scores = [float(pattern_score(field)) for field in fields]

@@ -137,15 +137,16 @@ class Simulator(nn.Module):
 
     @torch.no_grad()
     def simulate(self, state: State, steps: int, generator: torch.Generator | None = None, every: int = 1000,
-                 progress: bool = True) -> tuple[State, list[State]]:
+                 progress: bool = True, keep: bool = False) -> tuple[State, list[State]]:
         """``steps`` steps without gradients, in rollouts of ``every`` steps with a progress bar; returns the
-        final state and the states after each rollout (for animations)."""
+        final state and, with ``keep``, the states after each rollout (for animations; else an empty list)."""
         snapshots = []
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"{type(self).__name__} {steps} steps", total=steps)
             for done in range(0, steps, every):
                 state = self.rollout(state, min(every, steps - done), generator)
-                snapshots.append(state)
+                if keep:
+                    snapshots.append(state)
                 bar.update(task, completed=min(done + every, steps))
         return state, snapshots
 
