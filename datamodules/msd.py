@@ -60,6 +60,9 @@ class MSDDataModule(L.LightningDataModule):
         if steps_per_epoch < 1:
             raise InputError(f"data.steps_per_epoch: expected a positive integer, got {steps_per_epoch}")
         self.save_hyperparameters(logger=False)
+        #: the true walk of a synthetic target (``param_rel_error`` in ``results.json``)
+        self.truth = None if target is not None or path else {"p_center": float(p_center),
+                                                              "p_resample": float(p_resample)}
         self.target: Tensor | None = None
         self.frame_interval: float | None = None
         if target is not None:

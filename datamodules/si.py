@@ -143,6 +143,8 @@ class SITransitionDataModule(L.LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise InputError(f"data.val_fraction: expected a fraction in [0, 1), got {val_fraction}")
         self.save_hyperparameters(logger=False)
+        #: the true spread coefficient of simulated data (``param_rel_error`` in ``results.json``)
+        self.truth = None if path else {"beta": float(beta)}
         self.frames: Tensor | None = None
         self.train_set: TransitionWindows | None = None
         self.val_set: TransitionWindows | None = None

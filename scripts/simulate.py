@@ -2,6 +2,7 @@
 
     python scripts/simulate.py si --beta 0.3 --out frames.npz [--png preview.png]
     python scripts/simulate.py mk --size 512 --steps 50000 --png fig_s1.png [--gif run.gif] [--npz pattern.npz]
+    python scripts/simulate.py potts --mcs 1000 --png cells.png [--gif run.gif --gif-every 10] [--npz cells.npz]
 
 ``si`` writes ``frames`` (uint8 0/1, shape (sequences, frames, size, size)), the format that
 ``data.path=FILE.npz`` reads, from one aware site in the centre of each lattice.
@@ -12,12 +13,23 @@ progress bar, and saves species A as a PNG titled with its pattern score (option
 ``--gif-every`` steps, and the final state as ``pattern`` in an ``.npz`` that ``data.path`` reads).
 ``--lattices L`` runs L independent lattices at once, shows them side by side and counts the patterned
 ones (the GIF and ``.npz`` show the first).
+
+``potts`` runs the multi-cell Cellular Potts model (``slm.models.CellularPotts``; the contact matrix
+defaults to CompuCell3D's cellsort example and sets the number of cell types) for ``--mcs`` Monte Carlo
+steps on ``--lattices`` lattices from ``--cells`` square cells of ``--volume`` sites (or, with ``--init
+FILE.npz``, from its ``labels (H, W)`` and ``cell_types (C,)``, which override ``--size`` and ``--cells``).
+It saves the lattices side by side as a PNG (cells coloured by type, medium white, boundaries dark),
+optionally a GIF of the first every ``--gif-every`` MCS and an ``.npz`` with ``labels (B, H, W)`` int32 and
+``cell_types`` (``(C,)``, or ``(B, C)`` if the lattices differ), and prints the copy attempts per second and
+the summary statistics of the first lattice.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +88,62 @@ def simulate_mk_command(args: argparse.Namespace) -> None:
         print(f"wrote {args.npz}: pattern {tuple(x[0].shape)}")
 
 
+POTTS_OPTIONS = {"model.contact": "--contact", "model.temperature": "--temperature", "model.cells": "--cells",
+                 "model.lambda_volume": "--lambda-volume", "model.volume_target": "--volume"}
+
+
+def simulate_potts_command(args: argparse.Namespace) -> None:
+    from slm.models import CellularPotts
+    from slm.models.potts import SUMMARY
+    from slm.render import cells_rgb, load_cells, save_gif, save_png
+
+    for name in ("cells", "mcs", "lattices", "gif_every", "scale"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    try:
+        contact = json.loads(args.contact)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--contact: not valid JSON ({err}): {args.contact!r}") from None
+    try:
+        model = CellularPotts(contact, volume_target=args.volume, lambda_volume=args.lambda_volume,
+                              temperature=args.temperature, cells=args.cells)
+        generator = torch.Generator().manual_seed(args.seed)
+        if args.init is None:
+            if min(args.size) < 4 or any(side % 2 for side in args.size):
+                raise InputError(f"--size: expected even sides >= 4, got {args.size[0]} {args.size[1]}")
+            state = model.initial_state(args.lattices, tuple(args.size), generator=generator)
+    except InputError as err:
+        key, _, rest = str(err).partition(":")
+        raise InputError(f"{POTTS_OPTIONS.get(key, key)}:{rest}") from None
+    if args.init is not None:
+        labels, cell_types = load_cells(args.init)
+        try:
+            state = model.state(labels.repeat(args.lattices, 1, 1), cell_types)
+        except InputError as err:
+            raise InputError(f"{args.init}: {err}") from None
+    batch, height, width = state[0].shape
+    initial = state
+    start = time.perf_counter()
+    state, snapshots = model.simulate(state, args.mcs, generator, args.gif_every if args.gif else args.mcs,
+                                      keep=bool(args.gif))
+    seconds = max(time.perf_counter() - start, 1e-9)
+    print(f"{args.mcs} MCS of {batch} lattice(s) of {height}x{width} in {seconds:.2f} s: "
+          f"{batch * height * width * args.mcs / seconds:.3g} copy attempts/s")
+    save_png(cells_rgb(state[0], state[1]), args.png, args.scale)
+    print(f"wrote {args.png}: {batch} lattice(s) after {args.mcs} MCS")
+    if args.gif:
+        frames = [cells_rgb(s[0][:1], s[1][:1])[0] for s in [initial, *snapshots]]
+        save_gif(frames, args.gif, args.scale)
+        print(f"wrote {args.gif}: lattice 0, {len(frames)} frames (the start, then every {args.gif_every} MCS)")
+    if args.npz:
+        types = state[1] if (state[1] != state[1][:1]).any() else state[1][0]
+        np.savez_compressed(args.npz, labels=state[0].numpy().astype(np.int32),
+                            cell_types=types.numpy().astype(np.int32))
+        print(f"wrote {args.npz}: labels {tuple(state[0].shape)} int32, cell_types {tuple(types.shape)} int32")
+    values = model.summary(state)[0].tolist()
+    print("lattice 0: " + ", ".join(f"{name} {value:.4g}" for name, value in zip(SUMMARY, values, strict=True)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     models = parser.add_subparsers(dest="model", required=True)
@@ -104,6 +172,24 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--gif-every", type=int, default=1000, help="steps between GIF frames")
     mk.add_argument("--npz", type=Path, help="also save the final state (data.path format)")
     mk.set_defaults(run=simulate_mk_command)
+    potts = models.add_parser("potts", help="multi-cell Cellular Potts model (cell sorting)")
+    potts.add_argument("--size", type=int, nargs=2, default=[100, 100], metavar=("H", "W"))
+    potts.add_argument("--cells", type=int, default=200, help="cells placed at the centre")
+    potts.add_argument("--volume", type=float, default=25, help="target volume, also the size of placed cells")
+    potts.add_argument("--contact", default="[[0,16,16],[16,2,11],[16,11,14]]",
+                       help="JSON (K+1)x(K+1) contact energies over the medium and K cell types")
+    potts.add_argument("--lambda-volume", type=float, default=2)
+    potts.add_argument("--temperature", type=float, default=10)
+    potts.add_argument("--mcs", type=int, default=1000, help="Monte Carlo steps to run")
+    potts.add_argument("--lattices", type=int, default=1, help="independent lattices simulated side by side")
+    potts.add_argument("--seed", type=int, default=0)
+    potts.add_argument("--init", type=Path, help="start from this .npz's labels (H, W) and cell_types (C,)")
+    potts.add_argument("--png", type=Path, required=True, help="image of the final lattices")
+    potts.add_argument("--scale", type=int, default=4, help="image pixels per site")
+    potts.add_argument("--gif", type=Path, help="also save an animation of the first lattice")
+    potts.add_argument("--gif-every", type=int, default=10, help="MCS between GIF frames")
+    potts.add_argument("--npz", type=Path, help="also save the final labels and cell types")
+    potts.set_defaults(run=simulate_potts_command)
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -77,7 +77,29 @@ class Positive(nn.Module):
             raise InputError(f"{key}: expected a positive finite number, got {value}")
 
 
-def register(module: nn.Module, name: str, value: float, constraint: Probability | UnitInterval | Positive) -> None:
+class Real(nn.Module):
+    """``x = theta``: an unconstrained value (a contact energy, which may be negative)."""
+
+    def forward(self, theta: Tensor) -> Tensor:
+        return theta
+
+    def right_inverse(self, x: Tensor) -> Tensor:
+        return x
+
+    @staticmethod
+    def derivative(x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+    @staticmethod
+    def check(key: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise InputError(f"{key}: expected a finite number, got {value}")
+
+
+Constraint = Probability | UnitInterval | Positive | Real
+
+
+def register(module: nn.Module, name: str, value: float, constraint: Constraint) -> None:
     """Add a learnable scalar ``module.<name>`` with the given constraint, initialised to ``value``.
 
     Raises :class:`InputError` naming ``model.<name>`` if ``value`` violates the constraint.
@@ -110,3 +132,22 @@ def _names(module: nn.Module) -> list[str]:
     if not parametrize.is_parametrized(module):
         return []
     return list(module.parametrizations.keys())
+
+
+def set_values(module: nn.Module, values: dict[str, float], key: str = "truth") -> None:
+    """Set learnable parameters (through their constraint) or fixed buffers of ``module`` by name, in place.
+
+    Raises :class:`InputError` naming ``<key>.<name>`` for a name the module does not have.
+    """
+    learnable = set(_names(module))
+    buffers = dict(module.named_buffers())
+    for name, value in values.items():
+        if name in learnable:
+            module.parametrizations[name][0].check(f"{key}.{name}", float(value))
+            with torch.no_grad():
+                setattr(module, name, torch.tensor(float(value)))
+        elif name in buffers and buffers[name].ndim == 0:
+            buffers[name].fill_(float(value))
+        else:
+            raise InputError(f"{key}.{name}: the model has no parameter {name!r}; it has "
+                             f"{sorted(learnable | {n for n, b in buffers.items() if b.ndim == 0})}")

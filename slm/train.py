@@ -122,6 +122,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - start
 
     results = {**task.results(datamodule), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
+    truth = getattr(datamodule, "truth", None)
+    if truth:
+        errors = [abs(results["params"][name] - value) / abs(value) for name, value in truth.items()
+                  if name in results["params"] and value != 0]
+        if errors:
+            results["metrics"]["param_rel_error"] = max(errors)
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)

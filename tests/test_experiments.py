@@ -10,6 +10,7 @@ import pkgutil
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from slm.train import train
@@ -45,9 +46,10 @@ def test_every_experiment_trains_a_shrunken_step(make_cfg, tmp_path, dis5k_split
     ("prw_synthetic", []),
     ("cpm_msd", []),
     ("mk_e3", ["task.checkpoint_every=null", "data.batch_size=2"]),
+    ("cpm_sorting", []),
 ])
 def test_every_model_trains_with_the_score_estimator(make_cfg, experiment, overrides):
-    start = make_cfg(experiment=experiment).model
+    start = instantiate(make_cfg(experiment=experiment).model).parameter_values()
     results = train(make_cfg("estimator=score", "+trainer.max_steps=4", *overrides, experiment=experiment))
     assert results["steps"] == 4
     moved = [name for name, value in results["params"].items() if abs(value - float(start[name])) > 1e-6]
@@ -66,9 +68,12 @@ def test_packages_export_every_public_class(package):
 
 
 def test_the_documented_imports_work():
-    from datamodules import ImageDataModule, MSDDataModule, PatternDataModule, SITransitionDataModule  # noqa: F401
-    from slm.models import SI, MalevanetsKapral, OnePixelCPM, PersistentRandomWalk, PixelField  # noqa: F401
-    from slm.tasks import SegmentationFitting, StabilityFitting, StatisticsFitting, TransitionFitting  # noqa: F401
+    from datamodules import (  # noqa: F401
+        ImageDataModule, LatticeStatisticsDataModule, MSDDataModule, PatternDataModule, SITransitionDataModule)
+    from slm.models import (  # noqa: F401
+        SI, CellularPotts, MalevanetsKapral, OnePixelCPM, PersistentRandomWalk, PixelField)
+    from slm.tasks import (  # noqa: F401
+        SegmentationFitting, StabilityFitting, StatisticsFitting, SummaryFitting, TransitionFitting)
 
 
 def test_per_step_calls_reuse_what_depends_on_the_parameters_only():

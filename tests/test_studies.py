@@ -7,7 +7,7 @@ import torch
 
 from slm.errors import InputError
 from slm.models.malevanets_kapral import MalevanetsKapral
-from slm.studies import cpm_gradients, estimator_study
+from slm.studies import cpm_gradients, estimator_study, potts_gradients
 from slm.studies.benchmark import CASES, NaiveMK, markdown, mk_case, run_cases, si_step
 from slm.studies.stability import stability_loss
 
@@ -48,6 +48,20 @@ def test_cpm_score_gradient_matches_the_exact_one_and_the_pathwise_ones_shrink_i
             assert 0 < row[label][0] < 0.7 * row["exact"]
     cpm_gradients.plot(rows, tmp_path / "cpm.png")
     assert (tmp_path / "cpm.png").stat().st_size > 0
+
+
+def test_potts_gradient_study_compares_every_estimator_with_finite_differences(tmp_path):
+    lines = []
+    rows = potts_gradients.study(lattices=4, size=32, cells=16, mcs=10, repeats=2, step=0.1, progress=lines.append)
+    assert len(rows) == len(lines) == len(potts_gradients.POINTS) * len(potts_gradients.PARAMETERS) * 6
+    for row in rows:
+        assert {"finite difference", *potts_gradients.ESTIMATORS} <= set(row)
+        if row["statistic"] == "heterotypic_fraction" and row["parameter"] == "J_dark_light":
+            # a costlier heterotypic contact lowers the heterotypic fraction, and the pathwise estimators see it
+            assert row["finite difference"][0] < 0 and row["ste"][0] < 0 and row["gumbel tau=1"][0] < 0
+    assert set(potts_gradients.verdicts(rows)) == set(potts_gradients.ESTIMATORS)
+    potts_gradients.plot(rows, tmp_path / "potts.png")
+    assert (tmp_path / "potts.png").stat().st_size > 0
 
 
 def test_stability_loss_script_measures_the_expected_loss(make_cfg):

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def abc_smc(problem, population_size: int = 200, max_generations: int = 10, min_epsilon: float = 0.0,
             max_simulations: float = np.inf, n_procs: int = 2, seed: int = 0) -> Trace:
-    """Run pyabc's ABC-SMC with uniform(0, 1) priors on every parameter of ``problem``.
+    """Run pyabc's ABC-SMC with uniform priors on ``problem.bounds`` for every parameter of ``problem``.
 
     The distance is ``problem.distance`` on ``problem.summary``; thresholds follow pyabc's default
     (median of the previous generation's distances), proposals its adaptive multivariate normal kernel,
@@ -30,7 +30,8 @@ def abc_smc(problem, population_size: int = 200, max_generations: int = 10, min_
     (weighted 5% and 95% quantiles), the seconds since the start and pyabc's cumulative count of
     simulations (every simulated particle, accepted or not).
     """
-    priors = pyabc.Distribution(**{name: pyabc.RV("uniform", 0.0, 1.0) for name in problem.names})
+    priors = pyabc.Distribution(**{name: pyabc.RV("uniform", low, high - low)
+                                   for name, (low, high) in problem.bounds.items()})
 
     def model(params: dict) -> dict:
         # Each worker process runs one simulation at a time; more threads would oversubscribe the cores.

@@ -12,22 +12,34 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
   (``scripts/estimator_study.py``), so a gradient-free search on it would be biased.
 * :class:`PRWProblem`: the persistent random walk; summary: its MSD curve from ``walkers`` walkers
   (the gradient fit's batch), distance: the fit's relative loss ``sum_k ((s_k - m_k) / m_k)^2``.
+* :class:`SummaryProblem`: a simulator with summary statistics over time (the multi-cell CPM);
+  summary: the batch-mean summaries of ``lattices`` lattices (the gradient fit's batch) from random
+  starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`).
+
+Every problem has ``bounds`` per parameter: the support of ABC-SMC's uniform prior and of CMA-ES's
+search (default ``(0, 1)``, probabilities).
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
+from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
+from slm.parameters import set_values
 
 
 class SIProblem:
     """Recover ``beta`` from SI transitions ``x -> y`` (float 0/1, shape ``(N, H, W)``)."""
 
     names = ("beta",)
+    bounds = {"beta": (0.0, 1.0)}
 
     def __init__(self, x: Tensor, y: Tensor, beta_true: float):
         self.x = x
@@ -54,6 +66,7 @@ class PRWProblem:
     """Recover ``(p_center, p_resample)`` from a target MSD curve ``(lags,)``."""
 
     names = ("p_center", "p_resample")
+    bounds = {"p_center": (0.0, 1.0), "p_resample": (0.0, 1.0)}
 
     def __init__(self, target: Tensor, truth: dict[str, float], walkers: int = 1500, mcs_per_frame: int = 1,
                  dx: float = 1.0):
@@ -77,6 +90,54 @@ class PRWProblem:
         return float((((a - b) / self.observed) ** 2).sum())
 
 
-def parameter_error(estimate: dict[str, float], truth: dict[str, float]) -> float:
-    """Euclidean distance between estimate and truth over the problem's parameters."""
+class SummaryProblem:
+    """Recover the parameters ``truth`` names of ``simulator`` from target summaries ``(F, m)`` over time.
+
+    Args:
+        simulator: the model as configured (its other values stay fixed).
+        target: target summaries at frames ``1..F``, ``mcs_per_frame`` steps apart.
+        truth: true values by name (what is fitted).
+        bounds: ``(low, high)`` per fitted parameter.
+        starts: items ``(labels, cell_types)`` of starting lattices (the fit's data set).
+        lattices: lattices per simulation (the gradient fit's batch).
+    """
+
+    def __init__(self, simulator: Simulator, target: Tensor, truth: dict[str, float],
+                 bounds: dict[str, tuple[float, float]], starts: Dataset, lattices: int, mcs_per_frame: int):
+        self.simulator = simulator
+        self.target = target
+        self.truth = dict(truth)
+        self.names = tuple(truth)
+        self.bounds = {name: tuple(bounds[name]) for name in self.names}
+        self.observed = target.double().numpy()
+        self.scale = np.abs(self.observed).mean(0).clip(1e-6)
+        self.starts = starts
+        self.lattices = lattices
+        self.mcs_per_frame = mcs_per_frame
+        self.simulations = 0
+
+    @torch.no_grad()
+    def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
+        """One simulation of ``lattices`` random starting lattices at ``params``: mean summaries ``(F, m)``."""
+        self.simulations += 1
+        model = copy.deepcopy(self.simulator)
+        set_values(model, params, key="params")
+        picks = torch.randint(len(self.starts), (self.lattices,), generator=generator).tolist()
+        labels, cell_types = (torch.stack(part) for part in zip(*(self.starts[i] for i in picks), strict=True))
+        state = model.state(labels, cell_types)
+        series = []
+        for _ in range(len(self.target)):
+            state = model.rollout(state, self.mcs_per_frame, generator)
+            series.append(model.summary(state).mean(0))
+        return torch.stack(series).double().numpy()
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float((((a - b) / self.scale) ** 2).sum(1).mean())
+
+
+def parameter_error(estimate: dict[str, float], truth: dict[str, float], relative: bool = False) -> float:
+    """Euclidean distance between estimate and truth over the problem's parameters, or with ``relative``
+    the largest relative error (``param_rel_error``), for parameters on different scales."""
+    if relative:
+        return max(abs(estimate[name] - truth[name]) / abs(truth[name]) for name in truth)
     return float(np.sqrt(sum((estimate[name] - truth[name]) ** 2 for name in truth)))

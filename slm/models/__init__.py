@@ -5,7 +5,9 @@ from slm.models.cpm import OnePixelCPM
 from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.pixel_field import PixelField
+from slm.models.potts import CellularPotts, random_mixture, single_cell
 from slm.models.si import SI, simulate_si, transition_counts
 
-__all__ = ["SI", "MalevanetsKapral", "OnePixelCPM", "PersistentRandomWalk", "PixelField", "Simulator",
-           "WalkSimulator", "simulate_si", "transition_counts", "uniform_state"]
+__all__ = ["SI", "CellularPotts", "MalevanetsKapral", "OnePixelCPM", "PersistentRandomWalk", "PixelField", "Simulator",
+           "WalkSimulator", "random_mixture", "simulate_si", "single_cell", "transition_counts",
+           "uniform_state"]

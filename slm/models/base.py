@@ -25,7 +25,8 @@ and gets from this base class:
 Optional statistics that tasks use when a model has them: ``msd(n, lags, generator) -> (lags,)``
 (:class:`WalkSimulator`, for statistics fitting), :meth:`Simulator.reference_metrics` (exact
 reference estimates from observed transitions, e.g. the SI MLE), :meth:`Simulator.observe` (the
-lattice as an image) and :meth:`Simulator.initial_state`.
+lattice as an image), :meth:`Simulator.initial_state`, and :meth:`Simulator.state` /
+:meth:`Simulator.summary` (a state from data arrays and summary statistics, for summary fitting).
 
 Noise always comes from a ``torch.Generator`` passed by the caller (the tasks seed one per step), on
 the state's device.
@@ -75,9 +76,22 @@ class Simulator(nn.Module):
         """Exact reference estimates from observed transitions ``(x_t, x_{t+1})`` (none by default)."""
         return {}
 
-    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> State:
-        """A default starting state of ``batch`` lattices (for previews and pattern tests)."""
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> State:
+        """A default starting state of ``batch`` lattices (for previews, pattern tests and statistics fitting),
+        random ones drawn from ``generator``."""
         raise InputError(f"{type(self).__name__} has no default initial state")
+
+    #: Names of the columns of :meth:`summary` (none by default).
+    summary_names: tuple[str, ...] = ()
+
+    def state(self, *data: Tensor) -> State:
+        """A state from observed arrays (the multi-cell CPM: labels and cell types), for fits to data."""
+        raise InputError(f"{type(self).__name__} cannot build a state from data arrays")
+
+    def summary(self, state: State) -> Tensor:
+        """Summary statistics per lattice, ``(B, len(summary_names))``, with the estimators' gradient."""
+        raise InputError(f"{type(self).__name__} has no summary statistics")
 
     def observe(self, state: State) -> Tensor:
         """The lattice as images in [0, 1], ``(B, H, W)`` (the state itself by default)."""

@@ -295,7 +295,8 @@ class MalevanetsKapral(Simulator):
         x = self.diffuse(x, directions, noise[:, :2], direction_noise)
         return self.react(x, table, slopes, noise[:, 2])
 
-    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> Tensor:
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
         """:func:`uniform_state` with the central stripe."""
         return uniform_state(batch, size, self.N, device=device)
 

@@ -63,7 +63,8 @@ class SI(Simulator):
         """One synchronous step: ``x`` float 0/1 of shape ``(B, H, W)`` to a hard 0/1 sample of the same shape."""
         return self.estimator.bernoulli(infection_probability(x, prepared[0]), generator)
 
-    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None) -> Tensor:
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
         """One aware site in the centre of each lattice."""
         height, width = (size, size) if isinstance(size, int) else size
         x = torch.zeros(batch, height, width, device=device)

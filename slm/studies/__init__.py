@@ -6,6 +6,10 @@
   exact gradients are known (``scripts/estimator_study.py``).
 * :mod:`slm.studies.cpm_gradients`: each estimator's ``dE[MSD]/dT`` of the one-pixel CPM against the
   exact gradient and a finite difference (``scripts/cpm_gradients.py``).
+* :mod:`slm.studies.potts_gradients`: each estimator's gradient of the multi-cell CPM's summaries against
+  finite differences (``scripts/potts_gradients.py``).
+* :mod:`slm.studies.potts_reference`: the literal sequential multi-cell CPM, the reference of the
+  vectorised one (tests, benchmark).
 * :mod:`slm.studies.stability`: the expected MK stability loss at given parameters
   (``scripts/stability_loss.py``).
 * :mod:`slm.studies.benchmark`: the speed benchmark's cases, the naive MK reference :class:`NaiveMK`,
@@ -15,4 +19,5 @@ Import the module you need (``from slm.studies.benchmark import NaiveMK``): the 
 dependencies of their own (pyabc and pycma for the calibrators) that the others do not need.
 """
 
-__all__ = ["benchmark", "calibrators", "cpm_gradients", "estimator_study", "stability"]
+__all__ = ["benchmark", "calibrators", "cpm_gradients", "estimator_study", "potts_gradients", "potts_reference",
+           "stability"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from slm.errors import InputError
 from slm.models.malevanets_kapral import DIRECTIONS, PARAMETERS, REFERENCE, direction_probabilities
 
-COLUMNS = ("model", "lattice", "batch", "forward steps/s", "gradient step", "epoch", "peak memory")
+COLUMNS = ("model", "lattice", "batch", "forward steps/s", "copy attempts/s", "gradient step", "epoch", "peak memory")
 Row = dict[str, object]
 
 
@@ -161,6 +161,60 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
             "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
 
 
+def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device: torch.device, repeats: int
+               ) -> Row:
+    """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites): ``forward`` MCS/s and copy
+    attempts/s of the vectorised sweep, ``sequential`` the same for the literal one-attempt-at-a-time
+    reference (:mod:`slm.studies.potts_reference`, CPU, one lattice), or ``grad`` (``grad+checkpoint``:
+    checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS, next to that forward."""
+    from slm.models.potts import CellularPotts
+
+    contact = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
+    learn = ["J_1_2", "J_2_2", "lambda_volume"]
+    model = CellularPotts(contact, volume_target=volume, cells=cells, learn=learn).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    start = model.initial_state(batch, size, device=device, generator=generator)
+    row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch}
+    if mode == "sequential":
+        import numpy as np
+
+        from slm.studies.potts_reference import reference_parameters, sequential_mcs
+
+        labels, types, params = start[0][0].cpu().numpy(), start[1][0].cpu().numpy(), reference_parameters(model)
+        rng = np.random.default_rng(0)
+        seconds = _median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
+        row["model"] += ", literal sequential (Python)"
+    elif mode == "forward":
+        with torch.no_grad():
+            seconds = _median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
+        row["model"] += ", vectorised"
+    else:
+        mcs = 100
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+        def grad_step() -> None:
+            optimizer.zero_grad()
+            out = model.rollout(start, mcs, generator, 10 if mode == "grad+checkpoint" else None)
+            model.summary(out)[:, [0, 1, 2, 4]].mean(0).sum().backward()
+            optimizer.step()
+
+        with torch.no_grad():
+            forward = _median_seconds(lambda: model.rollout(start, mcs, generator), max(3, repeats // 2), device, 1)
+        grad = _median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+        row["model"] += f", {mcs} MCS" + (", checkpoints every 10" if mode == "grad+checkpoint" else "")
+        row["gradient step"] = f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s)"
+        return row
+    row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
+    row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
+    return row
+
+
+POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, volume, batch)
+               for mode, size, cells, volume, batch in [
+                   ("sequential", 64, 60, 25, 1), ("forward", 64, 60, 25, 1), ("forward", 256, 1000, 64, 1),
+                   ("forward", 256, 1000, 64, 4), ("grad", 128, 100, 64, 8), ("grad+checkpoint", 128, 100, 64, 8)]}
+
+
 class NaiveMK(torch.nn.Module):
     """A straightforward PyTorch MK (the naive reference of the speed targets), for comparison only: all 9
     shifted copies of the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
@@ -260,7 +314,7 @@ MK_CASES["mk_step_per_call"] = partial(mk_case, "per_call", 64, 1, "grad", label
 MK_CASES["mk_step_rollout"] = partial(mk_case, "ours", 64, 1, "grad", label="MK, rollout")
 #: every case by name, in the order of the table
 CASES: dict[str, Callable[[torch.device, int], Row]] = {
-    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES
+    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES | POTTS_CASES
 
 
 def _run_case(name: str, device_name: str, repeats: int, queue: mp.Queue) -> None:

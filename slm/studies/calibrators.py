@@ -10,11 +10,16 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   (experiment ``si_transition``; ``--quick``: 20 sequences of 20 frames).
 * ``prw``: ``p_center``, ``p_resample`` (truth ``truth.p_center``, ``truth.p_resample``: 0.2, 0.1) of the
   persistent random walk from the MSD of 15,000 simulated walkers (experiment ``prw_synthetic``).
+* ``potts``: ``J_dark_light``, ``J_light_light``, ``lambda_volume`` of the multi-cell CPM from the
+  summaries over time of cell sorting (experiment ``cpm_sorting``; ``--quick``: 48x48 lattices with
+  40 cells). Priors and CMA-ES bounds: :data:`POTTS_BOUNDS`. Its ``param_error`` is the largest
+  relative error (the parameters differ in scale), as ``param_rel_error`` in ``results.json``.
 
 AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
-over the problem (SI: every training transition once; PRW: 1500 walkers), so AD's count is the
-number of such passes its gradient steps made. ``param_error`` is the Euclidean distance to the truth
+over the problem (SI: every training transition once; PRW: 1500 walkers; the CPM: one batch of
+lattices), so AD's count is the number of such passes its gradient steps made. ``param_error`` is the
+Euclidean distance to the truth
 (ABC: of the posterior mean; the row also has the 90% credible interval).
 
 Writes ``--out`` (a JSON list of rows ``{"task", "method", "seconds", "simulations", "param_error",
@@ -41,7 +46,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
-from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
+from slm.baselines.problems import PRWProblem, SIProblem, SummaryProblem, parameter_error
 from slm.baselines.trace import Trace
 from slm.train import compose_config, train
 
@@ -54,15 +59,23 @@ SETTINGS = {
                "abc": {"population_size": 100, "max_generations": 8}, "cma": {"max_evaluations": 300}},
         "prw": {"overrides": ["trainer.max_epochs=6"],
                 "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 600}},
+        "potts": {"overrides": ["data.size=48", "model.cells=40", "trainer.max_epochs=4"],
+                  "abc": {"population_size": 100, "max_generations": 6}, "cma": {"max_evaluations": 300}},
     },
     "full": {
         "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
                "cma": {"max_evaluations": 1000}},
         "prw": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
                 "cma": {"max_evaluations": 3000}},
+        "potts": {"overrides": [], "abc": {"population_size": 200, "max_generations": 8},
+                  "cma": {"max_evaluations": 800}},
     },
 }
-EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic"}
+#: ABC-SMC's uniform priors and CMA-ES's bounds for the CPM (the truth: 11, 14, 2)
+POTTS_BOUNDS = {"J_dark_light": (0.0, 32.0), "J_light_light": (0.0, 32.0), "lambda_volume": (0.25, 8.0)}
+#: tasks whose parameter error is the largest relative error
+RELATIVE = ("potts",)
+EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic", "potts": "cpm_sorting"}
 TASKS = tuple(EXPERIMENTS)
 #: one comparison: its rows, the trace of each method, the truth
 Result = tuple[list[dict], dict[str, Trace], dict[str, float]]
@@ -74,8 +87,11 @@ def compose(task: str, overrides: Iterable[str], output: Path) -> DictConfig:
                           "trainer.enable_progress_bar=false", *overrides)
 
 
-def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProblem:
+def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProblem | SummaryProblem:
     """The baselines' problem on the data of ``datamodule`` (set up), with the truth of ``cfg.truth``."""
+    if task == "potts":
+        return SummaryProblem(datamodule.simulator, datamodule.target, datamodule.truth, POTTS_BOUNDS,
+                              datamodule.train_set, cfg.data.batch_size, cfg.data.mcs_per_frame)
     if task == "si":
         x, y = (torch.cat(parts) for parts in zip(*datamodule.train_set.batches(), strict=True))
         return SIProblem(x.float(), y.float(), float(cfg.truth.beta))
@@ -101,9 +117,9 @@ def run_ad(cfg: DictConfig, names: tuple[str, ...], simulations_per_step: float)
     return trace
 
 
-def seconds_to(trace: Trace, truth: dict[str, float], error: float) -> float:
+def seconds_to(trace: Trace, truth: dict[str, float], error: float, relative: bool = False) -> float:
     """Seconds at the first estimate after which every estimate is within ``error`` of the truth."""
-    errors = [parameter_error(e, truth) for e in trace.estimates]
+    errors = [parameter_error(e, truth, relative) for e in trace.estimates]
     for i in range(len(errors)):
         if all(e <= error * (1 + 1e-9) for e in errors[i:]):
             return trace.seconds[i]
@@ -120,7 +136,8 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     truth = problem.truth
     # AD's simulations in units of one pass over the problem (SI: all training transitions)
     per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
-    start = {name: float(cfg.model[name]) for name in problem.names}
+    start = {name: float(v) for name, v in instantiate(cfg.model).parameter_values().items()}
+    relative = task in RELATIVE
     log.info("%s: truth %s, start %s", task, truth, start)
     traces = {}
     for trace in (run_ad(cfg, problem.names, per_step),
@@ -130,7 +147,8 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     rows = []
     for method, trace in traces.items():
         row = {"task": task, "method": method, "seconds": round(trace.seconds[-1], 2),
-               "simulations": trace.simulations[-1], "param_error": parameter_error(trace.estimates[-1], truth),
+               "simulations": trace.simulations[-1],
+               "param_error": parameter_error(trace.estimates[-1], truth, relative),
                "estimate": trace.estimates[-1], "truth": truth}
         if trace.intervals:
             row["interval_90"] = trace.intervals[-1]
@@ -138,7 +156,8 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     ad = rows[0]
     for row in rows[1:]:
         equal = max(ad["param_error"], row["param_error"])
-        t_ad, t_other = seconds_to(traces[ad["method"]], truth, equal), seconds_to(traces[row["method"]], truth, equal)
+        t_ad = seconds_to(traces[ad["method"]], truth, equal, relative)
+        t_other = seconds_to(traces[row["method"]], truth, equal, relative)
         row["equal_error"] = equal
         row["seconds_to_equal_error"] = t_other
         row["AD_seconds_to_equal_error"] = t_ad
@@ -152,22 +171,23 @@ def plot(results: dict[str, Result], path: Path) -> None:
     axes = figure.subplots(1, len(results), squeeze=False)
     for axis, (task, (rows, traces, truth)) in zip(axes[0], results.items(), strict=True):
         for (method, trace), colour in zip(traces.items(), ("tab:blue", "tab:red", "tab:green"), strict=True):
-            errors = [max(parameter_error(e, truth), 1e-5) for e in trace.estimates]
+            errors = [max(parameter_error(e, truth, task in RELATIVE), 1e-5) for e in trace.estimates]
             axis.plot(trace.seconds, errors, "o-", ms=3, color=colour, label=method)
         for row in rows[1:]:
             axis.axhline(row["equal_error"], color="gray", ls=":", lw=1)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("wall-clock seconds (2 CPU cores)")
-        axis.set_ylabel("parameter error |theta - truth|")
-        axis.set_title({"si": "SI: beta", "prw": "PRW: p_center, p_resample"}[task])
+        axis.set_ylabel("largest relative error" if task in RELATIVE else "parameter error |theta - truth|")
+        axis.set_title({"si": "SI: beta", "prw": "PRW: p_center, p_resample",
+                        "potts": "CPM sorting: J_dl, J_ll, lambda_V"}[task])
         axis.legend(fontsize=8)
     figure.savefig(path, dpi=120)
 
 
 def run_comparison(quick: bool, tasks: Iterable[str], procs: int, out: Path, plot_path: Path | None = None
                    ) -> list[dict]:
-    """Compare the calibrators on each of ``tasks`` (``si``, ``prw``) with the ``quick`` or ``full``
+    """Compare the calibrators on each of ``tasks`` (``si``, ``prw``, ``potts``) with the ``quick`` or ``full``
     :data:`SETTINGS`; write the rows to ``out`` (JSON) and the figure to ``plot_path`` (default: ``out``
     with ``.png``). Returns the rows of every task."""
     settings = SETTINGS["quick" if quick else "full"]

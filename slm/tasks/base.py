@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from slm.errors import NonFiniteError
+from slm.errors import InputError, NonFiniteError
 from slm.models.base import Simulator
 from slm.parameters import constrained_grads
 
@@ -40,9 +40,12 @@ class FittingTask(L.LightningModule):
     Args:
         simulator: the model, a :class:`slm.models.Simulator`.
         optimizer: partial ``torch.optim`` constructor, called with ``params``.
-        scheduler: optional partial LR scheduler, called with ``optimizer`` and ``total_steps``;
-            it is stepped every optimiser step.
+        scheduler: optional partial LR scheduler (``OneCycleLR``), called with ``optimizer``, ``total_steps``
+            and, unless it sets ``max_lr``, each parameter group's learning rate as ``max_lr``; it is
+            stepped every optimiser step.
         seed: seed of the simulation noise.
+        param_lr: learning rate per parameter name (the others use the optimiser's), for parameters
+            on different scales (a contact energy of 10 next to a log-temperature).
     """
 
     def __init__(
@@ -51,8 +54,14 @@ class FittingTask(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         seed: int = 0,
+        param_lr: dict[str, float] | None = None,
     ):
         super().__init__()
+        unknown = sorted(set(param_lr or {}) - set(simulator.parameter_values()))
+        if unknown:
+            raise InputError(f"task.param_lr: not learnable parameter(s) {unknown}; learnable: "
+                             f"{sorted(simulator.parameter_values())}")
+        self.param_lr = dict(param_lr or {})
         self.simulator = simulator
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -111,16 +120,27 @@ class FittingTask(L.LightningModule):
         for name, value in self.derived_values().items():
             self.log(f"derived/{name}", value)
 
-    def param_groups(self) -> Any:
-        """What the optimiser gets as ``params``: all parameters, or groups with their own settings."""
-        return self.parameters()
+    def param_groups(self) -> list[dict]:
+        """What the optimiser gets as ``params``: one group per parameter with its own learning rate in
+        :attr:`param_lr`, and one group of all the others."""
+        groups, rest = [], []
+        for name, parameter in self.simulator.named_parameters():
+            short = name.split(".")[1] if name.startswith("parametrizations.") else name
+            if short in self.param_lr:
+                groups.append({"params": [parameter], "lr": self.param_lr[short]})
+            else:
+                rest.append(parameter)
+        rest += [p for name, p in self.named_parameters() if not name.startswith("simulator.")]
+        return ([{"params": rest}] if rest else []) + groups
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.param_groups())
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total_steps)
+        settings = {"total_steps": int(self.trainer.estimated_stepping_batches)}
+        if "max_lr" not in getattr(self.scheduler_factory, "keywords", {}):
+            settings["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+        scheduler = self.scheduler_factory(optimizer=optimizer, **settings)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @property

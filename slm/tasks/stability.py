@@ -46,39 +46,24 @@ class StabilityFitting(FittingTask):
         tau: steps simulated per gradient step.
         checkpoint_every: activation checkpointing segment (steps); ``None`` stores every step.
         loss: ``log`` or ``mse``.
-        param_lr: learning rate per parameter name (others use the optimiser's), e.g. E3's.
+        param_lr: learning rate per parameter name (see :class:`FittingTask`), e.g. E3's.
         test_size, test_steps: the final pattern-formation test.
     """
 
     def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
                  checkpoint_every: int | None = None, loss: str = "log", param_lr: dict[str, float] | None = None,
                  test_size: int = 64, test_steps: int = 50000):
-        super().__init__(simulator, optimizer, scheduler, seed)
+        super().__init__(simulator, optimizer, scheduler, seed, param_lr)
         if loss not in LOSSES:
             raise InputError(f"task.loss: unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if not (isinstance(tau, int) and tau >= 1):
             raise InputError(f"task.tau: expected a positive integer, got {tau}")
-        learnable = {name for name, _ in simulator.named_parameters()}
-        unknown = {f"parametrizations.{name}.original" for name in param_lr or {}} - learnable
-        if unknown:
-            raise InputError(f"task.param_lr: not learnable parameter(s) {sorted(unknown)}")
         self.tau = tau
         self.checkpoint_every = checkpoint_every
         self.loss_name = loss
-        self.param_lr = dict(param_lr or {})
         self.test_size = test_size
         self.test_steps = test_steps
         self.field: Tensor | None = None
-
-    def param_groups(self) -> list[dict]:
-        groups, rest = [], []
-        for name, parameter in self.simulator.named_parameters():
-            short = name.split(".")[1] if name.startswith("parametrizations.") else name
-            if short in self.param_lr:
-                groups.append({"params": [parameter], "lr": self.param_lr[short]})
-            else:
-                rest.append(parameter)
-        return ([{"params": rest}] if rest else []) + groups
 
     def loss(self, reference: Tensor, generator: torch.Generator) -> Tensor:
         out = self.simulator.rollout(reference, self.tau, generator, self.checkpoint_every)

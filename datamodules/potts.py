@@ -1,0 +1,164 @@
+"""Summary statistics of multi-cell lattices over time: from a simulated ground truth or a user's label stack.
+
+Targets are the per-frame means of ``simulator.summary`` (for :class:`slm.models.CellularPotts`: the
+heterotypic fraction, the mean and spread of the cell volumes and the number of same-type clusters)
+at frames ``1..F``, ``mcs_per_frame`` steps apart, starting from frame 0. Every training item is one
+starting lattice (labels and the type of every id).
+
+* Simulated (``path`` null): ``lattices`` lattices placed by ``simulator.initial_state`` are run with
+  the ``truth`` values (the others as configured), and the fit starts every step from fresh random
+  placements. The truth is reported back, so ``results.json`` gets ``param_rel_error``.
+* A user's file: ``.npz`` with ``labels`` ``(F + 1, H, W)`` or ``(L, F + 1, H, W)`` (integer ids, 0 =
+  medium) and ``cell_types`` ``(C,)`` (the type of each id, 0 for the medium), or a ``.npy`` of labels
+  with ``data.cell_types`` in the config. Frame 0 of each stack starts the fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from slm.errors import InputError
+from slm.models.base import Simulator
+from slm.parameters import set_values
+
+log = logging.getLogger(__name__)
+
+
+def load_label_stack(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``labels (L, F + 1, H, W)`` int64 and ``cell_types (C,)`` int64 from a ``.npz`` (keys ``labels``,
+    ``cell_types``) or a ``.npy`` of labels with ``cell_types`` given; one-line errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{key}: file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as err:  # numpy raises several kinds for a corrupt file
+        raise InputError(f"{key}: cannot read {path} as .npz/.npy ({type(err).__name__})") from None
+    if isinstance(data, np.ndarray):
+        labels, table = data, None
+    else:
+        if "labels" not in data:
+            raise InputError(f"{key}: {path} has no array 'labels' (keys: {sorted(data.files)})")
+        labels, table = data["labels"], data.get("cell_types")
+    if table is None:
+        if cell_types is None:
+            raise InputError(f"{key}: {path} has no 'cell_types' table; add one to the .npz or set data.cell_types "
+                             f"(the type of each id, 0 for the medium)")
+        table = np.asarray(cell_types)
+    if labels.ndim == 3:
+        labels = labels[None]
+    if labels.ndim != 4 or labels.shape[1] < 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{key}: 'labels' must be integer ids shaped (frames, H, W) or (stacks, frames, H, W) "
+                         f"with >= 2 frames, got {labels.shape} {labels.dtype}")
+    table = np.asarray(table)
+    if table.ndim != 1 or not np.issubdtype(table.dtype, np.integer):
+        raise InputError(f"{key}: 'cell_types' must be a 1-d integer table (type of each id), got {table.shape} "
+                         f"{table.dtype}")
+    if labels.min() < 0 or labels.max() >= len(table):
+        raise InputError(f"{key}: label ids must lie in 0..{len(table) - 1} (the cell_types table), got "
+                         f"{labels.min()}..{labels.max()}")
+    return labels.astype(np.int64), table.astype(np.int64)
+
+
+class StartingLattices(Dataset):
+    """Item ``i``: ``(labels (H, W), cell_types (C,))`` of one starting lattice: row ``i mod L`` of given
+    ones, or a fresh placement by ``simulator.initial_state`` seeded with ``(seed, i)``."""
+
+    def __init__(self, length: int, simulator: Simulator | None = None, size: tuple[int, int] | None = None,
+                 seed: int = 0, labels: Tensor | None = None, cell_types: Tensor | None = None):
+        self.length, self.simulator, self.size, self.seed = length, simulator, size, seed
+        self.labels, self.cell_types = labels, cell_types
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int) -> tuple[Tensor, Tensor]:
+        if self.labels is not None:
+            return self.labels[item % len(self.labels)], self.cell_types
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, item]).generate_state(1)[0]))
+        state = self.simulator.initial_state(1, self.size, generator=generator)
+        return state[0][0], state[1][0]
+
+
+class LatticeStatisticsDataModule(L.LightningDataModule):
+    """Target summaries ``(F, m)`` over time and starting lattices (see the module docstring).
+
+    Args:
+        simulator: the model (as configured: ``${model}``); the simulated truth is a copy with ``truth``.
+        truth: true values of the fitted parameters, by name (simulated data only).
+        path: a user's ``.npz``/``.npy`` label stack, or ``None`` to simulate.
+        cell_types: the type of each id for a ``.npy`` stack.
+        size: lattice side(s) of the simulation.
+        frames, mcs_per_frame: ``F`` frames of the target, ``mcs_per_frame`` steps apart (a user's file
+            gives ``F``).
+        lattices: simulated truth lattices (their mean is the target).
+        batch_size: lattices per gradient step (per device under DDP).
+        steps_per_epoch: gradient steps per epoch.
+        seed: seed of the truth simulation and of the starting placements.
+    """
+
+    def __init__(self, simulator: Simulator, truth: dict | None = None, path: str | None = None,
+                 cell_types: list[int] | None = None, size: int | list[int] = 100, frames: int = 5,
+                 mcs_per_frame: int = 20, lattices: int = 16, batch_size: int = 4, steps_per_epoch: int = 50,
+                 seed: int = 0):
+        super().__init__()
+        for key, value in (("frames", frames), ("mcs_per_frame", mcs_per_frame), ("lattices", lattices),
+                           ("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+            if not (isinstance(value, int) and value >= 1):
+                raise InputError(f"data.{key}: expected a positive integer, got {value}")
+        self.simulator = simulator
+        self.path, self.table = path, cell_types
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.frames, self.mcs_per_frame, self.lattices = frames, mcs_per_frame, lattices
+        self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
+        #: true parameter values of simulated data (``None`` for a user's file)
+        self.truth = None if path else {name: float(v) for name, v in (truth or {}).items()}
+        self.target: Tensor | None = None
+        self.spread: Tensor | None = None
+        self.train_set: StartingLattices | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.target is not None:
+            return
+        if self.path:
+            labels, table = load_label_stack(self.path, self.table)
+            stacks = torch.from_numpy(labels)
+            cell_types = torch.from_numpy(table)
+            with torch.no_grad():
+                series = torch.stack([self.simulator.summary(self.simulator.state(stacks[:, f], cell_types))
+                                      for f in range(1, stacks.shape[1])], 1)
+            self.frames = stacks.shape[1] - 1
+            self.train_set = StartingLattices(self.steps_per_epoch * self.batch_size, labels=stacks[:, 0],
+                                              cell_types=cell_types)
+            source = f"{len(stacks)} label stack(s) of {self.frames + 1} frames in {self.path}"
+        else:
+            truth = copy.deepcopy(self.simulator)
+            set_values(truth, self.truth)
+            generator = torch.Generator().manual_seed(self.seed)
+            state = truth.initial_state(self.lattices, self.size, generator=generator)
+            series = []
+            with torch.no_grad():
+                for _ in range(self.frames):
+                    state = truth.rollout(state, self.mcs_per_frame, generator)
+                    series.append(truth.summary(state))
+            series = torch.stack(series, 1)
+            self.train_set = StartingLattices(self.steps_per_epoch * self.batch_size, truth, self.size, self.seed + 1)
+            source = f"{self.lattices} lattices simulated with {self.truth}"
+        self.target, self.spread = series.mean(0), series.std(0) if len(series) > 1 else torch.zeros_like(series[0])
+        log.info("target summaries from %s: last frame %s", source,
+                 " ".join(f"{v:.4g}" for v in self.target[-1].tolist()))
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=False)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler)

@@ -1,0 +1,496 @@
+r"""Cellular Potts model with many cells (Graner and Glazier 1992), in CompuCell3D's conventions.
+
+Lattice: an ``H x W`` torus of integer cell ids ``sigma`` (0 = medium); cell ``c`` has a type
+``tau(c)`` (0 for the medium, ``1..K`` for cells). Energy
+
+.. math::
+
+    H = \sum_{(i, j)} J(\tau(\sigma_i), \tau(\sigma_j)) [\sigma_i \ne \sigma_j]
+        + \sum_c \lambda_V(\tau_c) (V_c - V_t(\tau_c))^2 + \sum_c \lambda_S(\tau_c) (S_c - S_t(\tau_c))^2
+
+over the bonds ``(i, j)`` of neighbouring sites (Moore, 8 neighbours, by default; ``von_neumann``: 4),
+with ``V_c`` the number of sites of cell ``c`` and ``S_c`` the number of its bonds to sites of other
+ids. The medium has no volume or surface energy.
+
+Dynamics: one Monte Carlo step (MCS, one :meth:`CellularPotts.transition`) is ``H W`` copy attempts. An
+attempt picks a target site ``t`` and a source ``s`` among its 8 Moore neighbours and copies
+``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``; a copy that would remove a cell's last
+site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pair as often as picking
+``s`` then a neighbour ``t``.)
+
+Vectorised sweep. The sites are split into four classes ``(i mod 2, j mod 2)``; within a class no two
+targets are neighbours, so no bond has both ends changing: the contact energy change and the surface
+change of every proposal of a class are computed at once from the lattice. Proposals still interact
+through the volume and surface of the cells they share, so the class's proposals are decided in rounds
+(:meth:`CellularPotts._resolve`) that give exactly the outcome of deciding them one at a time in a
+random order. An MCS is therefore the literal sequential algorithm with the attempts ordered by class
+(every site once as a target), and :func:`slm.studies.potts_reference.sequential_mcs`, the literal
+one-attempt-at-a-time CPM, agrees with it in distribution (``tests/test_potts.py``). The rounds are the
+price: their number grows with the proposals per cell per class (about 20 for cells of 64 sites).
+
+Gradients. The acceptance ``z ~ Bernoulli(p)`` of every attempt is drawn through the estimator, with
+``p`` differentiable in every energy parameter and ``T``. The state carries float volumes and surfaces
+updated by ``z`` (so later ``dH`` depend on earlier decisions) and, with autograd on, a zero-valued
+*gradient path* ``(z - stop_grad(z)) * delta`` of the bond counts per pair of types, so that
+:meth:`CellularPotts.summary` has the pathwise gradient of the estimator. With ``score`` the estimator
+records ``log P`` per lattice and tasks pass per-lattice summaries through ``surrogate``.
+
+State: ``(labels (B, H, W) long, cell_types (B, C) long, volume (B, C), surface (B, C), path (B, (K+1)^2))``
+with ``C`` the number of ids (the medium included); :meth:`CellularPotts.state` builds it from labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from slm.errors import InputError
+from slm.estimators import Estimator, make_estimator
+from slm.models.base import Simulator
+from slm.parameters import Positive, Real, register
+
+#: Moore offsets ``(di, dj)``; the first four are also the von Neumann neighbourhood.
+MOORE = ((-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
+NEIGHBOURHOODS = {"moore": 8, "von_neumann": 4}
+#: The four site classes, updated in this order in every MCS.
+CLASSES = ((0, 0), (1, 1), (0, 1), (1, 0))
+#: Per-type energy terms: their config names.
+PER_TYPE = ("volume_target", "lambda_volume", "surface_target", "lambda_surface")
+#: What :meth:`CellularPotts.summary` returns, in this order.
+SUMMARY = ("heterotypic_fraction", "volume_mean", "volume_sd", "clusters")
+
+PottsState = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+class CellularPotts(Simulator):
+    """Multi-cell CPM; one :meth:`transition` is one MCS (see the module docstring).
+
+    Args:
+        contact: ``(K+1) x (K+1)`` symmetric contact energies over the medium and the ``K`` cell types,
+            e.g. the cellsort example's ``[[0, 16, 16], [16, 2, 11], [16, 11, 14]]``.
+        volume_target, lambda_volume, surface_target, lambda_surface: a number for every cell type, or
+            a list of ``K`` numbers (one per type). ``lambda_* >= 0``, targets ``> 0``.
+        temperature: ``T > 0``.
+        type_names: names of the ``K`` types (parameter names use them); default ``1..K``.
+        learn: the parameters to fit; the others are fixed. Names: ``J_<a>_<b>`` (``a``, ``b`` among
+            ``medium`` and the type names, in that order), ``temperature``, and ``lambda_volume`` etc.
+            (a shared number) or ``lambda_volume_<type>`` (per type). Default: every contact energy.
+        neighbourhood: ``moore`` (8 neighbours, CompuCell3D's NeighborOrder 2) or ``von_neumann`` (4) for
+            the contact and surface energies; copy attempts always go to a Moore neighbour.
+        cells, fractions: what :meth:`initial_state` places: ``cells`` square cells of about
+            ``volume_target`` sites with types drawn in the proportions ``fractions`` (default equal).
+        estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
+    """
+
+    def __init__(self, contact: Sequence[Sequence[float]], volume_target: float | Sequence[float] = 25.0,
+                 lambda_volume: float | Sequence[float] = 2.0, surface_target: float | Sequence[float] = 20.0,
+                 lambda_surface: float | Sequence[float] = 0.0, temperature: float = 10.0,
+                 type_names: Sequence[str] | None = None, learn: Sequence[str] | None = None,
+                 neighbourhood: str = "moore", cells: int = 200, fractions: Sequence[float] | None = None,
+                 estimator: Estimator | str = "ste"):
+        super().__init__()
+        matrix = _contact_matrix(contact)
+        n_types = len(matrix) - 1
+        names = ["medium", *(type_names if type_names is not None else [str(k) for k in range(1, n_types + 1)])]
+        if len(names) != n_types + 1 or len(set(names)) != len(names):
+            raise InputError(f"model.type_names: expected {n_types} distinct names (one per cell type), got "
+                             f"{type_names}")
+        if neighbourhood not in NEIGHBOURHOODS:
+            raise InputError(f"model.neighbourhood: expected one of {', '.join(NEIGHBOURHOODS)}, got {neighbourhood!r}")
+        self.type_names = names
+        #: :data:`SUMMARY`, then (with several types) ``medium_share_<type>``: each type's share of the bonds
+        #: between cells and the medium
+        self.summary_names = SUMMARY + (tuple(f"medium_share_{name}" for name in names[1:]) if n_types > 1 else ())
+        self.n_types = n_types
+        self.neighbours = NEIGHBOURHOODS[neighbourhood]
+        self.estimator = make_estimator(estimator)
+        values = {f"J_{names[a]}_{names[b]}": (matrix[a][b], Real()) for a in range(n_types + 1)
+                  for b in range(a, n_types + 1) if a + b > 0}
+        self.contact_names = list(values)
+        self.per_type: dict[str, list[str]] = {}
+        for key, given in zip(PER_TYPE, (volume_target, lambda_volume, surface_target, lambda_surface), strict=True):
+            self.per_type[key] = self._per_type_values(key, given, values)
+        values["temperature"] = (_number("model.temperature", temperature), Positive())
+        if not values["temperature"][0] > 0:
+            raise InputError(f"model.temperature: expected a positive temperature, got {temperature}")
+        learn = list(self.contact_names if learn is None else learn)
+        unknown = sorted(set(learn) - set(values))
+        if unknown:
+            raise InputError(f"model.learn: unknown parameter(s) {unknown}; expected some of {sorted(values)}")
+        for name, (value, constraint) in values.items():
+            if name in learn:
+                register(self, name, value, constraint)
+            else:
+                self.register_buffer(name, torch.tensor(float(value)))
+        self.has_surface = any(name in learn or values[name][0] != 0 for name in self.per_type["lambda_surface"])
+        if not (isinstance(cells, int) and cells >= 1):
+            raise InputError(f"model.cells: expected a positive number of cells, got {cells}")
+        weights = [1.0] * n_types if fractions is None else [_number("model.fractions", f) for f in fractions]
+        if len(weights) != n_types or min(weights) < 0 or sum(weights) <= 0:
+            raise InputError(f"model.fractions: expected {n_types} non-negative weights (one per type), got "
+                             f"{fractions}")
+        self.cells = cells
+        self.register_buffer("fractions", torch.tensor(weights) / sum(weights), persistent=False)
+
+    def _per_type_values(self, key: str, given: float | Sequence[float], values: dict) -> list[str]:
+        """Add ``key`` (one number) or ``key_<type>`` (a list) to ``values``; return the name of each type's value."""
+        if isinstance(given, int | float):
+            numbers, names = [given], [key]
+        else:
+            numbers, names = list(given), [f"{key}_{name}" for name in self.type_names[1:]]
+            if len(numbers) != self.n_types:
+                raise InputError(f"model.{key}: expected a number or {self.n_types} numbers (one per type), got "
+                                 f"{given}")
+        for name, number in zip(names, numbers, strict=True):
+            number = _number(f"model.{key}", number)
+            if number < 0 or (key.endswith("target") and number == 0):
+                kind = "a positive target" if key.endswith("target") else "a lambda >= 0"
+                raise InputError(f"model.{key}: expected {kind}, got {number}")
+            values[name] = (number, Positive())
+        return names if len(names) == self.n_types else names * self.n_types
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[Tensor, ...]:
+        """``(J (K+1)^2 flattened, then for the medium and each type: V_t, lambda_V, S_t, lambda_S, and T)``."""
+        k = self.n_types + 1
+        index = {name: i for i, name in enumerate(self.contact_names)}
+        zero = torch.zeros((), device=self.temperature.device)
+        entries = [zero] + [getattr(self, name) for name in self.contact_names]
+        order = [0 if a == b == 0 else 1 + index[f"J_{self.type_names[min(a, b)]}_{self.type_names[max(a, b)]}"]
+                 for a in range(k) for b in range(k)]
+        contact = torch.stack(entries)[torch.tensor(order, device=zero.device)]
+        terms = [torch.stack([zero.new_ones(()) if key.endswith("target") else zero,
+                              *(getattr(self, name) for name in self.per_type[key])]) for key in PER_TYPE]
+        return (contact, *terms, self.temperature)
+
+    def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
+                   generator: torch.Generator | None = None) -> PottsState:
+        """One MCS: the four site classes in turn."""
+        labels, cell_types, volume, surface, path = state
+        labels = labels.clone()
+        contact, v_target, lam_v, s_target, lam_s, temperature = prepared
+        per_cell = [term[cell_types] for term in (v_target, lam_v, s_target, lam_s)]
+        noise = torch.rand(len(CLASSES), 2, *labels[:, ::2, ::2].shape, generator=generator, device=labels.device)
+        for (a, b), u in zip(CLASSES, noise, strict=True):
+            volume, surface, path = self._sweep(labels, cell_types, volume, surface, path, contact, per_cell,
+                                                temperature, a, b, u)
+        return labels, cell_types, volume, surface, path
+
+    def _sweep(self, labels: Tensor, cell_types: Tensor, volume: Tensor, surface: Tensor, path: Tensor,
+               contact: Tensor, per_cell: list[Tensor], temperature: Tensor, a: int, b: int, u: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """Copy attempts into every site of class ``(a, b)`` at once; writes ``labels`` in place.
+
+        With ``c_q`` the number of energy neighbours of type ``q`` and ``n_x`` those with id ``x``, the
+        contact energy of id ``x`` (type ``tau_x``) at the target is ``sum_q J(tau_x, q) c_q - J(tau_x, tau_x) n_x``,
+        so ``dH`` needs no per-neighbour lookups of ``J``.
+        """
+        batch, height, width = labels.shape
+        k, z_max = self.n_types + 1, self.neighbours
+        padded = F.pad(labels[:, None], (1, 1, 1, 1), mode="circular")[:, 0]  # (B, H + 2, W + 2)
+        padded_types = cell_types.gather(1, padded.flatten(1)).view_as(padded)
+        target = labels[:, a::2, b::2]
+        flat = (batch, -1)
+        # The source: the Moore neighbour in a random direction, read by its flat index in the padded lattice.
+        # One uniform gives both the direction (its first 3 bits) and the acceptance noise (the rest); another
+        # the order of the class's proposals.
+        rows = torch.arange(1 + a, 1 + a + height, 2, device=labels.device)
+        cols = torch.arange(1 + b, 1 + b + width, 2, device=labels.device)
+        steps = torch.tensor([di * (width + 2) + dj for di, dj in MOORE], device=labels.device)
+        u, priority = u[0] * len(MOORE), u[1]
+        direction = u.long().clamp_max_(len(MOORE) - 1)
+        noise = u - direction
+        where = (rows[:, None] * (width + 2) + cols + steps[direction]).reshape(flat)
+        source = padded.flatten(1).gather(1, where).view_as(target)
+        source_type = padded_types.flatten(1).gather(1, where).view_as(target)
+        target_type = padded_types[:, 1 + a: 1 + a + height: 2, 1 + b: 1 + b + width: 2]
+        same_source = self._neighbour_sum(_window(padded, a, b, height, width), source)
+        same_target = self._neighbour_sum(_window(padded, a, b, height, width), target)
+        kinds = torch.arange(k, device=labels.device)[:, None, None, None]
+        one_hot = (padded_types[None] == kinds[1:]).view(torch.uint8)
+        by_type = self._neighbour_sum(_window(one_hot, a, b, height, width))
+        by_type = torch.cat([z_max - by_type.sum(0, keepdim=True), by_type]).to(volume.dtype)  # (k, B, h, w)
+        matrix = contact.view(k, k)
+        diagonal = torch.diagonal(matrix)
+        field = torch.tensordot(matrix, by_type, 1)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
+        d_h = field.gather(0, source_type[None])[0] - field.gather(0, target_type[None])[0]
+        d_h = d_h - diagonal[source_type] * same_source + diagonal[target_type] * same_target
+        d_source = (z_max - 2 * same_source.to(volume.dtype)).reshape(flat)  # bonds gained - lost by the source cell
+        d_target = (2 * same_target.to(volume.dtype) - z_max).reshape(flat)
+        cells = torch.cat([source.reshape(flat), target.reshape(flat)], 1)
+        z, volume, surface = self._resolve(d_h.reshape(flat), cells, volume, surface, d_source, d_target, per_cell,
+                                           temperature, (source != target).reshape(flat), noise.reshape(flat),
+                                           priority.reshape(flat))
+        z = z.view_as(target)
+        labels[:, a::2, b::2] = torch.where(z.detach() > 0, source, target)
+        if z.requires_grad:
+            # Bonds from the target gained by (source type, q) and lost by (target type, q), for every type q,
+            # summed over the sites as (k x k) products.
+            signal = z - z.detach()
+            is_source, is_target = (kinds == source_type).to(signal.dtype), (kinds == target_type).to(signal.dtype)
+            gained = torch.einsum("tbhw,qbhw->btq", is_source * signal, by_type - is_source * same_source)
+            lost = torch.einsum("tbhw,qbhw->btq", is_target * signal, by_type - is_target * same_target)
+            path = path + (gained - lost).reshape(batch, k * k)
+        return volume, surface, path
+
+    def _resolve(self, d_contact: Tensor, cells: Tensor, volume: Tensor, surface: Tensor, d_source: Tensor,
+                 d_target: Tensor, per_cell: list[Tensor], temperature: Tensor, active: Tensor, noise: Tensor,
+                 priority: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The acceptances ``z (B, n)`` of a class's proposals, exactly as if made one at a time in the order
+        of ``priority``, and the volumes and surfaces after them.
+
+        Proposals into different sites of a class change no bond twice, so they interact only through
+        the volume and surface of the cells they share. Each round takes every undecided proposal that has
+        the highest priority among the undecided ones touching its source or its target cell (the medium,
+        without volume or surface energy, is shared freely) and decides them with ``dH`` from the volumes
+        and surfaces left by the earlier rounds: the outcome of the sequential order. The rounds work on
+        the active proposals only (``source != target``, a few in ten), gathered once.
+        """
+        batch, size = d_contact.shape
+        ids = volume.shape[1]
+        where = active.view(-1).nonzero()[:, 0]  # one host sync per class; the rounds below need one each anyway
+        lattice = torch.div(where, size, rounding_mode="floor") * ids
+        source, target = cells[:, :size].reshape(-1)[where] + lattice, cells[:, size:].reshape(-1)[where] + lattice
+        both = torch.cat([source, target])
+        d_contact, d_source, d_target = d_contact.view(-1)[where], d_source.view(-1)[where], d_target.view(-1)[where]
+        noise, priority = noise.view(-1)[where], priority.view(-1)[where]
+        v_target, lam_v, s_target, lam_s = (term.reshape(-1) for term in per_cell)
+        volume, surface = volume.reshape(-1), surface.reshape(-1)
+        medium = torch.arange(0, batch * ids, ids, device=both.device)
+        z = torch.zeros_like(d_contact)
+        remaining = torch.ones_like(d_contact, dtype=torch.bool)
+        while bool(remaining.any()):
+            rank = torch.where(remaining, priority, -1.0)
+            top = torch.full_like(volume, -1.0).scatter_reduce_(0, both, rank.repeat(2), "amax")
+            top[medium] = -1.0
+            ready = remaining & (rank >= top[source]) & (rank >= top[target])
+            offset = volume - v_target
+            d_h = d_contact + (lam_v * (2 * offset + 1))[source] + (lam_v * (1 - 2 * offset))[target]
+            if self.has_surface:
+                excess = surface - s_target
+                for cell, change in ((source, d_source), (target, d_target)):
+                    d_h = d_h + lam_s[cell] * ((excess[cell] + change) ** 2 - excess[cell] ** 2)
+            # A cell keeps its last site; the medium (id 0) never runs out.
+            alive = (volume.detach() > 1.5).index_fill_(0, medium, True)[target]
+            # exp(-50) ~ 2e-22 stands for 0 and keeps the result out of subnormals (slow on CPUs).
+            p = torch.exp(-(d_h / temperature).clamp(0, 50))
+            decided = self._draw(p, noise, ready & alive, where, batch, size)
+            z = z + decided
+            volume = volume.index_add(0, both, torch.cat([decided, -decided]))
+            if self.has_surface:
+                surface = surface.index_add(0, both, torch.cat([decided * d_source, decided * d_target]))
+            remaining &= ~ready
+        full = torch.zeros(batch * size, device=z.device, dtype=z.dtype).index_put((where,), z)
+        return full.view(batch, size), volume.view(batch, ids), surface.view(batch, ids)
+
+    def _draw(self, p: Tensor, noise: Tensor, mask: Tensor, where: Tensor, batch: int, size: int) -> Tensor:
+        """The estimator's draws of the gathered proposals; the score function records them per lattice, so
+        it draws on the full ``(B, n)`` layout."""
+        if self.estimator.pathwise:
+            return self.estimator.bernoulli(p, noise=noise, mask=mask)
+        def full(x: Tensor, fill: float) -> Tensor:
+            return torch.full((batch * size,), fill, device=p.device, dtype=x.dtype).index_put((where,), x
+                                                                                               ).view(batch, size)
+        drawn = self.estimator.bernoulli(full(p, 0.5), noise=full(noise, 1.0), mask=full(mask, False))
+        return drawn.view(-1)[where]
+
+    def _neighbour_sum(self, window: Tensor, equal_to: Tensor | None = None) -> Tensor:
+        """Sum (uint8) over the energy neighbourhood of a ``(..., 3, 3, h, w)`` window, or the number of
+        neighbours equal to ``equal_to (..., h, w)``; view by view, which beats a strided reduction."""
+        offsets = [(i + 1, j + 1) for i, j in MOORE[: self.neighbours]]
+        total = torch.zeros(window[..., 0, 0, :, :].shape, dtype=torch.uint8, device=window.device)
+        for i, j in offsets:
+            view = window[..., i, j, :, :]
+            total += view if equal_to is None else (view == equal_to).view(torch.uint8)
+        return total
+
+    # -- states --------------------------------------------------------------------------------
+
+    def state(self, labels: Tensor, cell_types: Tensor) -> PottsState:
+        """The state of lattices ``labels (B, H, W)`` (ids ``0..C-1``) whose ids have types ``cell_types``
+        ``(C,)`` or ``(B, C)`` (0 for the medium id 0, ``1..K`` for cells); checks both."""
+        labels = torch.as_tensor(labels)
+        if labels.ndim == 2:
+            labels = labels[None]
+        if labels.ndim != 3 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise InputError(f"labels: expected integer cell ids of shape (B, H, W), got {tuple(labels.shape)} "
+                             f"{labels.dtype}")
+        labels = labels.long()
+        batch, height, width = labels.shape
+        if height % 2 or width % 2 or height < 4 or width < 4:
+            raise InputError(f"labels: expected even lattice sides >= 4 (the four site classes), got {height}x{width}")
+        cell_types = torch.as_tensor(cell_types, device=labels.device).long()
+        if cell_types.ndim == 1:
+            cell_types = cell_types.expand(batch, -1)
+        if cell_types.shape[0] != batch or cell_types.ndim != 2:
+            raise InputError(f"cell_types: expected shape (C,) or ({batch}, C), got {tuple(cell_types.shape)}")
+        if int(labels.min()) < 0 or int(labels.max()) >= cell_types.shape[1]:
+            raise InputError(f"labels: ids must lie in 0..{cell_types.shape[1] - 1} (the cell_types table), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        if (cell_types[:, 0] != 0).any() or (cell_types[:, 1:] < 1).any() or int(cell_types.max()) > self.n_types:
+            raise InputError(f"cell_types: expected 0 for the medium (id 0) and a type in 1..{self.n_types} for "
+                             f"every cell id")
+        volume = count_ids(labels, cell_types.shape[1]).float()
+        surface = self._surfaces(labels, cell_types.shape[1])
+        path = torch.zeros(batch, (self.n_types + 1) ** 2, device=labels.device)
+        return labels, cell_types, volume, surface, path
+
+    def _surfaces(self, labels: Tensor, ids: int) -> Tensor:
+        """``S_c``, bonds of each id to other ids, ``(B, C)`` (the medium's counted too, never used)."""
+        unlike = torch.zeros(labels.shape, device=labels.device)
+        for di, dj in MOORE[: self.neighbours]:
+            unlike += labels != torch.roll(labels, (di, dj), (1, 2))
+        return torch.zeros(labels.shape[0], ids, device=labels.device).scatter_add_(1, labels.flatten(1),
+                                                                                    unlike.flatten(1))
+
+    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> PottsState:
+        """``batch`` lattices with :attr:`cells` cells placed by :func:`random_mixture`."""
+        v_target = self.prepared()[1].detach()[1:]
+        volume = int(round(float((v_target * self.fractions).sum())))
+        device = device if device is not None else generator.device if generator is not None else v_target.device
+        labels, cell_types = random_mixture(batch, size, self.cells, volume, self.fractions, generator, device)
+        return self.state(labels, cell_types)
+
+    # -- statistics ----------------------------------------------------------------------------
+
+    def bond_counts(self, state: PottsState) -> Tensor:
+        """``O (B, K+1, K+1)``: bonds between unlike ids counted from both ends, by the types of the ends
+        (``O[a, b]`` = bonds between types ``a != b``, ``O[a, a]`` = twice the bonds between different cells
+        of type ``a``), with the gradient path."""
+        labels, cell_types, _, _, path = state
+        batch, k = labels.shape[0], self.n_types + 1
+        types = cell_types.gather(1, labels.flatten(1)).view_as(labels)
+        counts = torch.zeros(batch, k * k, device=labels.device)
+        for di, dj in MOORE[: self.neighbours]:
+            unlike = (labels != torch.roll(labels, (di, dj), (1, 2))).float()
+            pair = types * k + torch.roll(types, (di, dj), (1, 2))
+            counts.scatter_add_(1, pair.flatten(1), unlike.flatten(1))
+        path = path.view(batch, k, k)
+        return counts.view(batch, k, k) + path + path.transpose(1, 2)
+
+    def summary(self, state: PottsState) -> Tensor:
+        """Per lattice ``(B, len(summary_names))``: :data:`SUMMARY` = heterotypic fraction (bonds between cells
+        of different types over all bonds between cells), mean and standard deviation of the cell volumes,
+        the number of same-type clusters (4-connected, on the torus; no gradient), and with several types
+        each type's share of the bonds between cells and the medium (which type lines the aggregate)."""
+        labels, cell_types, volume, _, _ = state
+        counts = self.bond_counts(state)
+        bonds = counts[:, 1:, 1:]
+        same = torch.diagonal(bonds, dim1=1, dim2=2).sum(1) / 2
+        between = (bonds.sum((1, 2)) - 2 * same) / 2
+        heterotypic = between / (between + same).clamp_min(1)
+        medium = counts[:, 0, 1:] if self.n_types > 1 else counts[:, 0, :0]
+        shares = medium / medium.sum(1, keepdim=True).clamp_min(1)
+        present = (volume[:, 1:].detach() > 0).float()
+        n = present.sum(1).clamp_min(1)
+        mean = (volume[:, 1:] * present).sum(1) / n
+        sd = ((((volume[:, 1:] - mean[:, None]) ** 2) * present).sum(1) / n + 1e-6).sqrt()
+        types = cell_types.gather(1, labels.flatten(1)).view_as(labels)
+        clusters = count_clusters(types).to(mean.dtype)
+        return torch.cat([torch.stack([heterotypic, mean, sd, clusters], 1), shares], 1)
+
+    def observe(self, state: PottsState) -> Tensor:
+        """``(B, H, W)`` in [0, 1]: type ``k`` of a cell at ``k / K``, the medium at 0 and cell boundaries at 0."""
+        labels, cell_types = state[0], state[1]
+        types = cell_types.gather(1, labels.flatten(1)).view_as(labels).float() / self.n_types
+        edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
+        return torch.where(edge & (labels > 0), 0.0, types)
+
+
+def _window(padded: Tensor, a: int, b: int, height: int, width: int) -> Tensor:
+    """``(..., 3, 3, h, w)`` view of the 3x3 neighbourhood of every site of class ``(a, b)`` of a lattice
+    padded by one site on each side, ``(..., H + 2, W + 2)``; no copy."""
+    *lead, rows, cols = padded.shape
+    strides = padded.stride()
+    return padded.as_strided((*lead, 3, 3, height // 2, width // 2),
+                             (*strides[:-2], strides[-2], strides[-1], 2 * strides[-2], 2 * strides[-1]),
+                             padded.storage_offset() + a * strides[-2] + b * strides[-1])
+
+
+def _number(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _contact_matrix(contact: Sequence[Sequence[float]]) -> list[list[float]]:
+    try:
+        matrix = [[_number("model.contact", v) for v in row] for row in contact]
+    except TypeError:
+        raise InputError(f"model.contact: expected a square matrix over the medium and the cell types, got "
+                         f"{contact!r}") from None
+    k = len(matrix)
+    if k < 2 or any(len(row) != k for row in matrix):
+        raise InputError(f"model.contact: expected a square matrix over the medium and >= 1 cell type, got {contact!r}")
+    if any(matrix[a][b] != matrix[b][a] for a in range(k) for b in range(k)):
+        raise InputError(f"model.contact: expected a symmetric matrix (J(a, b) = J(b, a)), got {contact!r}")
+    return matrix
+
+
+def count_ids(labels: Tensor, ids: int) -> Tensor:
+    """Sites per id, ``(B, ids)`` long."""
+    return torch.zeros(labels.shape[0], ids, dtype=torch.long, device=labels.device).scatter_add_(
+        1, labels.flatten(1), torch.ones_like(labels.flatten(1)))
+
+
+def count_clusters(types: Tensor) -> Tensor:
+    """Number of 4-connected clusters of equal non-zero values on the torus, per lattice ``(B,)``.
+
+    Minimum-label propagation with pointer jumping (a few dozen sweeps at 100x100), all in torch.
+    """
+    batch, height, width = types.shape
+    size = height * width
+    index = torch.arange(size, device=types.device).expand(batch, -1).reshape_as(types)
+    inside = types > 0
+    label = torch.where(inside, index, size)
+    while True:
+        new = label
+        for shift, dim in ((1, 1), (-1, 1), (1, 2), (-1, 2)):
+            same = inside & (types == torch.roll(types, shift, dim))
+            new = torch.minimum(new, torch.where(same, torch.roll(label, shift, dim), size))
+        flat = new.flatten(1)
+        new = torch.where(inside, flat.gather(1, flat.clamp_max(size - 1)).view_as(new), size)
+        if torch.equal(new, label):
+            return (inside & (label == index)).sum((1, 2))
+        label = new
+
+
+def random_mixture(batch: int, size: int | tuple[int, int], cells: int, volume: int,
+                   fractions: Sequence[float] | Tensor, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """``cells`` square cells of side ``round(sqrt(volume))`` packed in a compact blob at the lattice
+    centre (the grid slots nearest to it), types drawn independently with probabilities ``fractions``.
+
+    Returns ``labels (batch, H, W)`` long (ids ``1..cells``, medium 0) and ``cell_types (batch, cells + 1)``.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    side = max(1, round(math.sqrt(volume)))
+    rows, cols = height // side, width // side
+    if cells * side * side > height * width or cells > rows * cols:
+        raise InputError(f"model.cells: {cells} cells of {side}x{side} sites need {cells * side * side} sites, more "
+                         f"than the {height}x{width} lattice holds")
+    grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), -1).view(-1, 2)
+    centre = torch.tensor([rows - 1, cols - 1]) / 2
+    slots = grid[((grid - centre) ** 2).sum(1).argsort(stable=True)[:cells]]
+    offset_i, offset_j = (height - rows * side) // 2, (width - cols * side) // 2
+    labels = torch.zeros(height, width, dtype=torch.long)
+    block = torch.zeros(rows, cols, dtype=torch.long)
+    block[slots[:, 0], slots[:, 1]] = torch.arange(1, cells + 1)
+    labels[offset_i: offset_i + rows * side, offset_j: offset_j + cols * side] = (
+        block.repeat_interleave(side, 0).repeat_interleave(side, 1))
+    weights = torch.as_tensor(fractions, dtype=torch.float, device=device)
+    draws = torch.multinomial(weights.expand(batch, -1), cells, replacement=True, generator=generator) + 1
+    cell_types = torch.cat([torch.zeros(batch, 1, dtype=torch.long, device=draws.device), draws], 1)
+    return labels.to(draws.device).expand(batch, -1, -1).clone(), cell_types
+
+
+def single_cell(size: int | tuple[int, int], volume: int, cell_type: int = 1) -> tuple[Tensor, Tensor]:
+    """One square cell of about ``volume`` sites and type ``cell_type`` at the centre: ``labels (1, H, W)``,
+    ``cell_types (1, 2)``."""
+    return random_mixture(1, size, 1, volume, [0.0] * (cell_type - 1) + [1.0])

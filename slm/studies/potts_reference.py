@@ -1,0 +1,159 @@
+r"""The literal sequential Cellular Potts model: one copy attempt at a time, in plain Python.
+
+:class:`slm.models.potts.CellularPotts` updates a quarter of the lattice at once (the four site classes
+``(i mod 2, j mod 2)`` in turn, every ``dH`` computed from the state at the start of its class). This
+module is the algorithm it stands in for, written out literally so that nothing is approximated: the
+reference that ``tests/test_potts.py`` checks the vectorised model against (in distribution), and the
+baseline row of the speed benchmark.
+
+Rules (CompuCell3D's conventions, as in :mod:`slm.models.potts`). An ``H x W`` torus of cell ids
+(0 = medium), each id with a type (0 for the medium, ``1..K`` for cells). Energy
+
+.. math::
+
+    H = \sum_{(i, j)} J(\tau(\sigma_i), \tau(\sigma_j)) [\sigma_i \ne \sigma_j]
+        + \sum_c \lambda_V(\tau_c) (V_c - V_t(\tau_c))^2 + \lambda_S(\tau_c) (S_c - S_t(\tau_c))^2
+
+over the bonds of neighbouring sites (Moore, 8 neighbours, or von Neumann, 4), with ``V_c`` the sites of
+cell ``c`` and ``S_c`` its bonds to sites of other ids; the medium has no volume or surface energy.
+One Monte Carlo step (MCS) is ``H W`` copy attempts, each: pick a uniform random target site ``t`` and
+a uniform random one ``s`` of its 8 Moore neighbours; if ``sigma_s != sigma_t`` and the copy would not
+remove a cell's last site, copy ``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``.
+
+Volumes and surfaces are kept incrementally, and the contact energy of id ``x`` with id ``y`` is looked
+up in a per-id table (zero on the diagonal), so an attempt costs one pass over the target's neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from slm.errors import InputError
+from slm.models.potts import MOORE, NEIGHBOURHOODS, SUMMARY, CellularPotts
+
+#: Copy attempts whose random numbers are drawn at once.
+BLOCK = 1 << 16
+
+
+def reference_parameters(model: CellularPotts) -> dict:
+    """The model's energy parameters as plain Python, indexed by type (0 = medium):
+
+    ``contact`` ``(K+1) x (K+1)`` nested list, ``volume_target``, ``lambda_volume``, ``surface_target`` and
+    ``lambda_surface`` lists of ``K+1`` numbers (the medium's lambdas are 0), and ``temperature``.
+    """
+    with torch.no_grad():
+        contact, v_target, lam_v, s_target, lam_s, temperature = (t.detach().cpu().double() for t in model.prepare())
+    k = model.n_types + 1
+    return {"contact": contact.view(k, k).tolist(), "volume_target": v_target.tolist(),
+            "lambda_volume": lam_v.tolist(), "surface_target": s_target.tolist(), "lambda_surface": lam_s.tolist(),
+            "temperature": float(temperature)}
+
+
+def neighbour_lists(height: int, width: int) -> list[list[int]]:
+    """For every flat site index of the ``height x width`` torus, its 8 Moore neighbours in :data:`MOORE`'s
+    order (the first four are the von Neumann neighbours)."""
+    return [[((i + di) % height) * width + (j + dj) % width for di, dj in MOORE]
+            for i in range(height) for j in range(width)]
+
+
+def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, neighbours: int, mcs: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``mcs`` Monte Carlo steps of the literal sequential CPM (see the module docstring) from ``labels``.
+
+    Args:
+        labels: ``(H, W)`` integer cell ids ``0..C-1`` (0 = medium).
+        cell_types: ``(C,)`` the type of every id (0 for the medium).
+        params: the energy parameters, as :func:`reference_parameters` gives them.
+        neighbours: 8 (Moore) or 4 (von Neumann): the bonds of the contact and surface energies.
+        mcs: the number of Monte Carlo steps (``H W`` copy attempts each).
+        rng: the source of every random number.
+
+    Returns the new labels, ``(H, W)`` int64 (``labels`` is not changed).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"labels: expected one (H, W) lattice, got shape {labels.shape}")
+    if neighbours not in NEIGHBOURHOODS.values():
+        raise InputError(f"neighbours: expected 8 (Moore) or 4 (von Neumann), got {neighbours}")
+    height, width = labels.shape
+    n_sites = height * width
+    lab: list[int] = labels.astype(np.int64).ravel().tolist()
+    types: list[int] = np.asarray(cell_types).astype(np.int64).ravel().tolist()
+    n_ids = len(types)
+    if min(lab) < 0 or max(lab) >= n_ids:
+        raise InputError(f"labels: ids must lie in 0..{n_ids - 1} (the cell_types table)")
+    contact = params["contact"]
+    # J between ids, 0 between equal ids: the contact energy of a bond needs one lookup.
+    j_ids = [[0.0 if x == y else float(contact[types[x]][types[y]]) for y in range(n_ids)] for x in range(n_ids)]
+    lam_v = [float(params["lambda_volume"][t]) if x else 0.0 for x, t in enumerate(types)]
+    v_t = [float(params["volume_target"][t]) for t in types]
+    lam_s = [float(params["lambda_surface"][t]) if x else 0.0 for x, t in enumerate(types)]
+    s_t = [float(params["surface_target"][t]) for t in types]
+    temperature = float(params["temperature"])
+    surface_on = any(lam_s)
+    moore = neighbour_lists(height, width)
+    energy = [row[:neighbours] for row in moore]
+    volume = [0] * n_ids
+    surface = [0] * n_ids
+    for site, x in enumerate(lab):
+        volume[x] += 1
+        surface[x] += sum(lab[n] != x for n in energy[site])
+    exp = math.exp
+    remaining = n_sites * mcs
+    while remaining > 0:
+        block = min(remaining, BLOCK)
+        remaining -= block
+        targets = rng.integers(0, n_sites, block).tolist()
+        directions = rng.integers(0, 8, block).tolist()
+        noise = rng.random(block).tolist()
+        for t, d, u in zip(targets, directions, noise, strict=True):
+            y = lab[moore[t][d]]
+            x = lab[t]
+            if x == y or (x and volume[x] == 1):
+                continue
+            row_x, row_y = j_ids[x], j_ids[y]
+            d_h = 0.0
+            same_x = same_y = 0
+            for n in energy[t]:
+                other = lab[n]
+                d_h += row_y[other] - row_x[other]
+                if other == y:
+                    same_y += 1
+                elif other == x:
+                    same_x += 1
+            d_h += lam_v[y] * (2 * (volume[y] - v_t[y]) + 1) + lam_v[x] * (1 - 2 * (volume[x] - v_t[x]))
+            d_y = neighbours - 2 * same_y  # bonds gained minus bonds lost by the source's cell
+            d_x = 2 * same_x - neighbours
+            if surface_on:
+                s_y, s_x = surface[y] - s_t[y], surface[x] - s_t[x]
+                d_h += lam_s[y] * ((s_y + d_y) ** 2 - s_y * s_y) + lam_s[x] * ((s_x + d_x) ** 2 - s_x * s_x)
+            if d_h <= 0 or u < exp(-d_h / temperature):
+                lab[t] = y
+                volume[y] += 1
+                volume[x] -= 1
+                surface[y] += d_y
+                surface[x] += d_x
+    return np.array(lab, dtype=np.int64).reshape(height, width)
+
+
+def summary_numpy(labels: np.ndarray, cell_types: np.ndarray, neighbours: int) -> np.ndarray:
+    """:meth:`CellularPotts.summary` of ``labels`` ``(H, W)`` or ``(B, H, W)`` with types ``cell_types``
+    ``(C,)`` or ``(B, C)``: ``(4,)`` or ``(B, 4)`` [heterotypic fraction, volume mean, volume sd, clusters].
+
+    Computed by the model itself (its summary depends only on the number of types and the neighbourhood).
+    """
+    names = {n: name for name, n in NEIGHBOURHOODS.items()}
+    if neighbours not in names:
+        raise InputError(f"neighbours: expected 8 (Moore) or 4 (von Neumann), got {neighbours}")
+    labels = np.asarray(labels)
+    cell_types = np.asarray(cell_types)
+    n_types = max(1, int(cell_types.max()))
+    model = CellularPotts([[0.0] * (n_types + 1)] * (n_types + 1), learn=[],
+                          neighbourhood=names[neighbours])
+    with torch.no_grad():
+        values = model.summary(model.state(torch.from_numpy(labels).long(), torch.from_numpy(cell_types).long()))
+    values = values[:, : len(SUMMARY)].double().numpy()
+    return values[0] if labels.ndim == 2 else values
