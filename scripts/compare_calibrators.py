@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=calibrators.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data and budgets (<= 15 min on 2 cores)")
-    parser.add_argument("--tasks", nargs="*", default=list(calibrators.TASKS), choices=calibrators.TASKS)
+    parser.add_argument("--tasks", nargs="*", default=["si", "prw"], choices=calibrators.TASKS,
+                        help="potts (cell sorting, ~30 min with --quick) only when named")
     parser.add_argument("--procs", type=int, default=2, help="ABC-SMC worker processes")
     parser.add_argument("--out", type=Path, default=Path("compare_calibrators.json"))
     parser.add_argument("--plot", type=Path, default=None, help="error vs time figure (default: OUT with .png)")

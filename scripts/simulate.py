@@ -94,7 +94,6 @@ POTTS_OPTIONS = {"model.contact": "--contact", "model.temperature": "--temperatu
 
 def simulate_potts_command(args: argparse.Namespace) -> None:
     from slm.models import CellularPotts
-    from slm.models.potts import SUMMARY
     from slm.render import cells_rgb, load_cells, save_gif, save_png
 
     for name in ("cells", "mcs", "lattices", "gif_every", "scale"):
@@ -140,8 +139,8 @@ def simulate_potts_command(args: argparse.Namespace) -> None:
         np.savez_compressed(args.npz, labels=state[0].numpy().astype(np.int32),
                             cell_types=types.numpy().astype(np.int32))
         print(f"wrote {args.npz}: labels {tuple(state[0].shape)} int32, cell_types {tuple(types.shape)} int32")
-    values = model.summary(state)[0].tolist()
-    print("lattice 0: " + ", ".join(f"{name} {value:.4g}" for name, value in zip(SUMMARY, values, strict=True)))
+    values = zip(model.summary_names, model.summary(state)[0].tolist(), strict=True)
+    print("lattice 0: " + ", ".join(f"{name} {value:.4g}" for name, value in values))
 
 
 def main(argv: list[str] | None = None) -> None:

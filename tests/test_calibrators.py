@@ -76,3 +76,21 @@ def test_prw_problem_takes_the_truth_from_the_truth_node(tmp_path):
     problem = calibrators.make_problem("prw", cfg, datamodule)
     assert problem.truth == {"p_center": 0.2, "p_resample": 0.1} and problem.names == ("p_center", "p_resample")
     assert problem.target.shape == (cfg.data.lags,)
+
+
+def test_potts_problem_runs_the_fit_simulator_within_bounds(tmp_path):
+    from slm.baselines.cma_es import cma_es
+
+    small = ["data.size=24", "model.cells=8", "model.volume_target=16", "data.lattices=2", "data.frames=2",
+             "data.mcs_per_frame=3", "data.batch_size=2"]
+    cfg = calibrators.compose("potts", small, tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    problem = calibrators.make_problem("potts", cfg, datamodule)
+    assert problem.truth == {"J_dark_light": 11.0, "J_light_light": 14.0, "lambda_volume": 2.0}
+    assert set(problem.bounds) == set(problem.names)
+    summary = problem.summary(problem.truth, torch.Generator().manual_seed(0))
+    assert summary.shape == problem.observed.shape == (2, 6) and problem.distance(summary, problem.observed) >= 0
+    trace = cma_es(problem, {"J_dark_light": 16.5, "J_light_light": 7.0, "lambda_volume": 3.0}, max_evaluations=8)
+    for estimate in trace.estimates:
+        assert all(low <= estimate[name] <= high for name, (low, high) in problem.bounds.items())

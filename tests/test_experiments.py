@@ -68,12 +68,18 @@ def test_packages_export_every_public_class(package):
 
 
 def test_the_documented_imports_work():
-    from datamodules import (  # noqa: F401
-        ImageDataModule, LatticeStatisticsDataModule, MSDDataModule, PatternDataModule, SITransitionDataModule)
-    from slm.models import (  # noqa: F401
-        SI, CellularPotts, MalevanetsKapral, OnePixelCPM, PersistentRandomWalk, PixelField)
-    from slm.tasks import (  # noqa: F401
-        SegmentationFitting, StabilityFitting, StatisticsFitting, SummaryFitting, TransitionFitting)
+    import datamodules
+    import slm.models
+    import slm.tasks
+
+    documented = {datamodules: ["ImageDataModule", "LatticeStatisticsDataModule", "MSDDataModule",
+                                "PatternDataModule", "SITransitionDataModule"],
+                  slm.models: ["SI", "CellularPotts", "MalevanetsKapral", "OnePixelCPM", "PersistentRandomWalk",
+                               "PixelField"],
+                  slm.tasks: ["SegmentationFitting", "StabilityFitting", "StatisticsFitting", "SummaryFitting",
+                              "TransitionFitting"]}
+    for module, names in documented.items():
+        assert all(inspect.isclass(getattr(module, name)) for name in names)
 
 
 def test_per_step_calls_reuse_what_depends_on_the_parameters_only():

@@ -51,7 +51,7 @@ def test_the_target_comes_from_every_frame_after_the_first(tmp_path):
     labels = write_stack(tmp_path / "cells.npz", frames=4)
     data = LatticeStatisticsDataModule(small_model(), path=str(tmp_path / "cells.npz"), batch_size=2)
     data.setup()
-    assert data.frames == 3 and data.target.shape == (3, 4)
+    assert data.frames == 3 and data.target.shape == (3, 6)  # 4 statistics and 2 medium shares
     first, types = data.train_set[0]
     assert torch.equal(first, torch.from_numpy(labels[0]).long())
     assert int(types[0]) == 0

@@ -11,8 +11,8 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
 * ``prw``: ``p_center``, ``p_resample`` (truth ``truth.p_center``, ``truth.p_resample``: 0.2, 0.1) of the
   persistent random walk from the MSD of 15,000 simulated walkers (experiment ``prw_synthetic``).
 * ``potts``: ``J_dark_light``, ``J_light_light``, ``lambda_volume`` of the multi-cell CPM from the
-  summaries over time of cell sorting (experiment ``cpm_sorting``; ``--quick``: 48x48 lattices with
-  40 cells). Priors and CMA-ES bounds: :data:`POTTS_BOUNDS`. Its ``param_error`` is the largest
+  summaries over time of cell sorting (experiment ``cpm_sorting``; ``--quick``: 40x40 lattices with
+  28 cells). Priors and CMA-ES bounds: :data:`POTTS_BOUNDS`. Its ``param_error`` is the largest
   relative error (the parameters differ in scale), as ``param_rel_error`` in ``results.json``.
 
 AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
@@ -59,8 +59,8 @@ SETTINGS = {
                "abc": {"population_size": 100, "max_generations": 8}, "cma": {"max_evaluations": 300}},
         "prw": {"overrides": ["trainer.max_epochs=6"],
                 "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 600}},
-        "potts": {"overrides": ["data.size=48", "model.cells=40", "trainer.max_epochs=4"],
-                  "abc": {"population_size": 100, "max_generations": 6}, "cma": {"max_evaluations": 300}},
+        "potts": {"overrides": ["data.size=40", "model.cells=28"],
+                  "abc": {"population_size": 80, "max_generations": 5}, "cma": {"max_evaluations": 200}},
     },
     "full": {
         "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
