@@ -37,6 +37,7 @@ records ``log P`` per lattice and tasks pass per-lattice summaries through ``sur
 
 State: ``(labels (B, H, W) long, cell_types (B, C) long, volume (B, C), surface (B, C), path (B, (K+1)^2))``
 with ``C`` the number of ids (the medium included); :meth:`CellularPotts.state` builds it from labels.
+Surfaces are kept up to date only when some type has a surface energy (or a learned ``lambda_S``).
 """
 
 from __future__ import annotations
