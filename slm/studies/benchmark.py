@@ -212,7 +212,8 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
 POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, volume, batch)
                for mode, size, cells, volume, batch in [
                    ("sequential", 64, 60, 25, 1), ("forward", 64, 60, 25, 1), ("forward", 256, 1000, 64, 1),
-                   ("forward", 256, 1000, 64, 4), ("grad", 128, 100, 64, 8), ("grad+checkpoint", 128, 100, 64, 8)]}
+                   ("forward", 256, 1000, 64, 4), ("forward", 256, 1000, 64, 32), ("grad", 128, 100, 64, 8),
+                   ("grad+checkpoint", 128, 100, 64, 8)]}
 
 
 class NaiveMK(torch.nn.Module):
