@@ -158,7 +158,11 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
                  " ".join(f"{v:.4g}" for v in self.target[-1].tolist()))
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=False)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler)
+        return lattice_loader(self.train_set, self.batch_size, self.trainer)
+
+
+def lattice_loader(starts: Dataset, batch_size: int, trainer: L.Trainer | None) -> DataLoader:
+    """Batches of ``batch_size`` starting lattices, each DDP rank its own share, in order."""
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    sampler = DistributedSampler(starts, num_replicas=world, rank=rank, shuffle=False)
+    return DataLoader(starts, batch_size=batch_size, sampler=sampler)

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data and budgets (<= 15 min on 2 cores)")
     parser.add_argument("--tasks", nargs="*", default=["si", "prw"], choices=calibrators.TASKS,
-                        help="potts (cell sorting, ~30 min with --quick) only when named")
+                        help="potts (cell sorting, ~30 min with --quick) and tcells (act model on T cells) only "
+                             "when named")
     parser.add_argument("--procs", type=int, default=2, help="ABC-SMC worker processes")
     parser.add_argument("--out", type=Path, default=Path("compare_calibrators.json"))
     parser.add_argument("--plot", type=Path, default=None, help="error vs time figure (default: OUT with .png)")
@@ -36,13 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("slm").setLevel(logging.INFO)
     plot = args.plot or args.out.with_suffix(".png")
     rows = calibrators.run_comparison(args.quick, args.tasks, args.procs, args.out, plot)
-    print("| task | method | seconds | simulations | param error | estimate | x AD time at equal error |")
+    print("| task | method | seconds | simulations | param error (or loss) | estimate | "
+          "x AD time at equal error |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         estimate = ", ".join(f"{k} {v:.4f}" for k, v in row["estimate"].items())
         ratio = row.get("ratio_to_AD_at_equal_error")
-        print(f"| {row['task']} | {row['method']} | {row['seconds']:.1f} | {row['simulations']} | "
-              f"{row['param_error']:.4f} | {estimate} | {'' if ratio is None else f'{ratio:.2f}'} |")
+        error = row.get("param_error", row.get("loss"))
+        print(f"| {row['task']} | {row['method']} | {row['seconds']:.1f} | {row['simulations']} | {error:.4f} | "
+              f"{estimate} | {'' if ratio is None else f'{ratio:.2f}'} |")
     print(f"wrote {args.out} and {plot}")
 
 

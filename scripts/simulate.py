@@ -3,6 +3,7 @@
     python scripts/simulate.py si --beta 0.3 --out frames.npz [--png preview.png]
     python scripts/simulate.py mk --size 512 --steps 50000 --png fig_s1.png [--gif run.gif] [--npz pattern.npz]
     python scripts/simulate.py potts --mcs 1000 --png cells.png [--gif run.gif --gif-every 10] [--npz cells.npz]
+    python scripts/simulate.py act --png cells.png [--gif run.gif] [--surface-target 160 --lambda-act 250 ...]
 
 ``si`` writes ``frames`` (uint8 0/1, shape (sequences, frames, size, size)), the format that
 ``data.path=FILE.npz`` reads, from one aware site in the centre of each lattice.
@@ -22,6 +23,12 @@ It saves the lattices side by side as a PNG (cells coloured by type, medium whit
 optionally a GIF of the first every ``--gif-every`` MCS and an ``.npz`` with ``labels (B, H, W)`` int32 and
 ``cell_types`` (``(C,)``, or ``(B, C)`` if the lattices differ), and prints the copy attempts per second and
 the summary statistics of the first lattice.
+
+``act`` runs migrating cells (``slm.models.ActPotts``, the act model; defaults: ``experiment=cpm_tcells``'s
+setting) on ``--lattices`` lattices: ``--burn-in`` MCS, then ``--frames`` frames ``--mcs-per-frame`` MCS
+apart. It saves the final lattices (cells shaded by activity) as a PNG, optionally a GIF of the first
+lattice at every frame, and prints the track statistics that the fit uses: speed (um/min), persistence and
+the MSD (um^2) at lags ``1..--lags``, with ``--um-per-site`` and ``--seconds-per-mcs``.
 """
 
 from __future__ import annotations
@@ -143,6 +150,56 @@ def simulate_potts_command(args: argparse.Namespace) -> None:
     print("lattice 0: " + ", ".join(f"{name} {value:.4g}" for name, value in values))
 
 
+def simulate_act_command(args: argparse.Namespace) -> None:
+    from slm.models import ActPotts
+    from slm.render import save_gif, save_png
+    from slm.stats import track_statistic_names, track_statistics
+    from slm.tasks.tracks import simulate_tracks
+
+    for name in ("cells", "lattices", "frames", "mcs_per_frame", "lags", "scale"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    if args.frames <= args.lags:
+        raise InputError(f"--frames: expected more frames than --lags ({args.lags}), got {args.frames}")
+    try:
+        model = ActPotts(lambda_act=args.lambda_act, max_act=args.max_act, volume_target=args.volume,
+                         lambda_volume=args.lambda_volume, surface_target=args.surface_target,
+                         lambda_surface=args.lambda_surface, temperature=args.temperature, cells=args.cells, learn=[])
+        if args.size < 4 or args.size % 2:
+            raise InputError(f"--size: expected an even side >= 4, got {args.size}")
+        generator = torch.Generator().manual_seed(args.seed)
+        state = model.initial_state(args.lattices, args.size, generator=generator)
+    except InputError as err:
+        key, _, rest = str(err).partition(":")
+        raise InputError(f"--{key.removeprefix('model.').replace('_', '-')}:{rest}") from None
+    images = []
+
+    def grey(state: tuple) -> np.ndarray:
+        values = (model.observe(state) * 255).round().to(torch.uint8).numpy()
+        return np.repeat(values[..., None], 3, -1)
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        tracks, state = simulate_tracks(model, state, args.burn_in, args.frames, args.mcs_per_frame, generator,
+                                        on_frame=(lambda s: images.append(grey(s)[0])) if args.gif else None)
+    seconds = max(time.perf_counter() - start, 1e-9)
+    mcs = args.burn_in + args.frames * args.mcs_per_frame
+    print(f"{mcs} MCS of {args.lattices} lattice(s) of {args.size}x{args.size} in {seconds:.2f} s: "
+          f"{args.lattices * args.size ** 2 * mcs / seconds:.3g} copy attempts/s")
+    save_png(grey(state), args.png, args.scale)
+    print(f"wrote {args.png}: {args.lattices} lattice(s), cells shaded by activity")
+    if args.gif:
+        save_gif(images, args.gif, args.scale)
+        print(f"wrote {args.gif}: lattice 0 at every frame")
+    statistics = track_statistics(tracks.flatten(0, 1) * args.um_per_site, args.lags)
+    frame_seconds = args.mcs_per_frame * args.seconds_per_mcs
+    values = dict(zip(track_statistic_names(args.lags), statistics.tolist(), strict=True))
+    print(f"{tracks.shape[0] * tracks.shape[1]} tracks of {args.frames + 1} frames ({frame_seconds:g} s apart, "
+          f"{args.um_per_site:g} um per site): speed {values['speed'] * 60 / frame_seconds:.3g} um/min, "
+          f"persistence {values['persistence']:.3g}, MSD (um^2) "
+          + " ".join(f"{values[f'msd_{k}']:.4g}" for k in range(1, args.lags + 1)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     models = parser.add_subparsers(dest="model", required=True)
@@ -189,6 +246,23 @@ def main(argv: list[str] | None = None) -> None:
     potts.add_argument("--gif-every", type=int, default=10, help="MCS between GIF frames")
     potts.add_argument("--npz", type=Path, help="also save the final labels and cell types")
     potts.set_defaults(run=simulate_potts_command)
+    act = models.add_parser("act", help="migrating cells: the act model in the CPM, with track statistics")
+    for name, value in (("lambda-act", 250.0), ("max-act", 20.0), ("volume", 60.0), ("lambda-volume", 25.0),
+                        ("surface-target", 160.0), ("lambda-surface", 1.0), ("temperature", 20.0),
+                        ("um-per-site", 1.0), ("seconds-per-mcs", 3.0)):
+        act.add_argument(f"--{name}", type=float, default=value)
+    act.add_argument("--size", type=int, default=40, help="lattice side")
+    act.add_argument("--cells", type=int, default=1, help="cells per lattice, packed at the centre")
+    act.add_argument("--lattices", type=int, default=16, help="independent lattices simulated side by side")
+    act.add_argument("--burn-in", type=int, default=50, help="MCS before the first frame")
+    act.add_argument("--frames", type=int, default=16, help="frames recorded after the first")
+    act.add_argument("--mcs-per-frame", type=int, default=8)
+    act.add_argument("--lags", type=int, default=10, help="MSD lags (frames)")
+    act.add_argument("--seed", type=int, default=0)
+    act.add_argument("--png", type=Path, required=True, help="image of the final lattices")
+    act.add_argument("--scale", type=int, default=4, help="image pixels per site")
+    act.add_argument("--gif", type=Path, help="also save an animation of the first lattice, one image per frame")
+    act.set_defaults(run=simulate_act_command)
     args = parser.parse_args(argv)
     try:
         args.run(args)

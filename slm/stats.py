@@ -119,12 +119,42 @@ def track_msd(tracks: Tracks, lags: int, key: str = "data.lags") -> np.ndarray:
     if tracks.n_frames <= lags:
         raise InputError(f"{key}: the tracks span at most {tracks.n_frames} frames, too few for {lags} lags "
                          f"(a lag of k frames needs tracks of k + 1 frames)")
-    pos = tracks.positions
-    msd = np.empty(lags)
-    for k in range(1, lags + 1):
-        squared = ((pos[:, k:] - pos[:, :-k]) ** 2).sum(-1)
-        msd[k - 1] = np.nanmean(squared)
-    return msd
+    return track_statistics(torch.from_numpy(tracks.positions), lags)[:lags].numpy()
+
+
+def track_statistic_names(lags: int) -> tuple[str, ...]:
+    """Names of the columns of :func:`track_statistics`."""
+    return (*(f"msd_{k}" for k in range(1, lags + 1)), "speed", "persistence")
+
+
+def track_statistics(positions: Tensor, lags: int) -> Tensor:
+    r"""MSD at lags ``1..lags``, mean speed and persistence of tracks; one implementation for real tracks
+    (with gaps) and simulated ones (differentiable).
+
+    Args:
+        positions: ``(..., N, T, D)``: ``N`` tracks of ``T`` frames, NaN where a track has no point.
+
+    Returns:
+        ``(..., lags + 2)`` (columns :func:`track_statistic_names`), each a mean over the ``N`` tracks and
+        all start times where the points exist: ``MSD(k) = mean |x_{t+k} - x_t|^2``; ``speed = mean
+        |x_{t+1} - x_t|`` (length per frame); ``persistence = mean cos(angle between x_{t+1} - x_t and
+        x_{t+2} - x_{t+1})``, the step-direction autocorrelation at lag one frame (0 for a random walk, 1
+        for a straight line). Lengths are in the positions' unit.
+    """
+
+    def mean(values: Tensor) -> Tensor:
+        present = values.isfinite()
+        count = present.sum((-2, -1)).clamp_min(1)
+        return torch.where(present, values, 0.0).sum((-2, -1)) / count
+
+    columns = [mean(((positions[..., k:, :] - positions[..., :-k, :]) ** 2).sum(-1)) for k in range(1, lags + 1)]
+    step = positions[..., 1:, :] - positions[..., :-1, :]
+    # The small floor keeps the gradient finite for a step of length zero.
+    length = ((step ** 2).sum(-1) + 1e-12).sqrt()
+    columns.append(mean(length))
+    direction = step / length[..., None]
+    columns.append(mean((direction[..., 1:, :] * direction[..., :-1, :]).sum(-1)))
+    return torch.stack(columns, -1)
 
 
 def walker_msd(positions: Tensor, lags: int) -> Tensor:

@@ -7,7 +7,6 @@ from hydra.utils import instantiate
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
 from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
-from slm.baselines.trace import Trace
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import simulate_si
 from slm.studies import calibrators
@@ -49,24 +48,22 @@ def test_comparison_rows_and_plot(tmp_path):
     settings = {"overrides": ["data.n_sequences=8", "data.n_frames=12", "data.batch_size=32", "trainer.max_epochs=3",
                               "+trainer.enable_model_summary=false"],
                 "abc": {"population_size": 30, "max_generations": 2}, "cma": {"max_evaluations": 30}}
-    rows, traces, truth = calibrators.compare("si", settings, 2, tmp_path)
+    rows, traces, errors = calibrators.compare("si", settings, 2, tmp_path)
     assert [r["method"][:3] for r in rows] == ["AD ", "ABC", "CMA"]
     for row in rows:
         assert {"task", "method", "seconds", "simulations", "param_error"} <= set(row)
         assert row["seconds"] > 0 and row["simulations"] > 0
         json.dumps(row)
     assert "interval_90" in rows[1] and rows[1]["ratio_to_AD_at_equal_error"] > 0
-    calibrators.plot({"si": (rows, traces, truth)}, tmp_path / "plot.png")
+    calibrators.plot({"si": (rows, traces, errors)}, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
 
 
 
 def test_seconds_to_counts_from_the_first_estimate_after_which_the_error_stays_below():
-    trace = Trace("m")
-    for seconds, beta in [(1, 0.1), (2, 0.39), (3, 0.2), (4, 0.41), (5, 0.395)]:
-        trace.add(seconds, seconds, {"beta": beta})
-    assert calibrators.seconds_to(trace, {"beta": 0.4}, 0.011) == 4
-    assert calibrators.seconds_to(trace, {"beta": 0.4}, 0.001) == float("inf")
+    errors = [abs(beta - 0.4) for beta in (0.1, 0.39, 0.2, 0.41, 0.395)]
+    assert calibrators.seconds_to([1, 2, 3, 4, 5], errors, 0.011) == 4
+    assert calibrators.seconds_to([1, 2, 3, 4, 5], errors, 0.001) == float("inf")
 
 
 def test_prw_problem_takes_the_truth_from_the_truth_node(tmp_path):
@@ -94,3 +91,20 @@ def test_potts_problem_runs_the_fit_simulator_within_bounds(tmp_path):
     trace = cma_es(problem, {"J_dark_light": 16.5, "J_light_light": 7.0, "lambda_volume": 3.0}, max_evaluations=8)
     for estimate in trace.estimates:
         assert all(low <= estimate[name] <= high for name, (low, high) in problem.bounds.items())
+
+
+def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
+    small = ["data.size=24", "model.volume_target=16", "model.surface_target=50", "data.burn_in=4", "data.frames=4",
+             "data.lags=2", "data.batch_size=2", "task.eval_lattices=2"]
+    cfg = calibrators.compose("tcells", small, tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    problem = calibrators.make_problem("tcells", cfg, datamodule)
+    assert problem.truth is None and problem.names == ("lambda_act", "max_act")
+    summary = problem.summary({"lambda_act": 200.0, "max_act": 20.0}, torch.Generator().manual_seed(0))
+    assert summary.shape == problem.observed.shape == (4,) and problem.simulations == 1
+    still = problem.evaluate({"lambda_act": 10.0, "max_act": 20.0})
+    assert still == problem.evaluate({"lambda_act": 10.0, "max_act": 20.0}), "the same noise for every estimate"
+    assert problem.evaluate({"lambda_act": 300.0, "max_act": 20.0}) < still, "moving cells fit T cells better"
+    assert problem.simulations == 1
+

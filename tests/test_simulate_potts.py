@@ -1,4 +1,4 @@
-"""``scripts/simulate.py potts`` as a user runs it, and the images of :mod:`slm.render`."""
+"""``scripts/simulate.py potts`` and ``act`` as a user runs them, and the images of :mod:`slm.render`."""
 
 from __future__ import annotations
 
@@ -79,3 +79,26 @@ def test_cells_rgb_takes_one_type_table_for_all_lattices():
     image = cells_rgb(labels, torch.tensor([0, 1]))
     assert image.shape == (2, 6, 8, 3)
     assert (image[0] == 255).all() and tuple(image[1, 2, 2]) == tuple(PALETTE[0])
+
+
+def run_act(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    tiny = ("--size", "24", "--volume", "16", "--surface-target", "50", "--lattices", "2", "--burn-in", "4",
+            "--frames", "5", "--mcs-per-frame", "2", "--lags", "3")
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "simulate.py"), "act", *tiny, *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_act_prints_the_track_statistics_and_saves_images(tmp_path: Path):
+    run = run_act("--png", "cells.png", "--gif", "cell.gif", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "2 tracks of 6 frames (6 s apart, 1 um per site): speed" in run.stdout and "persistence" in run.stdout
+    assert (tmp_path / "cells.png").stat().st_size > 0 and (tmp_path / "cell.gif").stat().st_size > 0
+
+
+def test_act_refuses_bad_options_with_one_line(tmp_path: Path):
+    run = run_act("--png", "cells.png", "--max-act", "0.5", cwd=tmp_path)
+    assert run.returncode != 0 and run.stderr.strip().splitlines() == [
+        "error: --max-act: expected a memory of at least 1 MCS, got 0.5"]
+    run = run_act("--png", "cells.png", "--frames", "3", cwd=tmp_path)
+    assert "error: --frames: expected more frames than --lags (3), got 3" in run.stderr

@@ -52,8 +52,9 @@ def test_cpm_score_gradient_matches_the_exact_one_and_the_pathwise_ones_shrink_i
 
 def test_potts_gradient_study_compares_every_estimator_with_finite_differences(tmp_path):
     lines = []
-    rows = potts_gradients.study(lattices=4, size=32, cells=16, mcs=10, repeats=2, step=0.1, progress=lines.append)
-    assert len(rows) == len(lines) == len(potts_gradients.POINTS) * len(potts_gradients.PARAMETERS) * 6
+    setting = potts_gradients.sorting(lattices=4, size=32, cells=16, mcs=10)
+    rows = potts_gradients.study(setting, repeats=2, step=0.1, progress=lines.append)
+    assert len(rows) == len(lines) == len(setting.points) * len(setting.parameters) * 6
     for row in rows:
         assert {"finite difference", *potts_gradients.ESTIMATORS} <= set(row)
         if row["statistic"] == "heterotypic_fraction" and row["parameter"] == "J_dark_light":
@@ -123,3 +124,11 @@ def test_benchmark_script_rejects_an_unknown_case():
 
     with pytest.raises(SystemExit, match=r"error: --only: unknown case\(s\) \['nope'\]"):
         script.main(["--only", "nope"])
+
+
+def test_act_gradient_setting_differentiates_the_track_statistics():
+    setting = potts_gradients.act(lattices=4, size=24, burn_in=5, frames=11, mcs_per_frame=2)
+    rows = potts_gradients.study(setting, repeats=1, step=0.1)
+    assert len(rows) == len(setting.points) * 3 * 4
+    assert {row["statistic"] for row in rows} == {"msd_1", "msd_10", "speed", "persistence"}
+    assert all(row["ste"][0] != 0 for row in rows if row["parameter"] in ("lambda_act", "max_act"))

@@ -15,6 +15,10 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
 * :class:`SummaryProblem`: a simulator with summary statistics over time (the multi-cell CPM);
   summary: the batch-mean summaries of ``lattices`` lattices (the gradient fit's batch) from random
   starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`).
+* :class:`TrackProblem`: migrating cells (the act model) against tracks without a known truth;
+  summary: the track statistics of ``lattices`` lattices (the fit's batch), distance: the fit's loss
+  (:func:`slm.tasks.tracks.track_loss`); :meth:`TrackProblem.evaluate` scores an estimate by that loss
+  on a larger simulation with fixed noise, the measure the comparison puts the methods side by side on.
 
 Every problem has ``bounds`` per parameter: the support of ABC-SMC's uniform prior and of CMA-ES's
 search (default ``(0, 1)``, probabilities).
@@ -33,6 +37,8 @@ from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
 from slm.parameters import set_values
+from slm.stats import track_statistics
+from slm.tasks.tracks import simulate_tracks, track_loss
 
 
 class SIProblem:
@@ -133,6 +139,62 @@ class SummaryProblem:
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return float((((a - b) / self.scale) ** 2).sum(1).mean())
+
+
+class TrackProblem:
+    """Fit the parameters ``start`` names of a migrating-cell ``simulator`` to target track statistics.
+
+    Args:
+        simulator: the model as configured (its other values stay fixed).
+        target: target :func:`slm.stats.track_statistics` ``(K + 2,)``, lattice units.
+        start: the fitted parameters (their start values name them).
+        bounds: ``(low, high)`` per fitted parameter.
+        starts: items ``(labels, cell_types)`` of starting lattices (the fit's data set).
+        lattices: lattices per simulation (the gradient fit's batch).
+        burn_in, frames, mcs_per_frame: the tracks (as the data module's).
+        weights: the loss weights (msd, speed, persistence).
+        eval_lattices: lattices of :meth:`evaluate`.
+    """
+
+    truth = None
+
+    def __init__(self, simulator: Simulator, target: Tensor, start: dict[str, float],
+                 bounds: dict[str, tuple[float, float]], starts: Dataset, lattices: int, burn_in: int, frames: int,
+                 mcs_per_frame: int, weights: Tensor, eval_lattices: int = 64):
+        self.simulator = simulator
+        self.target = target.double()
+        self.names = tuple(start)
+        self.bounds = {name: tuple(bounds[name]) for name in self.names}
+        self.observed = self.target.numpy()
+        self.starts, self.lattices, self.eval_lattices = starts, lattices, eval_lattices
+        self.burn_in, self.frames, self.mcs_per_frame = burn_in, frames, mcs_per_frame
+        self.weights = weights.double()
+        self.simulations = 0
+
+    @torch.no_grad()
+    def statistics(self, params: dict[str, float], lattices: int, generator: torch.Generator | None) -> np.ndarray:
+        """Mean track statistics ``(K + 2,)`` of ``lattices`` lattices simulated at ``params``."""
+        model = copy.deepcopy(self.simulator)
+        set_values(model, params, key="params")
+        picks = torch.randint(len(self.starts), (lattices,), generator=generator).tolist()
+        labels, cell_types = (torch.stack(part) for part in zip(*(self.starts[i] for i in picks), strict=True))
+        tracks, _ = simulate_tracks(model, model.state(labels, cell_types), self.burn_in, self.frames,
+                                    self.mcs_per_frame, generator)
+        return track_statistics(tracks, len(self.target) - 2).mean(0).double().numpy()
+
+    def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
+        """One simulation of ``lattices`` lattices (counted)."""
+        self.simulations += 1
+        return self.statistics(params, self.lattices, generator)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(track_loss(torch.from_numpy(a), torch.from_numpy(b), self.weights))
+
+    def evaluate(self, params: dict[str, float], seed: int = 12345) -> float:
+        """The loss at ``params`` from ``eval_lattices`` lattices with the same noise for every call (not
+        counted as a simulation of the method)."""
+        return self.distance(self.statistics(params, self.eval_lattices, torch.Generator().manual_seed(seed)),
+                             self.observed)
 
 
 def parameter_error(estimate: dict[str, float], truth: dict[str, float], relative: bool = False) -> float:

@@ -1,5 +1,6 @@
 """Stochastic lattice simulators behind one contract, :class:`Simulator` (see :mod:`slm.models.base`)."""
 
+from slm.models.act import ActPotts
 from slm.models.base import Simulator, WalkSimulator
 from slm.models.cpm import OnePixelCPM
 from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
@@ -8,6 +9,7 @@ from slm.models.pixel_field import PixelField
 from slm.models.potts import CellularPotts, random_mixture, single_cell
 from slm.models.si import SI, simulate_si, transition_counts
 
-__all__ = ["SI", "CellularPotts", "MalevanetsKapral", "OnePixelCPM", "PersistentRandomWalk", "PixelField", "Simulator",
+__all__ = ["SI", "ActPotts", "CellularPotts",
+           "MalevanetsKapral", "OnePixelCPM", "PersistentRandomWalk", "PixelField", "Simulator",
            "WalkSimulator", "random_mixture", "simulate_si", "single_cell", "transition_counts",
            "uniform_state"]

@@ -137,7 +137,7 @@ class Simulator(nn.Module):
         device = generator.device if generator is not None else "cpu"
         base = int(torch.randint(2**62, (1,), generator=generator, device=device))
         prepared = self.prepared()
-        segment = checkpoint_every or steps
+        segment = checkpoint_every or max(steps, 1)
         for done in range(0, steps, segment):
             length = min(segment, steps - done)
             if checkpoint_every and torch.is_grad_enabled():

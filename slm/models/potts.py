@@ -87,6 +87,9 @@ class CellularPotts(Simulator):
         estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
     """
 
+    #: Parameters of more energy terms that a subclass registers itself (names ``learn`` may hold).
+    more_parameters: tuple[str, ...] = ()
+
     def __init__(self, contact: Sequence[Sequence[float]], volume_target: float | Sequence[float] = 25.0,
                  lambda_volume: float | Sequence[float] = 2.0, surface_target: float | Sequence[float] = 20.0,
                  lambda_surface: float | Sequence[float] = 0.0, temperature: float = 10.0,
@@ -119,9 +122,10 @@ class CellularPotts(Simulator):
         if not values["temperature"][0] > 0:
             raise InputError(f"model.temperature: expected a positive temperature, got {temperature}")
         learn = list(self.contact_names if learn is None else learn)
-        unknown = sorted(set(learn) - set(values))
+        unknown = sorted(set(learn) - set(values) - set(self.more_parameters))
         if unknown:
-            raise InputError(f"model.learn: unknown parameter(s) {unknown}; expected some of {sorted(values)}")
+            raise InputError(f"model.learn: unknown parameter(s) {unknown}; expected some of "
+                             f"{sorted([*values, *self.more_parameters])}")
         for name, (value, constraint) in values.items():
             if name in learn:
                 register(self, name, value, constraint)
@@ -172,19 +176,36 @@ class CellularPotts(Simulator):
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
         """One MCS: the four site classes in turn."""
-        labels, cell_types, volume, surface, path = state
+        labels, cell_types, volume, surface, path, *extra = state
         labels = labels.clone()
-        contact, v_target, lam_v, s_target, lam_s, temperature = prepared
+        contact, v_target, lam_v, s_target, lam_s, temperature = prepared[:6]
         per_cell = [term[cell_types] for term in (v_target, lam_v, s_target, lam_s)]
         noise = torch.rand(len(CLASSES), 2, *labels[:, ::2, ::2].shape, generator=generator, device=labels.device)
         for (a, b), u in zip(CLASSES, noise, strict=True):
-            volume, surface, path = self._sweep(labels, cell_types, volume, surface, path, contact, per_cell,
-                                                temperature, a, b, u)
-        return labels, cell_types, volume, surface, path
+            volume, surface, path, extra = self._sweep(labels, cell_types, volume, surface, path, extra, prepared,
+                                                       per_cell, a, b, u)
+        return labels, cell_types, volume, surface, path, *self._after_mcs(extra, prepared)
+
+    # -- what a CPM with more terms overrides (the act model, slm.models.act) -----------------------
+
+    def _copy_energy(self, labels: Tensor, extra: list[Tensor], prepared: tuple[Tensor, ...], a: int, b: int,
+                     where: Tensor) -> Tensor | None:
+        """More ``dH (B, h, w)`` of the class's copies, from the lattice before the class and the extra state;
+        ``where (B, h w)``: each source's flat index in the lattice padded by one site. None: no more terms."""
+        return None
+
+    def _copied(self, extra: list[Tensor], z: Tensor, source: Tensor, target: Tensor, volume: Tensor,
+                a: int, b: int) -> list[Tensor]:
+        """The extra state after the class's copies ``z (B, h, w)`` (1: ``source`` ids copied into the targets)."""
+        return extra
+
+    def _after_mcs(self, extra: list[Tensor], prepared: tuple[Tensor, ...]) -> list[Tensor]:
+        """The extra state at the end of an MCS."""
+        return extra
 
     def _sweep(self, labels: Tensor, cell_types: Tensor, volume: Tensor, surface: Tensor, path: Tensor,
-               contact: Tensor, per_cell: list[Tensor], temperature: Tensor, a: int, b: int, u: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor]:
+               extra: list[Tensor], prepared: tuple[Tensor, ...], per_cell: list[Tensor], a: int, b: int, u: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """Copy attempts into every site of class ``(a, b)`` at once; writes ``labels`` in place.
 
         With ``c_q`` the number of energy neighbours of type ``q`` and ``n_x`` those with id ``x``, the
@@ -193,6 +214,7 @@ class CellularPotts(Simulator):
         """
         batch, height, width = labels.shape
         k, z_max = self.n_types + 1, self.neighbours
+        contact, temperature = prepared[0], prepared[5]
         padded = F.pad(labels[:, None], (1, 1, 1, 1), mode="circular")[:, 0]  # (B, H + 2, W + 2)
         padded_types = cell_types.gather(1, padded.flatten(1)).view_as(padded)
         target = labels[:, a::2, b::2]
@@ -221,6 +243,9 @@ class CellularPotts(Simulator):
         field = torch.tensordot(matrix, by_type, 1)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
         d_h = field.gather(0, source_type[None])[0] - field.gather(0, target_type[None])[0]
         d_h = d_h - diagonal[source_type] * same_source + diagonal[target_type] * same_target
+        more = self._copy_energy(labels, extra, prepared, a, b, where.view(batch, -1))
+        if more is not None:
+            d_h = d_h + more
         d_source = (z_max - 2 * same_source.to(volume.dtype)).reshape(flat)  # bonds gained - lost by the source cell
         d_target = (2 * same_target.to(volume.dtype) - z_max).reshape(flat)
         cells = torch.cat([source.reshape(flat), target.reshape(flat)], 1)
@@ -228,6 +253,7 @@ class CellularPotts(Simulator):
                                            temperature, (source != target).reshape(flat), noise.reshape(flat),
                                            priority.reshape(flat))
         z = z.view_as(target)
+        extra = self._copied(extra, z, source, target, volume, a, b)
         labels[:, a::2, b::2] = torch.where(z.detach() > 0, source, target)
         if z.requires_grad:
             # Bonds from the target gained by (source type, q) and lost by (target type, q), for every type q,
@@ -237,7 +263,7 @@ class CellularPotts(Simulator):
             gained = torch.einsum("tbhw,qbhw->btq", is_source * signal, by_type - is_source * same_source)
             lost = torch.einsum("tbhw,qbhw->btq", is_target * signal, by_type - is_target * same_target)
             path = path + (gained - lost).reshape(batch, k * k)
-        return volume, surface, path
+        return volume, surface, path, extra
 
     def _resolve(self, d_contact: Tensor, cells: Tensor, volume: Tensor, surface: Tensor, d_source: Tensor,
                  d_target: Tensor, per_cell: list[Tensor], temperature: Tensor, active: Tensor, noise: Tensor,
@@ -364,7 +390,7 @@ class CellularPotts(Simulator):
         """``O (B, K+1, K+1)``: bonds between unlike ids counted from both ends, by the types of the ends
         (``O[a, b]`` = bonds between types ``a != b``, ``O[a, a]`` = twice the bonds between different cells
         of type ``a``), with the gradient path."""
-        labels, cell_types, _, _, path = state
+        labels, cell_types, path = state[0], state[1], state[4]
         batch, k = labels.shape[0], self.n_types + 1
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels)
         counts = torch.zeros(batch, k * k, device=labels.device)
@@ -380,7 +406,7 @@ class CellularPotts(Simulator):
         of different types over all bonds between cells), mean and standard deviation of the cell volumes,
         the number of same-type clusters (4-connected, on the torus; no gradient), and with several types
         each type's share of the bonds between cells and the medium (which type lines the aggregate)."""
-        labels, cell_types, volume, _, _ = state
+        labels, cell_types, volume = state[:3]
         counts = self.bond_counts(state)
         bonds = counts[:, 1:, 1:]
         same = torch.diagonal(bonds, dim1=1, dim2=2).sum(1) / 2

@@ -216,6 +216,48 @@ POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_
                    ("grad+checkpoint", 128, 100, 64, 8)]}
 
 
+def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
+    """The act model as ``experiment=cpm_tcells`` runs it (one cell of 60 sites per 40x40 lattice):
+    ``forward`` MCS/s and copy attempts/s, or ``grad``: one Adam step of the T-cell fit (50 MCS of
+    burn-in, then 16 frames of 8 MCS, loss on the track statistics) next to the same forward."""
+    from slm.models.act import ActPotts
+    from slm.stats import track_statistics
+    from slm.tasks.tracks import simulate_tracks
+
+    size = 40
+    model = ActPotts(surface_target=160.0).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    start = model.initial_state(batch, size, device=device, generator=generator)
+    row = {"model": "act model, 1 cell of 60", "lattice": f"{size}x{size}", "batch": batch}
+    if mode == "forward":
+        with torch.no_grad():
+            model.rollout(start, 50, generator)  # a moving cell, not the square at rest
+            seconds = _median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
+        row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
+        row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
+        return row
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def run() -> torch.Tensor:
+        return track_statistics(simulate_tracks(model, start, 50, 16, 8, generator)[0], 10).mean(0)
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        run().sum().backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        forward = _median_seconds(run, max(3, repeats // 2), device, 1)
+    grad = _median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+    row["model"] += ", T-cell fit step (178 MCS)"
+    row["gradient step"] = f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s)"
+    return row
+
+
+ACT_CASES = {f"act_{mode}_40_b{batch}": partial(act_case, mode, batch)
+             for mode, batch in [("forward", 1), ("forward", 16), ("forward", 128), ("grad", 16)]}
+
+
 class NaiveMK(torch.nn.Module):
     """A straightforward PyTorch MK (the naive reference of the speed targets), for comparison only: all 9
     shifted copies of the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
@@ -315,7 +357,8 @@ MK_CASES["mk_step_per_call"] = partial(mk_case, "per_call", 64, 1, "grad", label
 MK_CASES["mk_step_rollout"] = partial(mk_case, "ours", 64, 1, "grad", label="MK, rollout")
 #: every case by name, in the order of the table
 CASES: dict[str, Callable[[torch.device, int], Row]] = {
-    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)} | MK_CASES | POTTS_CASES
+    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)
+} | MK_CASES | POTTS_CASES | ACT_CASES
 
 
 def _run_case(name: str, device_name: str, repeats: int, queue: mp.Queue) -> None:

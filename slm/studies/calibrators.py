@@ -14,6 +14,11 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   summaries over time of cell sorting (experiment ``cpm_sorting``; ``--quick``: 40x40 lattices with
   28 cells). Priors and CMA-ES bounds: :data:`POTTS_BOUNDS`. Its ``param_error`` is the largest
   relative error (the parameters differ in scale), as ``param_rel_error`` in ``results.json``.
+* ``tcells``: ``lambda_act``, ``max_act`` of the act model fitted to celltrackR's T cells (experiment
+  ``cpm_tcells``; ``--quick``: 8 lattices per simulation, 50 gradient steps). Real data have no truth:
+  every estimate is scored by the fit's loss on 64 lattices with the same noise for every estimate
+  (:meth:`slm.baselines.problems.TrackProblem.evaluate`, not counted in the methods' time), and the rows
+  carry ``loss`` in place of ``param_error``. Priors and CMA-ES bounds: :data:`TRACK_BOUNDS`.
 
 AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
@@ -24,9 +29,9 @@ Euclidean distance to the truth
 
 Writes ``--out`` (a JSON list of rows ``{"task", "method", "seconds", "simulations", "param_error",
 ...}``) and a plot of parameter error against wall-clock time (``--plot``, default next to ``--out``).
-Each ABC and CMA row also says how much longer than AD the method took to reach the *equal error*:
-the larger of the two final errors, counted from the first moment after which a method stays at or
-below it.
+Each ABC and CMA row also says how much longer than AD the method took to reach the *equal error*
+(or loss): the larger of the two final errors, counted from the first moment after which a method stays
+at or below it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -46,8 +51,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
-from slm.baselines.problems import PRWProblem, SIProblem, SummaryProblem, parameter_error
+from slm.baselines.problems import PRWProblem, SIProblem, SummaryProblem, TrackProblem, parameter_error
 from slm.baselines.trace import Trace
+from slm.tasks.tracks import TERMS
 from slm.train import compose_config, train
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,8 @@ SETTINGS = {
                 "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 600}},
         "potts": {"overrides": ["data.size=40", "model.cells=28"],
                   "abc": {"population_size": 80, "max_generations": 5}, "cma": {"max_evaluations": 200}},
+        "tcells": {"overrides": ["data.batch_size=8", "trainer.max_epochs=2"],
+                   "abc": {"population_size": 40, "max_generations": 4}, "cma": {"max_evaluations": 80}},
     },
     "full": {
         "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
@@ -69,16 +77,22 @@ SETTINGS = {
                 "cma": {"max_evaluations": 3000}},
         "potts": {"overrides": [], "abc": {"population_size": 200, "max_generations": 8},
                   "cma": {"max_evaluations": 800}},
+        "tcells": {"overrides": [], "abc": {"population_size": 100, "max_generations": 6},
+                   "cma": {"max_evaluations": 300}},
     },
 }
 #: ABC-SMC's uniform priors and CMA-ES's bounds for the CPM (the truth: 11, 14, 2)
 POTTS_BOUNDS = {"J_dark_light": (0.0, 32.0), "J_light_light": (0.0, 32.0), "lambda_volume": (0.25, 8.0)}
+#: ABC-SMC's uniform priors and CMA-ES's bounds for the act model on T cells
+TRACK_BOUNDS = {"lambda_act": (10.0, 1000.0), "max_act": (2.0, 100.0)}
 #: tasks whose parameter error is the largest relative error
 RELATIVE = ("potts",)
-EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic", "potts": "cpm_sorting"}
+EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic", "potts": "cpm_sorting", "tcells": "cpm_tcells"}
+TITLES = {"si": "SI: beta", "prw": "PRW: p_center, p_resample", "potts": "CPM sorting: J_dl, J_ll, lambda_V",
+          "tcells": "act model on T cells: lambda_act, max_act"}
 TASKS = tuple(EXPERIMENTS)
-#: one comparison: its rows, the trace of each method, the truth
-Result = tuple[list[dict], dict[str, Trace], dict[str, float]]
+#: one comparison: its rows, the trace of each method, each trace's errors (or losses)
+Result = tuple[list[dict], dict[str, Trace], dict[str, list[float]]]
 
 
 def compose(task: str, overrides: Iterable[str], output: Path) -> DictConfig:
@@ -87,8 +101,14 @@ def compose(task: str, overrides: Iterable[str], output: Path) -> DictConfig:
                           "trainer.enable_progress_bar=false", *overrides)
 
 
-def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProblem | SummaryProblem:
+def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProblem | SummaryProblem | TrackProblem:
     """The baselines' problem on the data of ``datamodule`` (set up), with the truth of ``cfg.truth``."""
+    if task == "tcells":
+        start = {name: float(v) for name, v in instantiate(cfg.model).parameter_values().items()}
+        weights = torch.tensor([float((cfg.task.weights or {}).get(n, 1.0)) for n in TERMS])
+        return TrackProblem(datamodule.simulator, datamodule.target, start, TRACK_BOUNDS, datamodule.train_set,
+                            cfg.data.batch_size, datamodule.burn_in, datamodule.frames, datamodule.mcs_per_frame,
+                            weights, cfg.task.eval_lattices)
     if task == "potts":
         return SummaryProblem(datamodule.simulator, datamodule.target, datamodule.truth, POTTS_BOUNDS,
                               datamodule.train_set, cfg.data.batch_size, cfg.data.mcs_per_frame)
@@ -117,13 +137,19 @@ def run_ad(cfg: DictConfig, names: tuple[str, ...], simulations_per_step: float)
     return trace
 
 
-def seconds_to(trace: Trace, truth: dict[str, float], error: float, relative: bool = False) -> float:
-    """Seconds at the first estimate after which every estimate is within ``error`` of the truth."""
-    errors = [parameter_error(e, truth, relative) for e in trace.estimates]
+def seconds_to(seconds: list[float], errors: list[float], level: float) -> float:
+    """Seconds at the first estimate after which every error is at most ``level``."""
     for i in range(len(errors)):
-        if all(e <= error * (1 + 1e-9) for e in errors[i:]):
-            return trace.seconds[i]
+        if all(e <= level * (1 + 1e-9) for e in errors[i:]):
+            return seconds[i]
     return math.inf
+
+
+def scorer(task: str, problem) -> Callable[[dict[str, float]], float]:
+    """How an estimate is scored: its parameter error against the truth, or (no truth) the evaluated loss."""
+    if problem.truth is None:
+        return problem.evaluate
+    return lambda estimate: parameter_error(estimate, problem.truth, task in RELATIVE)
 
 
 def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
@@ -134,61 +160,62 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     datamodule.setup("fit")
     problem = make_problem(task, cfg, datamodule)
     truth = problem.truth
+    metric = "loss" if truth is None else "param_error"
     # AD's simulations in units of one pass over the problem (SI: all training transitions)
     per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
     start = {name: float(v) for name, v in instantiate(cfg.model).parameter_values().items()}
-    relative = task in RELATIVE
     log.info("%s: truth %s, start %s", task, truth, start)
     traces = {}
     for trace in (run_ad(cfg, problem.names, per_step),
                   abc_smc(make_problem(task, cfg, datamodule), n_procs=procs, **settings["abc"]),
                   cma_es(make_problem(task, cfg, datamodule), start, **settings["cma"])):
         traces[trace.method] = trace
+    score = scorer(task, problem)
+    errors = {method: [score(e) for e in trace.estimates] for method, trace in traces.items()}
     rows = []
     for method, trace in traces.items():
         row = {"task": task, "method": method, "seconds": round(trace.seconds[-1], 2),
-               "simulations": trace.simulations[-1],
-               "param_error": parameter_error(trace.estimates[-1], truth, relative),
+               "simulations": trace.simulations[-1], metric: errors[method][-1],
                "estimate": trace.estimates[-1], "truth": truth}
         if trace.intervals:
             row["interval_90"] = trace.intervals[-1]
         rows.append(row)
     ad = rows[0]
     for row in rows[1:]:
-        equal = max(ad["param_error"], row["param_error"])
-        t_ad = seconds_to(traces[ad["method"]], truth, equal, relative)
-        t_other = seconds_to(traces[row["method"]], truth, equal, relative)
+        equal = max(ad[metric], row[metric])
+        t_ad = seconds_to(traces[ad["method"]].seconds, errors[ad["method"]], equal)
+        t_other = seconds_to(traces[row["method"]].seconds, errors[row["method"]], equal)
         row["equal_error"] = equal
         row["seconds_to_equal_error"] = t_other
         row["AD_seconds_to_equal_error"] = t_ad
         row["ratio_to_AD_at_equal_error"] = t_other / t_ad if t_ad > 0 else math.inf
-    return rows, traces, truth
+    return rows, traces, errors
 
 
 def plot(results: dict[str, Result], path: Path) -> None:
     """Parameter error against wall-clock seconds, one panel per task, saved to ``path``."""
     figure = Figure(figsize=(5 * len(results), 3.8), layout="tight")
     axes = figure.subplots(1, len(results), squeeze=False)
-    for axis, (task, (rows, traces, truth)) in zip(axes[0], results.items(), strict=True):
+    for axis, (task, (rows, traces, errors)) in zip(axes[0], results.items(), strict=True):
         for (method, trace), colour in zip(traces.items(), ("tab:blue", "tab:red", "tab:green"), strict=True):
-            errors = [max(parameter_error(e, truth, task in RELATIVE), 1e-5) for e in trace.estimates]
-            axis.plot(trace.seconds, errors, "o-", ms=3, color=colour, label=method)
+            axis.plot(trace.seconds, [max(e, 1e-5) for e in errors[method]], "o-", ms=3, color=colour,
+                      label=method)
         for row in rows[1:]:
             axis.axhline(row["equal_error"], color="gray", ls=":", lw=1)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("wall-clock seconds (2 CPU cores)")
-        axis.set_ylabel("largest relative error" if task in RELATIVE else "parameter error |theta - truth|")
-        axis.set_title({"si": "SI: beta", "prw": "PRW: p_center, p_resample",
-                        "potts": "CPM sorting: J_dl, J_ll, lambda_V"}[task])
+        axis.set_ylabel("loss (64 lattices, fixed noise)" if "loss" in rows[0] else
+                        "largest relative error" if task in RELATIVE else "parameter error |theta - truth|")
+        axis.set_title(TITLES[task])
         axis.legend(fontsize=8)
     figure.savefig(path, dpi=120)
 
 
 def run_comparison(quick: bool, tasks: Iterable[str], procs: int, out: Path, plot_path: Path | None = None
                    ) -> list[dict]:
-    """Compare the calibrators on each of ``tasks`` (``si``, ``prw``, ``potts``) with the ``quick`` or ``full``
-    :data:`SETTINGS`; write the rows to ``out`` (JSON) and the figure to ``plot_path`` (default: ``out``
+    """Compare the calibrators on each of ``tasks`` (``si``, ``prw``, ``potts``, ``tcells``) with the ``quick``
+    or ``full`` :data:`SETTINGS`; write the rows to ``out`` (JSON) and the figure to ``plot_path`` (default: ``out``
     with ``.png``). Returns the rows of every task."""
     settings = SETTINGS["quick" if quick else "full"]
     results = {}

@@ -1,8 +1,9 @@
 """Check the multi-cell CPM's gradients: each estimator's d E[statistic] / d parameter against a finite difference.
 
-For the cell-sorting setting (CompuCell3D's cellsort energies, scaled down to ``size`` lattices with
-``cells`` cells), every statistic of ``CellularPotts.summary`` after ``mcs`` MCS from a random mixture
-is differentiated with respect to each fitted parameter, at several parameter points:
+Two settings (:class:`Setting`): ``sorting`` (CompuCell3D's cellsort energies, scaled down: every
+statistic of ``CellularPotts.summary`` after some MCS from a random mixture) and ``act`` (migrating cells
+of ``experiment=cpm_tcells``: the MSD at lags 1 and 10, speed and persistence of the centroid tracks).
+Every statistic is differentiated with respect to each parameter, at several parameter points:
 
 * finite difference: the central difference of the batch-mean statistic at ``theta (1 +- step)`` with
   common random numbers (the same starting lattices and the same noise seed on both sides);
@@ -14,89 +15,135 @@ when its sign agrees with the finite difference wherever the difference is resol
 errors); the ratio estimate / difference measures its scale bias.
 
     python scripts/potts_gradients.py --out docs/potts_gradients.json --plot docs/potts_gradients.png
+    python scripts/potts_gradients.py --setting act --repeats 3 --out docs/act_gradients.json \
+        --plot docs/act_gradients.png
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
+from torch import Tensor
 
-from slm.estimators import make_estimator
+from slm.estimators import Estimator, make_estimator
+from slm.models.act import ActPotts
+from slm.models.base import Simulator
 from slm.models.potts import CellularPotts
 from slm.parameters import set_values
+from slm.stats import track_statistics
 from slm.studies.cpm_gradients import mean_and_error
+from slm.tasks.tracks import simulate_tracks
 
 CONTACT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
-PARAMETERS = ("J_dark_light", "J_light_light", "lambda_volume", "temperature")
-#: the truth of cpm_sorting and the experiment's start
-POINTS = ({"J_dark_light": 11.0, "J_light_light": 14.0, "lambda_volume": 2.0, "temperature": 10.0},
-          {"J_dark_light": 16.5, "J_light_light": 7.0, "lambda_volume": 3.0, "temperature": 15.0})
-#: stored as logarithms
-POSITIVE = ("lambda_volume", "temperature")
 #: label -> (estimator name, Gumbel temperature)
 ESTIMATORS = {"ste": ("ste", 1.0), "gumbel tau=1": ("gumbel", 1.0), "score": ("score", 1.0)}
 
 
-def make_model(point: dict[str, float], estimator: str, tau: float, cells: int) -> CellularPotts:
-    model = CellularPotts(CONTACT, type_names=["dark", "light"], learn=list(PARAMETERS), cells=cells,
-                          estimator=make_estimator(estimator, tau))
-    set_values(model, point)
-    return model
+@dataclass
+class Setting:
+    """What the study differentiates: ``statistics(model, seed)`` ``(B, m)`` (columns ``names``) of a model
+    built by ``build(point, estimator)``, with respect to ``parameters`` (``positive`` ones stored as
+    logarithms), at each of ``points``."""
+
+    parameters: tuple[str, ...]
+    positive: tuple[str, ...]
+    points: tuple[dict[str, float], ...]
+    names: tuple[str, ...]
+    build: Callable[[dict[str, float], Estimator], Simulator]
+    statistics: Callable[[Simulator, int], Tensor]
 
 
-def starts(model: CellularPotts, lattices: int, size: int, seed: int) -> tuple:
-    return model.initial_state(lattices, size, generator=torch.Generator().manual_seed(10_000 + seed))
+def sorting(lattices: int = 4, size: int = 48, cells: int = 40, mcs: int = 30) -> Setting:
+    """Cell sorting: :meth:`CellularPotts.summary` after ``mcs`` MCS from a random mixture, with respect to
+    ``J_dark_light``, ``J_light_light``, ``lambda_volume`` and ``T`` at the truth of ``cpm_sorting`` and its start."""
+    parameters = ("J_dark_light", "J_light_light", "lambda_volume", "temperature")
+
+    def build(point: dict[str, float], estimator: Estimator) -> CellularPotts:
+        model = CellularPotts(CONTACT, type_names=["dark", "light"], learn=list(parameters), cells=cells,
+                              estimator=estimator)
+        set_values(model, point)
+        return model
+
+    def statistics(model: Simulator, seed: int) -> Tensor:
+        start = model.initial_state(lattices, size, generator=torch.Generator().manual_seed(10_000 + seed))
+        return model.summary(model.rollout(start, mcs, torch.Generator().manual_seed(seed)))
+
+    points = ({"J_dark_light": 11.0, "J_light_light": 14.0, "lambda_volume": 2.0, "temperature": 10.0},
+              {"J_dark_light": 16.5, "J_light_light": 7.0, "lambda_volume": 3.0, "temperature": 15.0})
+    names = build(points[0], make_estimator("ste")).summary_names
+    return Setting(parameters, ("lambda_volume", "temperature"), points, names, build, statistics)
 
 
-def estimator_gradients(point: dict[str, float], label: str, lattices: int, size: int, cells: int, mcs: int,
-                        seed: int) -> dict[str, list[float]]:
+def act(lattices: int = 16, size: int = 40, burn_in: int = 50, frames: int = 12, mcs_per_frame: int = 8) -> Setting:
+    """Migrating cells (``experiment=cpm_tcells``'s act model): the track statistics (MSD at lags 1 and 10,
+    speed, persistence) of one cell per lattice, with respect to ``lambda_act``, ``max_act`` and the
+    surface target, at the experiment's start and near its fit."""
+    parameters = ("lambda_act", "max_act", "surface_target")
+
+    def build(point: dict[str, float], estimator: Estimator) -> ActPotts:
+        model = ActPotts(learn=list(parameters), estimator=estimator)
+        set_values(model, point)
+        return model
+
+    def statistics(model: Simulator, seed: int) -> Tensor:
+        start = model.initial_state(lattices, size)
+        tracks, _ = simulate_tracks(model, start, burn_in, frames, mcs_per_frame, torch.Generator().manual_seed(seed))
+        return track_statistics(tracks, 10)[:, [0, 9, 10, 11]]
+
+    points = ({"lambda_act": 150.0, "max_act": 40.5, "surface_target": 160.0},
+              {"lambda_act": 250.0, "max_act": 24.5, "surface_target": 160.0})
+    return Setting(parameters, parameters, points, ("msd_1", "msd_10", "speed", "persistence"), build, statistics)
+
+
+SETTINGS = {"sorting": sorting, "act": act}
+
+
+def estimator_gradients(setting: Setting, point: dict[str, float], label: str, seed: int) -> dict[str, list[float]]:
     """``{parameter: [d mean statistic / d parameter for each statistic]}`` by one estimator, one seed."""
     name, tau = ESTIMATORS[label]
-    model = make_model(point, name, tau, cells)
-    state = model.rollout(starts(model, lattices, size, seed), mcs, torch.Generator().manual_seed(seed))
-    statistics = model.surrogate(model.summary(state)).mean(0)
-    originals = [getattr(model.parametrizations, p).original for p in PARAMETERS]
-    grads = {p: [] for p in PARAMETERS}
+    model = setting.build(point, make_estimator(name, tau))
+    statistics = model.surrogate(setting.statistics(model, seed)).mean(0)
+    originals = [getattr(model.parametrizations, p).original for p in setting.parameters]
+    grads = {p: [] for p in setting.parameters}
     for statistic in statistics:
         if not statistic.requires_grad:
-            values = [None] * len(PARAMETERS)
+            values = [None] * len(setting.parameters)
         else:
             values = torch.autograd.grad(statistic, originals, retain_graph=True, allow_unused=True)
-        for p, g in zip(PARAMETERS, values, strict=True):
+        for p, g in zip(setting.parameters, values, strict=True):
             g = 0.0 if g is None else float(g)
-            grads[p].append(g / point[p] if p in POSITIVE else g)  # d/dx = d/dlog x / x
+            grads[p].append(g / point[p] if p in setting.positive else g)  # d/dx = d/dlog x / x
     return grads
 
 
 @torch.no_grad()
-def finite_differences(point: dict[str, float], lattices: int, size: int, cells: int, mcs: int, step: float,
-                       seed: int) -> dict[str, list[float]]:
+def finite_differences(setting: Setting, point: dict[str, float], step: float, seed: int) -> dict[str, list[float]]:
     """Central differences with common random numbers, ``{parameter: [one per statistic]}``."""
     out = {}
-    for p in PARAMETERS:
+    for p in setting.parameters:
         sides = []
         for sign in (1, -1):
-            model = make_model({**point, p: point[p] * (1 + sign * step)}, "ste", 1.0, cells)
-            state = model.rollout(starts(model, lattices, size, seed), mcs, torch.Generator().manual_seed(seed))
-            sides.append(model.summary(state).mean(0))
+            model = setting.build({**point, p: point[p] * (1 + sign * step)}, make_estimator("ste"))
+            sides.append(setting.statistics(model, seed).mean(0))
         out[p] = ((sides[0] - sides[1]) / (2 * step * point[p])).tolist()
     return out
 
 
-def study(lattices: int, size: int, cells: int, mcs: int, repeats: int, step: float,
-          progress: Callable[[str], object] | None = None) -> list[dict]:
+def study(setting: Setting, repeats: int, step: float, progress: Callable[[str], object] | None = None
+          ) -> list[dict]:
     """A row per (point, parameter, statistic): ``(mean, standard error)`` of the finite difference and of
     each estimator over ``repeats`` seeds."""
     rows = []
-    for point in POINTS:
-        fd = [finite_differences(point, lattices, size, cells, mcs, step, s) for s in range(repeats)]
-        est = {label: [estimator_gradients(point, label, lattices, size, cells, mcs, s) for s in range(repeats)]
-               for label in ESTIMATORS}
-        for p in PARAMETERS:
-            for j, statistic in enumerate(make_model(point, "ste", 1.0, cells).summary_names):
+    for point in setting.points:
+        fd = [finite_differences(setting, point, step, s) for s in range(repeats)]
+        est = {label: [estimator_gradients(setting, point, label, s) for s in range(repeats)] for label in ESTIMATORS}
+        for p in setting.parameters:
+            for j, statistic in enumerate(setting.names):
                 row = {"point": point, "parameter": p, "statistic": statistic,
                        "finite difference": mean_and_error([r[p][j] for r in fd])}
                 for label in ESTIMATORS:
@@ -122,9 +169,10 @@ def verdicts(rows: list[dict]) -> dict[str, dict]:
 
 def plot(rows: list[dict], path) -> None:
     """Estimator / finite difference per (parameter, statistic) at each point, saved to ``path``."""
+    points = list({json.dumps(r["point"], sort_keys=True): r["point"] for r in rows}.values())
     figure = Figure(figsize=(11, 3.6), layout="tight")
-    axes = figure.subplots(1, len(POINTS), squeeze=False)[0]
-    for axis, point in zip(axes, POINTS, strict=True):
+    axes = figure.subplots(1, len(points), squeeze=False)[0]
+    for axis, point in zip(axes, points, strict=True):
         mine = [r for r in rows if r["point"] == point]
         labels = [f"{r['statistic']}\n/{r['parameter']}" for r in mine]
         for k, (label, colour) in enumerate(zip(ESTIMATORS, ("tab:orange", "tab:green", "tab:blue"), strict=True)):

@@ -20,6 +20,11 @@ One Monte Carlo step (MCS) is ``H W`` copy attempts, each: pick a uniform random
 a uniform random one ``s`` of its 8 Moore neighbours; if ``sigma_s != sigma_t`` and the copy would not
 remove a cell's last site, copy ``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``.
 
+With the act model (:mod:`slm.models.act`: ``params`` has ``lambda_act`` and an integer ``max_act``) every
+site also has an age (MCS since it was copied into; its activity is ``max(max_act - age, 0)``), a copy
+adds ``-(lambda_act / max_act) (GM(s) - GM(t))`` to ``dH`` from the current activities, an accepted one
+sets the target's age to 0, and every MCS ends by adding 1 to every age.
+
 Volumes and surfaces are kept incrementally, and the contact energy of id ``x`` with id ``y`` is looked
 up in a per-id table (zero on the diagonal), so an attempt costs one pass over the target's neighbours.
 """
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from slm.errors import InputError
-from slm.models.potts import MOORE, NEIGHBOURHOODS, SUMMARY, CellularPotts
+from slm.models.potts import CLASSES, MOORE, NEIGHBOURHOODS, SUMMARY, CellularPotts
 
 #: Copy attempts whose random numbers are drawn at once.
 BLOCK = 1 << 16
@@ -42,14 +47,19 @@ def reference_parameters(model: CellularPotts) -> dict:
     """The model's energy parameters as plain Python, indexed by type (0 = medium):
 
     ``contact`` ``(K+1) x (K+1)`` nested list, ``volume_target``, ``lambda_volume``, ``surface_target`` and
-    ``lambda_surface`` lists of ``K+1`` numbers (the medium's lambdas are 0), and ``temperature``.
+    ``lambda_surface`` lists of ``K+1`` numbers (the medium's lambdas are 0), and ``temperature``; for the
+    act model also ``lambda_act`` and ``max_act``.
     """
     with torch.no_grad():
-        contact, v_target, lam_v, s_target, lam_s, temperature = (t.detach().cpu().double() for t in model.prepare())
+        prepared = [t.detach().cpu().double() for t in model.prepare()]
+    contact, v_target, lam_v, s_target, lam_s, temperature = prepared[:6]
     k = model.n_types + 1
-    return {"contact": contact.view(k, k).tolist(), "volume_target": v_target.tolist(),
-            "lambda_volume": lam_v.tolist(), "surface_target": s_target.tolist(), "lambda_surface": lam_s.tolist(),
-            "temperature": float(temperature)}
+    params = {"contact": contact.view(k, k).tolist(), "volume_target": v_target.tolist(),
+              "lambda_volume": lam_v.tolist(), "surface_target": s_target.tolist(),
+              "lambda_surface": lam_s.tolist(), "temperature": float(temperature)}
+    if len(prepared) == 8:
+        params |= {"lambda_act": float(prepared[6]), "max_act": float(prepared[7])}
+    return params
 
 
 def neighbour_lists(height: int, width: int) -> list[list[int]]:
@@ -60,7 +70,7 @@ def neighbour_lists(height: int, width: int) -> list[list[int]]:
 
 
 def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, neighbours: int, mcs: int,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, age: np.ndarray | None = None, order: str = "random") -> np.ndarray:
     """``mcs`` Monte Carlo steps of the literal sequential CPM (see the module docstring) from ``labels``.
 
     Args:
@@ -70,6 +80,11 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         neighbours: 8 (Moore) or 4 (von Neumann): the bonds of the contact and surface energies.
         mcs: the number of Monte Carlo steps (``H W`` copy attempts each).
         rng: the source of every random number.
+        age: ``(H, W)`` float ages of the sites, the act model's state (needed when ``params`` has
+            ``lambda_act``); updated in place.
+        order: ``random``: every attempt's target is a uniform random site (CompuCell3D's and Artistoo's
+            schedule); ``classes``: every MCS takes each site once, the four site classes in turn and a
+            random order within each (the schedule of the vectorised sweep).
 
     Returns the new labels, ``(H, W)`` int64 (``labels`` is not changed).
     """
@@ -78,6 +93,8 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         raise InputError(f"labels: expected one (H, W) lattice, got shape {labels.shape}")
     if neighbours not in NEIGHBOURHOODS.values():
         raise InputError(f"neighbours: expected 8 (Moore) or 4 (von Neumann), got {neighbours}")
+    if order not in ("random", "classes"):
+        raise InputError(f"order: expected random or classes, got {order!r}")
     height, width = labels.shape
     n_sites = height * width
     lab: list[int] = labels.astype(np.int64).ravel().tolist()
@@ -102,11 +119,40 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         volume[x] += 1
         surface[x] += sum(lab[n] != x for n in energy[site])
     exp = math.exp
+    acting = "lambda_act" in params
+    if acting and (age is None or age.shape != labels.shape):
+        raise InputError(f"age: the act model needs the ages of the sites, shaped {labels.shape}")
+    ages: list[float] = age.ravel().tolist() if acting else []
+    max_act = params.get("max_act", 1.0)
+    pull = params.get("lambda_act", 0.0) / max_act
+    around = [[site, *row] for site, row in enumerate(moore)]
+
+    def activity(site: int) -> float:
+        """The geometric mean of the activities of the sites of ``site``'s cell around it (0 on the medium)."""
+        cell = lab[site]
+        if cell == 0:
+            return 0.0
+        logs, count = 0.0, 0
+        for n in around[site]:
+            if lab[n] == cell:
+                a = max_act - ages[n]
+                if a <= 0:
+                    return 0.0
+                logs += math.log(a)
+                count += 1
+        return exp(logs / count)
+
+    classes = [np.arange(height * width).reshape(height, width)[a::2, b::2].ravel() for a, b in CLASSES]
     remaining = n_sites * mcs
+    done = 0
     while remaining > 0:
-        block = min(remaining, BLOCK)
+        # With the act model or the class order a block is one MCS (the ages grow at its end).
+        block = n_sites if acting or order == "classes" else min(remaining, BLOCK)
         remaining -= block
-        targets = rng.integers(0, n_sites, block).tolist()
+        if order == "classes":
+            targets = np.concatenate([rng.permutation(sites) for sites in classes]).tolist()
+        else:
+            targets = rng.integers(0, n_sites, block).tolist()
         directions = rng.integers(0, 8, block).tolist()
         noise = rng.random(block).tolist()
         for t, d, u in zip(targets, directions, noise, strict=True):
@@ -130,12 +176,21 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
             if surface_on:
                 s_y, s_x = surface[y] - s_t[y], surface[x] - s_t[x]
                 d_h += lam_s[y] * ((s_y + d_y) ** 2 - s_y * s_y) + lam_s[x] * ((s_x + d_x) ** 2 - s_x * s_x)
+            if acting:
+                d_h -= pull * (activity(moore[t][d]) - activity(t))
             if d_h <= 0 or u < exp(-d_h / temperature):
                 lab[t] = y
                 volume[y] += 1
                 volume[x] -= 1
                 surface[y] += d_y
                 surface[x] += d_x
+                if acting:
+                    ages[t] = 0.0
+        done += block
+        if acting and done % n_sites == 0:
+            ages = [a + 1 for a in ages]
+    if acting:
+        age.ravel()[:] = ages
     return np.array(lab, dtype=np.int64).reshape(height, width)
 
 

@@ -1,0 +1,199 @@
+r"""Migrating cells: the act model (Niculescu et al. 2015) in the multi-cell Cellular Potts model.
+
+Every site of a cell holds an activity ``a_i``: ``max_act`` when the site is copied into, falling by one
+at the end of every MCS down to zero (sites never copied into hold 0). A copy from source ``s`` into
+target ``t`` gets
+
+.. math::  \Delta H_{act} = -\frac{\lambda_{act}}{max_{act}} \left(GM(s) - GM(t)\right),
+           \quad GM(i) = \Big(\prod_{j \in N(i) \cup \{i\},\ \sigma_j = \sigma_i} a_j\Big)^{1/n_i}
+
+(``n_i`` the number of such sites, Moore neighbourhood; ``GM = 0`` on the medium), added to the energy
+of :class:`slm.models.CellularPotts`: active protrusions pull the cell forward, and a cell with a front
+keeps it, which makes it migrate persistently.
+
+Gradients. ``lambda_act`` enters ``dH`` linearly, like every other energy parameter. ``max_act`` is an
+integer memory in the source; here it is *relaxed*: the state keeps each site's age ``g_i`` (MCS since
+it was copied into, activity ``max(m - g_i, 0)`` for a memory ``m``), and with ``m = floor(max_act)``
+and ``f = max_act - m``
+
+.. math::  \Delta H_{act}(max_{act}) = (1 - f)\, \Delta H_{act}(m) + f\, \Delta H_{act}(m + 1),
+
+exactly the model at an integer ``max_act`` and linear between integers, so that
+``d dH / d max_act = dH(m + 1) - dH(m)``. (Relaxing the activities themselves, ``max(max_act - g, 0)``,
+is not usable: the geometric mean has an infinite slope where an activity reaches 0.)
+
+Vectorised sweep. ``GM`` is evaluated for the whole lattice at the start of each of the four site
+classes of an MCS (:data:`slm.models.potts.CLASSES`) and used for all of the class's copies; copies
+of the same class that change the activities around another copy's source within that quarter MCS
+are not seen by it (the other energy terms stay exact). ``tests/test_act.py`` finds no difference in
+distribution from the literal sequential model on the same schedule (every site once per MCS, class by
+class; :func:`slm.studies.potts_reference.sequential_mcs` with ``order="classes"``), and a clear one from
+uniform random targets (CompuCell3D's schedule): with a memory counted in MCS, the schedule matters.
+
+Tracks. The state also carries each cell's first moment ``M_c = sum_i x_i`` (unwrapped coordinates:
+every site counted at its image nearest the cell's centroid), updated by the acceptances with the
+estimator's gradient, so that :meth:`ActPotts.positions` ``M_c / V_c`` gives differentiable centroid
+tracks that cross the torus' edges freely.
+
+State: the :class:`slm.models.CellularPotts` state, then ``age (B, H, W)`` float and ``moment (B, C, 2)``
+(rows, columns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from slm.errors import InputError
+from slm.estimators import Estimator
+from slm.models.potts import MOORE, CellularPotts
+from slm.parameters import Positive, register
+
+#: The age of a site never copied into (activity 0 for any max_act).
+NEVER = 1e9
+
+
+class ActPotts(CellularPotts):
+    """The act model of migrating cells in the multi-cell CPM (see the module docstring).
+
+    Args:
+        lambda_act: ``lambda_act >= 0``, the strength of the activity's pull.
+        max_act: ``max_act > 0``, the activity of a freshly copied site, in MCS of memory.
+        learn: as :class:`slm.models.CellularPotts`, with ``lambda_act`` and ``max_act`` too; default
+            both.
+        cells: cells placed by :meth:`initial_state`: one at the centre, or several packed around it.
+        Others: as :class:`slm.models.CellularPotts` (one cell type by default, no contact between
+            cells of it other than ``J_cell_cell``).
+    """
+
+    more_parameters = ("lambda_act", "max_act")
+
+    def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 200.0,
+                 max_act: float = 20.0, volume_target: float | Sequence[float] = 60.0,
+                 lambda_volume: float | Sequence[float] = 25.0, surface_target: float | Sequence[float] = 240.0,
+                 lambda_surface: float | Sequence[float] = 0.5, temperature: float = 20.0,
+                 type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
+                 neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
+                 estimator: Estimator | str = "ste"):
+        learn = list(self.more_parameters) if learn is None else list(learn)
+        super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
+                         type_names, learn, neighbourhood, cells, fractions, estimator)
+        for key, value, low in (("lambda_act", lambda_act, 0.0), ("max_act", max_act, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+                    value < low or (key == "max_act" and value == 0)):
+                raise InputError(f"model.{key}: expected a {'positive' if key == 'max_act' else 'non-negative'} "
+                                 f"number, got {value!r}")
+            if key == "max_act" and value < 1:
+                raise InputError(f"model.max_act: expected a memory of at least 1 MCS, got {value!r}")
+            if key in learn:
+                register(self, key, float(value), Positive())
+            else:
+                self.register_buffer(key, torch.tensor(float(value)))
+
+    # -- the act term --------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[Tensor, ...]:
+        """:meth:`slm.models.CellularPotts.prepare`, then ``lambda_act`` and ``max_act``."""
+        return (*super().prepare(), self.lambda_act, self.max_act)
+
+    def _copy_energy(self, labels: Tensor, extra: list[Tensor], prepared: tuple[Tensor, ...], a: int, b: int,
+                     where: Tensor) -> Tensor:
+        lambda_act, max_act = prepared[6:8]
+        below = max_act.detach().floor().clamp_min(1)
+        fraction = max_act - below
+        d_h = 0.0
+        for memory, weight in ((below, 1 - fraction), (below + 1, fraction)):
+            gm = geometric_activity(labels, (memory - extra[0]).clamp_min(0))
+            padded = torch.nn.functional.pad(gm[:, None], (1, 1, 1, 1), mode="circular")[:, 0]
+            source = padded.flatten(1).gather(1, where).view_as(gm[:, a::2, b::2])
+            d_h = d_h - weight * (lambda_act / memory) * (source - gm[:, a::2, b::2])
+        return d_h
+
+    def _copied(self, extra: list[Tensor], z: Tensor, source: Tensor, target: Tensor, volume: Tensor,
+                a: int, b: int) -> list[Tensor]:
+        age, moment = extra
+        age = age.clone()
+        age[:, a::2, b::2] = torch.where(z.detach() > 0, 0.0, age[:, a::2, b::2])
+        height, width = age.shape[1:]
+        rows = torch.arange(a, height, 2, device=z.device, dtype=moment.dtype)
+        cols = torch.arange(b, width, 2, device=z.device, dtype=moment.dtype)
+        site = torch.stack(torch.broadcast_tensors(rows[:, None], cols[None, :]), -1)  # (h, w, 2)
+        centre = moment.detach() / volume.detach().clamp_min(1)[..., None]
+        for cell, sign in ((source, 1.0), (target, -1.0)):
+            index = cell.flatten(1)
+            near = centre.gather(1, index[..., None].expand(-1, -1, 2)).view(*cell.shape, 2)
+            position = near + _wrap(site - near, (height, width))
+            weight = (sign * z * (cell > 0)).flatten(1)[..., None]
+            moment = moment.scatter_add(1, index[..., None].expand(-1, -1, 2), weight * position.flatten(1, 2))
+        return [age, moment]
+
+    def _after_mcs(self, extra: list[Tensor], prepared: tuple[Tensor, ...]) -> list[Tensor]:
+        return [extra[0] + 1, extra[1]]
+
+    # -- states and tracks ---------------------------------------------------------------------
+
+    def state(self, labels: Tensor, cell_types: Tensor, age: Tensor | None = None) -> tuple[Tensor, ...]:
+        """The CPM state of ``labels`` and ``cell_types`` (see :meth:`slm.models.CellularPotts.state`), with
+        ``age (B, H, W)`` (default: never copied into, activity 0) and the cells' unwrapped moments."""
+        base = super().state(labels, cell_types)
+        labels = base[0]
+        if age is None:
+            age = torch.full(labels.shape, NEVER, device=labels.device)
+        elif tuple(age.shape) != tuple(labels.shape):
+            raise InputError(f"age: expected the labels' shape {tuple(labels.shape)}, got {tuple(age.shape)}")
+        return (*base, age.to(labels.device, torch.float), unwrapped_moments(labels, base[1].shape[1]))
+
+    def positions(self, state: tuple[Tensor, ...]) -> Tensor:
+        """Centroids ``(B, C - 1, 2)`` (rows, columns; in sites, unwrapped) of the cells, with the gradient."""
+        volume, moment = state[2], state[6]
+        return moment[:, 1:] / volume[:, 1:, None].clamp_min(1)
+
+    def observe(self, state: tuple[Tensor, ...]) -> Tensor:
+        """``(B, H, W)`` in [0, 1]: cells at 0.3 plus 0.7 x their activity over ``max_act``, the medium and the
+        cell boundaries at 0."""
+        labels, age = state[0], state[5]
+        activity = (self.max_act.detach() - age).clamp(0, None) / self.max_act.detach()
+        edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
+        return torch.where(edge | (labels == 0), 0.0, 0.3 + 0.7 * activity)
+
+
+def geometric_activity(labels: Tensor, activity: Tensor) -> Tensor:
+    """``GM (B, H, W)``: at every site of a cell the geometric mean of the activities of the sites of the
+    same cell among the site and its 8 Moore neighbours (0 if any of them is 0), and 0 on the medium."""
+    log_sum = torch.zeros_like(activity)
+    count = torch.zeros_like(activity)
+    zero = labels == 0
+    for di, dj in ((0, 0), *MOORE):
+        near = torch.roll(activity, (di, dj), (1, 2))
+        same = torch.roll(labels, (di, dj), (1, 2)) == labels
+        log_sum = log_sum + torch.where(same, near.clamp_min(1e-30).log(), 0.0)
+        count = count + same
+        zero = zero | (same & (near <= 0))
+    return torch.where(zero, 0.0, (log_sum / count).exp())
+
+
+def unwrapped_moments(labels: Tensor, ids: int) -> Tensor:
+    """``M (B, ids, 2)``: per id the sum of its sites' coordinates, each taken at the image nearest the id's
+    circular mean (so a cell across the torus' edge is summed in one piece)."""
+    batch, height, width = labels.shape
+    rows = torch.arange(height, device=labels.device, dtype=torch.float)[:, None].expand(height, width)
+    cols = torch.arange(width, device=labels.device, dtype=torch.float)[None, :].expand(height, width)
+    site = torch.stack([rows, cols], -1).reshape(-1, 2)
+    period = torch.tensor([height, width], device=labels.device, dtype=torch.float)
+    angle = 2 * math.pi * site / period
+    index = labels.flatten(1)[..., None].expand(-1, -1, 2)
+    cos = torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, angle.cos().expand(batch, -1, -1))
+    sin = torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, angle.sin().expand(batch, -1, -1))
+    mean = torch.atan2(sin, cos) % (2 * math.pi) * period / (2 * math.pi)
+    near = mean.gather(1, index)
+    position = near + _wrap(site - near, (height, width))
+    return torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, position)
+
+
+def _wrap(offset: Tensor, size: tuple[int, int]) -> Tensor:
+    """Offsets ``(..., 2)`` on a torus of ``size`` folded into ``[-L/2, L/2)``."""
+    period = torch.tensor(size, device=offset.device, dtype=offset.dtype)
+    return offset - period * torch.floor(offset / period + 0.5)

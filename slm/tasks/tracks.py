@@ -1,0 +1,180 @@
+r"""Track fitting: match the centroid tracks of simulated migrating cells to real or target tracks.
+
+Each step starts ``B`` lattices (``simulator.state(labels, cell_types)``), lets the cells polarise for
+``burn_in`` MCS without gradient, records every cell's centroid (``simulator.positions``) at ``F + 1``
+frames ``mcs_per_frame`` MCS apart, and takes per lattice :func:`slm.stats.track_statistics`: MSD at
+lags ``1..K``, mean speed ``v`` and persistence ``p`` (lattice units). Through ``simulator.surrogate``
+and the batch mean ``s`` against the target ``t`` the loss is
+
+.. math::  L = \frac{w_{msd}}{K} \sum_k \left(\frac{s_k - t_k}{t_k}\right)^2
+             + w_v \left(\frac{s_v - t_v}{t_v}\right)^2 + w_p (s_p - t_p)^2
+
+(persistence, a mean cosine near 0, in absolute terms). After training a fresh simulation of
+``eval_lattices`` lattices gives ``msd_rel_error`` (mean over lags of ``|s_k - t_k| / t_k``),
+``speed_rel_error``, ``persistence`` with its target and ``persistence_error`` (``|s_p - t_p|``), and
+``tracks.json`` / ``tracks.png`` (MSD against the data's, example tracks of both) and ``lattice.png`` go
+into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from slm.errors import InputError
+from slm.models.base import Simulator
+from slm.stats import track_statistics
+from slm.tasks.base import PREVIEW_STREAM, FittingTask
+from slm.tasks.stability import save_field
+
+TERMS = ("msd", "speed", "persistence")
+
+
+def simulate_tracks(simulator: Simulator, state: tuple, burn_in: int, frames: int, mcs_per_frame: int,
+                    generator: torch.Generator | None = None, checkpoint_every: int | None = None,
+                    on_frame: Callable[[tuple], None] | None = None) -> tuple[Tensor, tuple]:
+    """Centroid tracks ``(B, cells, frames + 1, 2)`` in sites and the final state: ``burn_in`` MCS without
+    gradient, then a position every ``mcs_per_frame`` MCS with the estimators' gradient (autograd on);
+    ``on_frame(state)`` is called at every recorded frame (e.g. to keep images)."""
+    with torch.no_grad():
+        state = simulator.rollout(state, burn_in, generator)
+    positions = []
+    for frame in range(frames + 1):
+        if frame:
+            state = simulator.rollout(state, mcs_per_frame, generator, checkpoint_every)
+        positions.append(simulator.positions(state))
+        if on_frame is not None:
+            on_frame(state)
+    return torch.stack(positions, 2), state
+
+
+def track_loss(simulated: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """The loss of the module docstring from statistics ``(..., K + 2)`` (MSDs, speed, persistence);
+    ``weights`` ``(3,)``: msd, speed, persistence."""
+    relative = (simulated - target) / target
+    return (weights[0] * (relative[..., :-2] ** 2).mean(-1) + weights[1] * relative[..., -2] ** 2
+            + weights[2] * (simulated[..., -1] - target[-1]) ** 2)
+
+
+class TrackFitting(FittingTask):
+    """Fit the track statistics of migrating cells (see the module docstring).
+
+    The data module gives ``target`` (lattice units), ``lags``, ``burn_in``, ``frames``,
+    ``mcs_per_frame``, ``train_set`` (starting lattices) and ``physical`` (to um and minutes).
+
+    Args:
+        simulator: a model with ``state`` and ``positions`` (:class:`slm.models.ActPotts`).
+        checkpoint_every: activation checkpointing segment in MCS within a frame; ``None`` stores all.
+        weights: weight of each term (``msd``, ``speed``, ``persistence``; default 1 each).
+        image_every: steps between lattice images and MSD figures in TensorBoard.
+        eval_lattices: lattices of the final evaluation.
+        param_lr: learning rate per parameter name (see :class:`slm.tasks.FittingTask`).
+    """
+
+    def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0,
+                 checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
+                 image_every: int = 25, eval_lattices: int = 64, param_lr: dict[str, float] | None = None):
+        super().__init__(simulator, optimizer, scheduler, seed, param_lr)
+        unknown = sorted(set(weights or {}) - set(TERMS))
+        if unknown:
+            raise InputError(f"task.weights: unknown term(s) {unknown}; expected some of {list(TERMS)}")
+        self.checkpoint_every = checkpoint_every
+        self.register_buffer("weights", torch.tensor([float((weights or {}).get(n, 1.0)) for n in TERMS]),
+                             persistent=False)
+        self.image_every = image_every
+        self.eval_lattices = eval_lattices
+        self.fitted: Tensor | None = None
+        self.fitted_tracks: Tensor | None = None
+        self.last_state: tuple | None = None
+
+    def simulate(self, labels: Tensor, cell_types: Tensor, datamodule: L.LightningDataModule,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
+        """Per-lattice statistics ``(B, K + 2)``, the tracks ``(B, cells, F + 1, 2)`` and the final state."""
+        state = self.simulator.state(labels, cell_types)
+        tracks, state = simulate_tracks(self.simulator, state, datamodule.burn_in, datamodule.frames,
+                                        datamodule.mcs_per_frame, generator, self.checkpoint_every)
+        return track_statistics(tracks, datamodule.lags), tracks, state
+
+    def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
+        labels, cell_types = batch
+        datamodule = self.trainer.datamodule
+        target = datamodule.target.to(self.device)
+        statistics, _, state = self.simulate(labels, cell_types, datamodule, generator)
+        simulated = self.simulator.surrogate(statistics).mean(0)
+        for name, value in zip(datamodule.names, datamodule.physical(simulated.detach()), strict=True):
+            if name in ("speed", "persistence", f"msd_{datamodule.lags}"):
+                self.log(f"stat/{name}", value)
+        if self.global_step % self.image_every == 0:
+            self.log_image("lattice", self.simulator.observe(state)[0])
+            if self.tensorboard is not None:
+                self.tensorboard.add_figure("msd", self.msd_figure(datamodule, simulated.detach()), self.global_step)
+        return track_loss(simulated, target, self.weights)
+
+    @torch.no_grad()
+    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+        target = datamodule.target.to(self.device)
+        starts = [datamodule.train_set[i] for i in range(self.eval_lattices)]
+        labels, cell_types = (torch.stack(parts).to(self.device) for parts in zip(*starts, strict=True))
+        statistics, tracks, self.last_state = self.simulate(labels, cell_types, datamodule,
+                                                            self.noise(PREVIEW_STREAM, 0))
+        self.fitted, self.fitted_tracks = statistics.mean(0), tracks.flatten(0, 1)
+        relative = ((self.fitted - target) / target).abs()
+        physical = datamodule.physical(self.fitted)
+        return {"msd_rel_error": float(relative[:-2].mean()), "msd_rel_error_max": float(relative[:-2].max()),
+                "speed_rel_error": float(relative[-2]), "persistence": float(self.fitted[-1]),
+                "persistence_target": float(target[-1]),
+                "persistence_error": float((self.fitted[-1] - target[-1]).abs()),
+                "speed_um_per_min": float(physical[-2]),
+                "speed_um_per_min_target": float(datamodule.physical(target)[-2]),
+                "track_loss": float(track_loss(self.fitted, target, self.weights))}
+
+    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+        um = datamodule.um_per_site
+        simulated = (self.fitted_tracks * um).cpu().numpy()
+        curves = {"names": list(datamodule.names), "target": datamodule.physical(datamodule.target).tolist(),
+                  "fitted": datamodule.physical(self.fitted.cpu()).tolist(),
+                  "units": {"msd": "um^2", "speed": "um/min", "persistence": "mean cos of successive steps"},
+                  "frame_interval_s": datamodule.frame_interval, "mcs_per_frame": datamodule.mcs_per_frame,
+                  "um_per_site": um, "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
+        (out_dir / "tracks.json").write_text(json.dumps(curves, indent=2) + "\n")
+        figure = self.msd_figure(datamodule, self.fitted.cpu(), tracks=simulated)
+        figure.savefig(out_dir / "tracks.png", dpi=120)
+        save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png",
+                   "fitted model, lattice 0 (shade: activity)")
+
+    @staticmethod
+    def msd_figure(datamodule: L.LightningDataModule, simulated: Tensor, tracks: np.ndarray | None = None
+                   ) -> Figure:
+        """MSD (um^2) against lag (min), data and model; with ``tracks (N, T, 2)`` (um) also example tracks of
+        the data and the model from a common origin."""
+        lags = np.arange(1, datamodule.lags + 1) * datamodule.frame_interval / 60
+        target = datamodule.physical(datamodule.target.cpu())
+        fitted = datamodule.physical(simulated.cpu())
+        panels = 1 if tracks is None else 3
+        figure = Figure(figsize=(4 * panels, 3.4), layout="tight")
+        axes = figure.subplots(1, panels, squeeze=False)[0]
+        axes[0].plot(lags, target[:-2], "ko", label=f"data: {target[-2]:.2f} um/min, p {target[-1]:.2f}")
+        axes[0].plot(lags, fitted[:-2], "-", color="tab:red",
+                     label=f"model: {fitted[-2]:.2f} um/min, p {fitted[-1]:.2f}")
+        axes[0].set_xlabel("lag (min)")
+        axes[0].set_ylabel("MSD (um$^2$)")
+        axes[0].legend(fontsize=7)
+        if tracks is not None:
+            for axis, paths, title in ((axes[1], datamodule.examples, "data"), (axes[2], tracks, "model")):
+                for path in paths[:20]:
+                    path = path[~np.isnan(path[:, 0])]
+                    axis.plot(path[:, 1] - path[0, 1], path[:, 0] - path[0, 0], lw=0.8)
+                axis.set_title(f"{title}: tracks from one origin (um)", fontsize=9)
+                axis.set_aspect("equal")
+            limits = max(max(abs(v) for v in axis.get_xlim() + axis.get_ylim()) for axis in axes[1:])
+            for axis in axes[1:]:
+                axis.set_xlim(-limits, limits)
+                axis.set_ylim(-limits, limits)
+        return figure
