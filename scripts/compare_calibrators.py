@@ -2,6 +2,7 @@
 
     python scripts/compare_calibrators.py --quick --out compare.json      # <= 15 min on 2 cores
     python scripts/compare_calibrators.py --out compare.json              # the papers' data sizes
+    python scripts/compare_calibrators.py --quick --dims 1,16,256 --out scaling.json   # the scaling study
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-BASELINES = ("pyabc", "cma")
+from slm.errors import InputError
+
+BASELINES = ("pyabc", "cma", "sbi")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="*", default=["si", "prw"], choices=calibrators.TASKS,
                         help="potts (cell sorting, ~30 min with --quick) and tcells (act model on T cells) only "
                              "when named")
+    parser.add_argument("--dims", type=_sizes, default=None,
+                        help="the scaling study instead: SI spread fields of these numbers of blocks, e.g. 1,16,256")
+    parser.add_argument("--classes", type=_sizes, default=None,
+                        help="the scaling study (also): PRW mixtures of these numbers of classes, e.g. 1,2,4")
     parser.add_argument("--procs", type=int, default=2, help="ABC-SMC worker processes")
     parser.add_argument("--out", type=Path, default=Path("compare_calibrators.json"))
     parser.add_argument("--plot", type=Path, default=None, help="error vs time figure (default: OUT with .png)")
@@ -36,6 +43,22 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("slm").addHandler(handler)
     logging.getLogger("slm").setLevel(logging.INFO)
     plot = args.plot or args.out.with_suffix(".png")
+    if args.dims is not None or args.classes is not None:
+        try:
+            rows = calibrators.run_scaling(args.quick, args.dims or [], args.classes or [], args.procs, args.out,
+                                           plot)
+        except InputError as error:
+            sys.exit(f"error: {error}")
+        print("| study | d | method | seconds | simulations | error (RMSE to truth, or loss) | s to AD's error | "
+              "x AD |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            reached = row.get("time_to_ad_error")
+            time = "-" if "time_to_ad_error" not in row else "not reached" if reached is None else f"{reached:.1f}"
+            print(f"| {row['task']} | {row['dims']} | {row['method']} | {row['seconds']:.1f} | {row['simulations']} | "
+                  f"{row.get('param_error', row.get('loss')):.4g} | {time} | {row.get('times_ad') or ''} |")
+        print(f"wrote {args.out} and {plot}")
+        return
     rows = calibrators.run_comparison(args.quick, args.tasks, args.procs, args.out, plot)
     print("| task | method | seconds | simulations | param error (or loss) | estimate | "
           "x AD time at equal error |")
@@ -47,6 +70,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {row['task']} | {row['method']} | {row['seconds']:.1f} | {row['simulations']} | {error:.4f} | "
               f"{estimate} | {'' if ratio is None else f'{ratio:.2f}'} |")
     print(f"wrote {args.out} and {plot}")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 1,16,256; got {text!r}") from None
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def main() -> None:
         time = [lag * scale for lag in curves["lag"]]
         axis.plot(time, curves["target"], "ko", label="data")
         axis.plot(time, curves["fitted"], "-", color="tab:red", label="fitted PRW")
-        params = ", ".join(f"{k}={v:.3f}" for k, v in results["params"].items())
+        lists = any(isinstance(v, list) for v in results["params"].values())  # a mixture: one line per parameter
+        params = ("\n" if lists else ", ").join(f"{k}=" + "/".join(f"{x:.3f}" for x in (v if lists and
+                                                 isinstance(v, list) else [v])) for k, v in results["params"].items())
         axis.set_title(f"{label}\n{params}\nmean rel. error {results['metrics']['msd_rel_error']:.3f}", fontsize=9)
         axis.set_xlabel("lag (s)" if curves["frame_interval"] else "lag (frames)")
         axis.set_ylabel("MSD")

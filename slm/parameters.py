@@ -1,6 +1,7 @@
 """Constrained parameters: stored unconstrained, exposed constrained.
 
-A probability ``p`` is stored as ``logit(p)`` and a positive value ``x`` as ``log(x)``, via
+A probability ``p`` is stored as ``logit(p)``, a positive value ``x`` as ``log(x)`` and mixture weights
+``w`` (a point of the simplex) as ``log(w)`` with ``w = softmax(theta)``, via
 ``torch.nn.utils.parametrize``: ``module.p`` is the constrained value and
 ``module.parametrizations.p.original`` the unconstrained tensor the optimiser updates.
 """
@@ -77,6 +78,32 @@ class Positive(nn.Module):
             raise InputError(f"{key}: expected a positive finite number, got {value}")
 
 
+class Simplex(nn.Module):
+    """``w = softmax(theta)`` over the last dimension: weights that are positive and sum to one.
+
+    The Jacobian is not diagonal: ``dL/dtheta = w * (g - <w, g>)`` for ``g = dL/dw``, so dividing by
+    :meth:`derivative` ``= w`` gives ``g - <w, g>``, the gradient along the simplex (``g`` up to the
+    constant that the simplex cannot see).
+    """
+
+    def forward(self, theta: Tensor) -> Tensor:
+        return torch.softmax(theta, -1)
+
+    def right_inverse(self, w: Tensor) -> Tensor:
+        return torch.log(w)
+
+    @staticmethod
+    def derivative(w: Tensor) -> Tensor:
+        return w
+
+    @staticmethod
+    def check(key: str, value: Tensor | list[float]) -> None:
+        w = torch.as_tensor(value, dtype=torch.float64)
+        if not (w.ndim == 1 and len(w) >= 1 and w.isfinite().all() and (w > 0).all()
+                and abs(float(w.sum()) - 1) < 1e-6):
+            raise InputError(f"{key}: expected positive weights that sum to 1, got {w.tolist()}")
+
+
 class Real(nn.Module):
     """``x = theta``: an unconstrained value (a contact energy, which may be negative)."""
 
@@ -96,16 +123,28 @@ class Real(nn.Module):
             raise InputError(f"{key}: expected a finite number, got {value}")
 
 
-Constraint = Probability | UnitInterval | Positive | Real
+Constraint = Probability | UnitInterval | Positive | Real | Simplex
 
 
-def register(module: nn.Module, name: str, value: float, constraint: Constraint) -> None:
-    """Add a learnable scalar ``module.<name>`` with the given constraint, initialised to ``value``.
+def check_values(key: str, value: float | Tensor, constraint: Constraint) -> None:
+    """``constraint.check`` on a scalar, or on every element of an array (a field, per-class values);
+    a :class:`Simplex` checks the whole vector."""
+    if isinstance(constraint, Simplex):
+        constraint.check(key, value)
+        return
+    values = torch.as_tensor(value, dtype=torch.float64).flatten()
+    for i, element in enumerate(values.tolist()):
+        constraint.check(key if values.numel() == 1 else f"{key}[{i}]", element)
+
+
+def register(module: nn.Module, name: str, value: float | Tensor, constraint: Constraint) -> None:
+    """Add a learnable ``module.<name>`` with the given constraint, initialised to ``value``: a scalar,
+    or an array (a field of one value per block, one value per class).
 
     Raises :class:`InputError` naming ``model.<name>`` if ``value`` violates the constraint.
     """
-    constraint.check(f"model.{name}", float(value))
-    module.register_parameter(name, nn.Parameter(torch.tensor(float(value))))
+    check_values(f"model.{name}", value, constraint)
+    module.register_parameter(name, nn.Parameter(torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()))
     parametrize.register_parametrization(module, name, constraint)
 
 
@@ -134,20 +173,39 @@ def _names(module: nn.Module) -> list[str]:
     return list(module.parametrizations.keys())
 
 
-def set_values(module: nn.Module, values: dict[str, float], key: str = "truth") -> None:
+def set_values(module: nn.Module, values: dict[str, float | Tensor], key: str = "truth") -> None:
     """Set learnable parameters (through their constraint) or fixed buffers of ``module`` by name, in place.
+    An array-valued parameter takes an array (or nested list) of its shape.
 
-    Raises :class:`InputError` naming ``<key>.<name>`` for a name the module does not have.
+    Raises :class:`InputError` naming ``<key>.<name>`` for a name the module does not have or a value of
+    the wrong shape.
     """
     learnable = set(_names(module))
     buffers = dict(module.named_buffers())
     for name, value in values.items():
         if name in learnable:
-            module.parametrizations[name][0].check(f"{key}.{name}", float(value))
+            current = getattr(module, name)
+            value = torch.as_tensor(value, dtype=current.dtype, device=current.device)
+            if value.shape != current.shape:
+                raise InputError(f"{key}.{name}: expected shape {list(current.shape)}, got {list(value.shape)}")
+            check_values(f"{key}.{name}", value, module.parametrizations[name][0])
             with torch.no_grad():
-                setattr(module, name, torch.tensor(float(value)))
+                setattr(module, name, value)
         elif name in buffers and buffers[name].ndim == 0:
             buffers[name].fill_(float(value))
         else:
             raise InputError(f"{key}.{name}: the model has no parameter {name!r}; it has "
                              f"{sorted(learnable | {n for n, b in buffers.items() if b.ndim == 0})}")
+
+
+def flat_values(values: dict[str, Tensor | float]) -> dict[str, float]:
+    """Parameter values as one number per name: a scalar keeps its name, an array's elements are named
+    ``<name>[i]`` in row-major order (how the gradient-free calibrators see a field)."""
+    flat = {}
+    for name, value in values.items():
+        array = torch.as_tensor(value).detach().cpu().reshape(-1)
+        if torch.as_tensor(value).ndim == 0:
+            flat[name] = float(array[0])
+        else:
+            flat.update({f"{name}[{i}]": float(v) for i, v in enumerate(array.tolist())})
+    return flat

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
@@ -122,12 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     seconds = time.perf_counter() - start
 
     results = {**task.results(datamodule), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
-    truth = getattr(datamodule, "truth", None)
-    if truth:
-        errors = [abs(results["params"][name] - value) / abs(value) for name, value in truth.items()
-                  if name in results["params"] and value != 0]
-        if errors:
-            results["metrics"]["param_rel_error"] = max(errors)
+    results["metrics"].update(truth_metrics(results["params"], results["metrics"], getattr(datamodule, "truth", None)))
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -138,5 +134,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def truth_metrics(params: dict[str, Any], metrics: dict[str, Any], truth: dict[str, Any] | None) -> dict[str, float]:
+    """How close the fit came to a known truth: ``param_rel_error``, the largest ``|fitted - true| / |true|`` over
+    every true value (each element of a field); for an array-valued parameter also ``<name>_rmse`` and, where
+    the metrics hold an exact estimate ``<name>_mle``, its RMSE to the truth (``<name>_mle_rmse``) and the fit's
+    RMSE to it (``<name>_rmse_to_mle``; blocks without an MLE are left out)."""
+    out: dict[str, float] = {}
+    relative = []
+    for name, value in (truth or {}).items():
+        if name not in params:
+            continue
+        true, fitted = np.asarray(value, dtype=float), np.asarray(params[name], dtype=float)
+        nonzero = true != 0
+        relative += list(np.abs(fitted - true)[nonzero] / np.abs(true)[nonzero])
+        if true.ndim:
+            out[f"{name}_rmse"] = float(np.sqrt(np.mean((fitted - true) ** 2)))
+            if f"{name}_mle" in metrics:
+                mle = np.array(metrics[f"{name}_mle"], dtype=float)
+                known = np.isfinite(mle)
+                out[f"{name}_mle_rmse"] = float(np.sqrt(np.mean((mle - true)[known] ** 2)))
+                out[f"{name}_rmse_to_mle"] = float(np.sqrt(np.mean((fitted - mle)[known] ** 2)))
+    if relative:
+        out["param_rel_error"] = float(max(relative))
+    return out
+
+
 def _fmt(value: Any) -> str:
+    if isinstance(value, list) and np.size(value) > 4:  # a field: its shape and mean, not every value
+        array = np.asarray(value, dtype=float)
+        return f"[{'x'.join(map(str, array.shape))} values, mean {np.nanmean(array):.4f}]"
     return f"{value:.4f}" if isinstance(value, float) else str(value)

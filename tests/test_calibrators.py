@@ -7,6 +7,7 @@ from hydra.utils import instantiate
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
 from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
+from slm.errors import InputError
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import simulate_si
 from slm.studies import calibrators
@@ -108,3 +109,46 @@ def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
     assert problem.evaluate({"lambda_act": 300.0, "max_act": 20.0}) < still, "moving cells fit T cells better"
     assert problem.simulations == 1
 
+
+
+def test_scaling_rows_carry_time_to_ad_error_and_the_mle(tmp_path):
+    small = ["data.n_sequences=6", "data.n_frames=8", "data.size=16", "data.seeds=3", "trainer.max_epochs=2",
+             "+trainer.enable_model_summary=false"]
+    rows, traces, errors = calibrators.scale("si_field", 4, True, 2, tmp_path, small, min_budget=3)
+    assert [row["method"] for row in rows] == ["MLE", "AD (ste)", "ABC-SMC", "CMA-ES", "NPE (sbi)"]
+    for row in rows:
+        assert {"task", "method", "dims", "seconds", "simulations", "param_error"} <= set(row) and row["dims"] == 4
+        json.dumps(row)
+    ad, *others = rows[1:]
+    assert ad["time_to_ad_error"] is not None and ad["times_ad"] == 1.0
+    for row in others:
+        assert row["budget_seconds"] >= 3 and row["seconds"] > 0
+        assert row["time_to_ad_error"] is None or row["time_to_ad_error"] <= row["seconds"]
+    assert len(traces["ABC-SMC"].estimates[0]) == 4, "one parameter per block"
+    calibrators.plot_scaling(rows, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    with pytest.raises(InputError, match="--dims: 8 is not a square number"):
+        calibrators.blocks_of(8)
+
+
+def test_mixture_scaling_scores_by_the_exact_loss(tmp_path):
+    small = ["trainer.max_epochs=1", "data.steps_per_epoch=5", "task.batch_size=200", "task.eval_walkers=1000",
+             "+trainer.enable_model_summary=false"]
+    rows, traces, errors = calibrators.scale("prw_mixture", 2, True, 2, tmp_path, small, min_budget=3)
+    assert rows[0]["method"] == "exact optimum" and rows[0]["loss"] < 0.01
+    assert all(row["dims"] == 5 and row["classes"] == 2 and "loss" in row for row in rows)
+    assert all(row["loss"] >= rows[0]["loss"] - 1e-9 for row in rows), "nothing beats the exact optimum"
+    assert set(traces["CMA-ES"].estimates[0]) == {"p_center[0]", "p_center[1]", "p_resample[0]", "p_resample[1]",
+                                                   "weights[0]", "weights[1]"}
+
+
+def test_abc_smc_keeps_what_it_has_when_pyabc_fails(si_problem, monkeypatch):
+    import pyabc
+
+    def fail(self, *args, **kwargs):
+        raise AssertionError("The population total weight nan is not normalized.")
+
+    monkeypatch.setattr(pyabc.ABCSMC, "run", fail)
+    trace = abc_smc(si_problem, population_size=10, max_generations=2, n_procs=1)
+    assert "weight nan" in trace.stopped
+    assert trace.estimates == [{"beta": 0.5}], "no generation finished: the prior's mean"

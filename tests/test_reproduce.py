@@ -76,6 +76,22 @@ def test_compare_calibrators_quick(tmp_path):
     assert {(r["task"], r["method"][:3]) for r in rows} == methods
     assert all(r["param_error"] < 0.1 for r in rows)
     assert out.with_suffix(".png").exists()
+    ad, abc = (next(r for r in rows if r["task"] == "prw" and r["method"].startswith(m)) for m in ("AD", "ABC"))
+    assert ad["param_error"] <= abc["param_error"] and abc["ratio_to_AD_at_equal_error"] >= 1, \
+        "on the PRW, AD reaches ABC-SMC's error in at most ABC-SMC's time"
+
+
+def test_scaling_study_quick(tmp_path):
+    """The issue's goals: at d >= 16 no gradient-free method reaches AD's error within 10x AD's time, at d = 256
+    within 100x (or at all within its budget); the quick study takes at most 30 minutes."""
+    out = tmp_path / "scaling.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_calibrators.py"), "--quick", "--dims",
+                             "1,16,256", "--out", str(out)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    for row in rows:
+        if row["dims"] >= 16 and row["method"][:3] in ("ABC", "CMA", "NPE"):
+            assert row["times_ad"] is None or row["times_ad"] >= (100 if row["dims"] >= 256 else 10), row
 
 
 def test_mk_e3_finds_pattern_forming_rates(make_cfg):

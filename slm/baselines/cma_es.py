@@ -23,15 +23,16 @@ def _values(bounds: dict[str, tuple[float, float]], x: np.ndarray) -> dict[str, 
             for (name, (low, high)), v in zip(bounds.items(), x[: len(bounds)], strict=True)}
 
 
-def cma_es(problem, start: dict[str, float], sigma0: float = 1.0, max_evaluations: int = 1000,
-           popsize: int | None = None, seed: int = 0) -> Trace:
+def cma_es(problem, start: dict[str, float], sigma0: float = 1.0, max_evaluations: float = 1000,
+           popsize: int | None = None, seed: int = 0, max_seconds: float | None = None) -> Trace:
     """Minimise ``problem.distance(summary(theta), observed)`` with CMA-ES over ``x``, ``theta = low + (high -
     low) sigmoid(x)`` within ``problem.bounds`` (the logit of a probability).
 
     Starts from ``start`` (the gradient fit's initial values) with step ``sigma0`` in ``x``;
     every evaluation is a fresh simulation (the objective is noisy). pycma does not run in one
     dimension, so a one-parameter problem gets a second coordinate that the objective ignores.
-    The estimate after each iteration is the mean of the search distribution.
+    The estimate after each iteration is the mean of the search distribution. Stops at pycma's criteria,
+    after ``max_evaluations`` or, with ``max_seconds``, at the first iteration that ends past that budget.
     """
     bounds = {name: problem.bounds[name] for name in problem.names}
     x0 = [float(np.log((start[n] - low) / (high - start[n]))) for n, (low, high) in bounds.items()]
@@ -43,7 +44,7 @@ def cma_es(problem, start: dict[str, float], sigma0: float = 1.0, max_evaluation
     generator = torch.Generator().manual_seed(seed)
     trace = Trace("CMA-ES")
     start_time = time.time()
-    while not strategy.stop():
+    while not strategy.stop() and (max_seconds is None or not trace.seconds or trace.seconds[-1] < max_seconds):
         candidates = strategy.ask()
         values = [problem.distance(problem.summary(_values(bounds, x), generator), problem.observed)
                   for x in candidates]

@@ -5,7 +5,13 @@ With ``S_n`` unaware sites that had ``n`` aware neighbours and ``I_n`` of them t
     log L(beta) = sum_{n=1}^{8} I_n log(1 - (1 - beta)^n) + (S_n - I_n) n log(1 - beta).
 
 Sites with ``n = 0`` carry no information on ``beta`` (and ``I_0 > 0`` is impossible under the
-model), so they are left out.
+model), so they are left out. ``log L`` is concave in ``beta`` (each term is), so its maximum is the
+root of the score
+
+    d log L / d beta = sum_n I_n n (1 - beta)^(n-1) / (1 - (1 - beta)^n) - (S_n - I_n) n / (1 - beta),
+
+which decreases in ``beta``. :func:`si_beta_mle_blocks` bisects it for every block of a field at once
+(one ``beta`` per block of the lattice, each with its own counts); :func:`si_beta_mle` is the one-block case.
 
 The pixelwise-MSE fit with the straight-through estimator does not target the MLE: its expected
 gradient ``2 (p - y) dp/dbeta`` is the gradient of the least-squares objective
@@ -17,8 +23,6 @@ data come from the model; they differ when the model is misspecified (e.g. beta 
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -44,20 +48,47 @@ def si_least_squares(beta: float, counts: Tensor | np.ndarray) -> float:
     return float(np.sum(infected * (1 - p) ** 2 + (susceptible - infected) * p**2))
 
 
-def _argmin(objective: Callable[[float], float], counts: Tensor | np.ndarray) -> float:
+def si_beta_mle_blocks(counts: Tensor | np.ndarray, iterations: int = 100) -> np.ndarray:
+    """The maximum-likelihood ``beta`` of each block from its counts ``(d, 9, 2)``: ``(d,)`` float64.
+
+    Bisection of the score on the logit of ``beta`` in ``[-40, 40]`` (``iterations`` halvings: the logit
+    to 1e-28), all blocks at once. A block where no site turned aware gets ``~0`` and one where every
+    exposed site did gets ``~1`` (the MLE on the boundary); a block where no unaware site ever had an
+    aware neighbour carries no information and gets NaN.
+    """
     counts = np.asarray(counts, dtype=np.float64)
-    if counts[1:, 0].sum() == 0:
-        raise InputError("data: no unaware site ever has an aware neighbour, so beta cannot be estimated")
-    result = minimize_scalar(lambda b: objective(b, counts), bounds=(1e-9, 1 - 1e-9), method="bounded",
-                             options={"xatol": 1e-9})
-    return float(result.x)
+    if counts.ndim != 3 or counts.shape[1:] != (9, 2):
+        raise InputError(f"counts: expected shape (blocks, 9, 2), got {counts.shape}")
+    n = np.arange(1, 9)
+    susceptible, infected = counts[:, 1:, 0], counts[:, 1:, 1]
+    low, high = np.full(len(counts), -40.0), np.full(len(counts), 40.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            stay = np.log1p(-1 / (1 + np.exp(-middle)))[:, None]  # log(1 - beta)
+            # n (1-b)^(n-1) / (1 - (1-b)^n) - ... times (1 - b) > 0, which keeps the sign: no division by 1 - b
+            score = (infected * n * np.exp(n * stay) / -np.expm1(n * stay) - (susceptible - infected) * n).sum(1)
+            up = score > 0
+            low, high = np.where(up, middle, low), np.where(up, high, middle)
+    beta = 1 / (1 + np.exp(-(low + high) / 2))
+    return np.where(susceptible.sum(1) > 0, beta, np.nan)
 
 
 def si_beta_mle(counts: Tensor | np.ndarray) -> float:
-    """The maximum-likelihood ``beta`` (bounded Brent search on (0, 1), tolerance 1e-9)."""
-    return _argmin(lambda b, c: -si_log_likelihood(b, c), counts)
+    """The maximum-likelihood ``beta`` from ``counts`` of shape ``(9, 2)`` (one block of
+    :func:`si_beta_mle_blocks`)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts[1:, 0].sum() == 0:
+        raise InputError("data: no unaware site ever has an aware neighbour, so beta cannot be estimated")
+    return float(si_beta_mle_blocks(counts[None])[0])
 
 
 def si_beta_least_squares(counts: Tensor | np.ndarray) -> float:
-    """``argmin Q``: where the MSE fit with the straight-through estimator converges."""
-    return _argmin(si_least_squares, counts)
+    """``argmin Q``: where the MSE fit with the straight-through estimator converges (bounded Brent
+    search on (0, 1), tolerance 1e-9)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts[1:, 0].sum() == 0:
+        raise InputError("data: no unaware site ever has an aware neighbour, so beta cannot be estimated")
+    result = minimize_scalar(lambda b: si_least_squares(b, counts), bounds=(1e-9, 1 - 1e-9), method="bounded",
+                             options={"xatol": 1e-9})
+    return float(result.x)

@@ -7,11 +7,15 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
 * :class:`SIProblem`: the SI model applied to every observed ``x_t`` of the training transitions.
   Summary: the number of unaware sites that turn aware, per number ``n = 0..8`` of aware
   neighbours (:func:`slm.models.si.transition_counts`, the statistic the MLE uses), divided by the
-  number of unaware sites. The pixelwise MSE that the gradient fit minimises is not used here:
-  its *expectation* is linear in each site's probability and is minimised away from the truth
-  (``scripts/estimator_study.py``), so a gradient-free search on it would be biased.
-* :class:`PRWProblem`: the persistent random walk; summary: its MSD curve from ``walkers`` walkers
-  (the gradient fit's batch), distance: the fit's relative loss ``sum_k ((s_k - m_k) / m_k)^2``.
+  number of unaware sites; for a spread field (``blocks``), per block and divided by the block's
+  unaware sites, with one parameter ``beta[i]`` per block (row-major). The pixelwise MSE that the
+  gradient fit minimises is not used here: its *expectation* is linear in each site's probability
+  and is minimised away from the truth (``scripts/estimator_study.py``), so a gradient-free search on it
+  would be biased.
+* :class:`PRWProblem`: the persistent random walk, or a mixture of walker classes; summary: its MSD
+  curve from ``walkers`` walkers (the gradient fit's batch), distance: the fit's relative loss
+  ``sum_k ((s_k - m_k) / m_k)^2``; without a truth, :meth:`PRWProblem.evaluate` scores an estimate by
+  that loss on the exact expected MSD.
 * :class:`SummaryProblem`: a simulator with summary statistics over time (the multi-cell CPM);
   summary: the batch-mean summaries of ``lattices`` lattices (the gradient fit's batch) from random
   starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`).
@@ -36,32 +40,38 @@ from torch.utils.data import Dataset
 from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
-from slm.parameters import set_values
+from slm.parameters import flat_values, set_values
 from slm.stats import track_statistics
 from slm.tasks.tracks import simulate_tracks, track_loss
 
 
 class SIProblem:
-    """Recover ``beta`` from SI transitions ``x -> y`` (float 0/1, shape ``(N, H, W)``)."""
+    """Recover ``beta`` (one, or one per block of ``blocks``) from SI transitions ``x -> y`` (float 0/1,
+    shape ``(N, H, W)``); ``truth``: the true ``beta``, a number or a ``(by, bx)`` field."""
 
-    names = ("beta",)
-    bounds = {"beta": (0.0, 1.0)}
-
-    def __init__(self, x: Tensor, y: Tensor, beta_true: float):
+    def __init__(self, x: Tensor, y: Tensor, truth: float | list, blocks: tuple[int, int] | None = None):
         self.x = x
-        self.truth = {"beta": beta_true}
-        self.unaware = float((x == 0).sum())
+        self.blocks = blocks
+        self.model = SI(blocks=blocks)
+        self.truth = flat_values({"beta": torch.as_tensor(truth, dtype=torch.float64)})
+        self.names = tuple(self.truth)
+        self.bounds = {name: (0.0, 1.0) for name in self.names}
+        counts = transition_counts(x, x, blocks)  # y = x: nothing turns, so column 0 counts the unaware sites
+        self.unaware = counts[..., 0].sum(-1, keepdim=True).double().clamp_min(1).numpy()
         self.observed = self._turned(y)
         self.simulations = 0
 
     def _turned(self, y: Tensor) -> np.ndarray:
-        return transition_counts(self.x, y)[:, 1].double().numpy() / self.unaware
+        return (transition_counts(self.x, y, self.blocks)[..., 1].double().numpy() / self.unaware).reshape(-1)
 
     @torch.no_grad()
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
-        """One simulation of every transition at ``params``; fraction turned per neighbour count, ``(9,)``."""
+        """One simulation of every transition at ``params``; fraction turned per (block and) neighbour count,
+        ``(9 d,)``."""
         self.simulations += 1
-        return self._turned(SI(beta=params["beta"])(self.x, generator))
+        beta = torch.tensor([params[name] for name in self.names]).reshape(self.blocks or ())
+        set_values(self.model, {"beta": beta}, key="params")
+        return self._turned(self.model(self.x, generator))
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,31 +79,47 @@ class SIProblem:
 
 
 class PRWProblem:
-    """Recover ``(p_center, p_resample)`` from a target MSD curve ``(lags,)``."""
+    """Recover the persistent random walk's parameters (``p_center``, ``p_resample``; a mixture of ``classes``
+    walker classes: ``p_center[k]``, ``p_resample[k]``, ``weights[k]``) from a target MSD curve ``(lags,)``.
 
-    names = ("p_center", "p_resample")
-    bounds = {"p_center": (0.0, 1.0), "p_resample": (0.0, 1.0)}
+    Every parameter is searched in (0, 1); a mixture's weights are normalised to sum to one. ``truth`` may be
+    ``None`` (real tracks): then :meth:`evaluate` scores an estimate by the fit's relative loss on the
+    walk's exact expected MSD, without simulation noise.
+    """
 
-    def __init__(self, target: Tensor, truth: dict[str, float], walkers: int = 1500, mcs_per_frame: int = 1,
-                 dx: float = 1.0):
+    def __init__(self, target: Tensor, truth: dict[str, float] | None, walkers: int = 1500, mcs_per_frame: int = 1,
+                 dx: float = 1.0, classes: int = 1):
         self.target = target
         self.truth = truth
         self.observed = target.double().numpy()
         self.walkers = walkers
-        self.mcs_per_frame = mcs_per_frame
-        self.dx = dx
+        self.model = PersistentRandomWalk(mcs_per_frame=mcs_per_frame, dx=dx, classes=classes)
+        self.names = tuple(flat_values(self.model.parameter_values()))
+        self.bounds = {name: (0.0, 1.0) for name in self.names}
         self.simulations = 0
+
+    def _set(self, params: dict[str, float]) -> None:
+        values = {}
+        for name, current in self.model.parameter_values().items():
+            value = torch.tensor([params[n] for n in self.names if n.split("[")[0] == name]).reshape(current.shape)
+            values[name] = value.clamp_min(1e-6) / value.clamp_min(1e-6).sum() if name == "weights" else value
+        set_values(self.model, values, key="params")
 
     @torch.no_grad()
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
         """One simulation of ``walkers`` walkers; their MSD curve, ``(lags,)``."""
         self.simulations += 1
-        walk = PersistentRandomWalk(params["p_center"], params["p_resample"], mcs_per_frame=self.mcs_per_frame,
-                                    dx=self.dx)
-        return walk.msd(self.walkers, len(self.target), generator).double().numpy()
+        self._set(params)
+        return self.model.msd(self.walkers, len(self.target), generator).double().numpy()
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         return float((((a - b) / self.observed) ** 2).sum())
+
+    @torch.no_grad()
+    def evaluate(self, params: dict[str, float]) -> float:
+        """The fit's loss at ``params`` on the exact expected MSD (not counted as a simulation)."""
+        self._set(params)
+        return self.distance(self.model.expected_msd(len(self.target)).double().numpy(), self.observed)
 
 
 class SummaryProblem:
@@ -197,9 +223,13 @@ class TrackProblem:
                              self.observed)
 
 
-def parameter_error(estimate: dict[str, float], truth: dict[str, float], relative: bool = False) -> float:
-    """Euclidean distance between estimate and truth over the problem's parameters, or with ``relative``
-    the largest relative error (``param_rel_error``), for parameters on different scales."""
-    if relative:
+def parameter_error(estimate: dict[str, float], truth: dict[str, float], kind: str = "euclidean") -> float:
+    """How far ``estimate`` is from ``truth`` over the truth's parameters: the Euclidean distance, the largest
+    relative error (``relative``, ``param_rel_error``, for parameters on different scales) or the root mean
+    square error (``rmse``, for a field; names missing from ``estimate``, or NaN, are left out)."""
+    if kind == "relative":
         return max(abs(estimate[name] - truth[name]) / abs(truth[name]) for name in truth)
-    return float(np.sqrt(sum((estimate[name] - truth[name]) ** 2 for name in truth)))
+    squares = [(estimate[name] - truth[name]) ** 2 for name in truth]
+    if kind == "rmse":
+        return float(np.sqrt(np.nanmean(squares)))
+    return float(np.sqrt(sum(squares)))

@@ -17,6 +17,13 @@ in lattice units after ``n`` MCS (:meth:`PersistentRandomWalk.expected_msd`). A 
 unit. Both draws go through the estimator: the resampling decision as a Bernoulli, the velocity as a
 categorical over the three values (one-hot). The state of a step is ``(position (n, 2), velocity
 (n, 2, 3) one-hot)``; walkers are the samples.
+
+**Mixture.** With ``classes = K > 1`` the population is a mixture of K walker classes with weights
+``w`` (learnable, on the simplex) and their own ``p_center_k``, ``p_resample_k``:
+``MSD(n) = sum_k w_k MSD_k(n)``. The class of a walker is not drawn: walker ``i`` belongs to class
+``i mod K`` and the MSD weighs each class's walkers by ``w_k / (their share)``. That is the exact
+expectation over the class draw (stratified sampling), so the weights get an exact gradient and no
+variance from the class draw, and each class's parameters get the estimator's gradient.
 """
 
 from __future__ import annotations
@@ -27,29 +34,56 @@ from torch import Tensor
 from slm.errors import InputError
 from slm.estimators import Estimator, make_estimator
 from slm.models.base import WalkSimulator
-from slm.parameters import Probability, register
+from slm.parameters import Probability, Simplex, register
 from slm.stats import walker_msd
 
 AXES = 2
 
 
+def class_values(key: str, value: float | list[float], classes: int) -> Tensor:
+    """Start values of a per-class probability, ``(K,)``: a list of K values as given, or one number spread
+    over the classes (``logit`` from ``logit(value) - 1`` to ``+ 1``, so that the classes start apart and
+    their gradients differ)."""
+    if isinstance(value, int | float):
+        Probability.check(key, float(value))
+        return torch.sigmoid(torch.logit(torch.tensor(float(value))) + torch.linspace(-1, 1, classes))
+    values = torch.as_tensor(value, dtype=torch.float32)
+    if values.shape != (classes,):
+        raise InputError(f"{key}: expected a number or {classes} values (one per class), got {list(value)}")
+    return values
+
+
 class PersistentRandomWalk(WalkSimulator):
-    """PRW with learnable ``p_center`` and ``p_resample`` (stored as logits).
+    """PRW with learnable ``p_center`` and ``p_resample`` (stored as logits), one walker class or a mixture.
 
     Args:
-        p_center: probability that a redrawn velocity component is 0.
-        p_resample: probability of redrawing a velocity component in an MCS.
+        p_center: probability that a redrawn velocity component is 0 (with ``classes > 1``: one number,
+            spread over the classes by :func:`class_values`, or one per class).
+        p_resample: probability of redrawing a velocity component in an MCS (likewise).
         estimator: an :class:`slm.estimators.Estimator` or its name (``ste``, ``gumbel``, ``score``); ``ste``
             gives ``p_center`` no gradient (``E[v] = 0`` for every ``p_center``), so the fits use ``gumbel``.
         mcs_per_frame: Monte Carlo steps per data frame.
         dx: lattice spacing in the data's length unit (e.g. um).
+        classes: number K of walker classes (1: one population).
+        weights: start weights of the classes (K positive values summing to 1; default equal); learnable.
     """
 
-    def __init__(self, p_center: float = 0.5, p_resample: float = 0.5, estimator: Estimator | str = "ste",
-                 mcs_per_frame: int = 1, dx: float = 1.0):
+    def __init__(self, p_center: float | list[float] = 0.5, p_resample: float | list[float] = 0.5,
+                 estimator: Estimator | str = "ste", mcs_per_frame: int = 1, dx: float = 1.0, classes: int = 1,
+                 weights: list[float] | None = None):
         super().__init__()
-        register(self, "p_center", p_center, Probability())
-        register(self, "p_resample", p_resample, Probability())
+        if not (isinstance(classes, int) and classes >= 1):
+            raise InputError(f"model.classes: expected a positive integer, got {classes}")
+        self.classes = classes
+        if classes == 1:
+            register(self, "p_center", p_center, Probability())
+            register(self, "p_resample", p_resample, Probability())
+        else:
+            register(self, "p_center", class_values("model.p_center", p_center, classes), Probability())
+            register(self, "p_resample", class_values("model.p_resample", p_resample, classes), Probability())
+            register(self, "weights", [1 / classes] * classes if weights is None else weights, Simplex())
+        if classes == 1 and weights is not None:
+            raise InputError("model.weights: class weights need model.classes > 1")
         if not (isinstance(mcs_per_frame, int) and mcs_per_frame >= 1):
             raise InputError(f"model.mcs_per_frame: expected a positive integer, got {mcs_per_frame}")
         if not (isinstance(dx, int | float) and dx > 0):
@@ -60,28 +94,41 @@ class PersistentRandomWalk(WalkSimulator):
         self.register_buffer("values", torch.tensor([-1.0, 0.0, 1.0]), persistent=False)
 
     def velocity_probs(self) -> Tensor:
-        """``(3,)`` probabilities of -1, 0, +1."""
-        side = (1 - self.p_center) / 2
-        return torch.stack([side, self.p_center, side])
+        """``(K, 3)`` probabilities of -1, 0, +1 per class."""
+        p_center = self.p_center.reshape(-1)
+        side = (1 - p_center) / 2
+        return torch.stack([side, p_center, side], dim=-1)
+
+    def class_weights(self) -> Tensor:
+        """``(K,)`` the weights of the classes (``[1]`` for one class)."""
+        return self.weights if self.classes > 1 else torch.ones(1, device=self.values.device)
+
+    def walker_class(self, n: int) -> Tensor:
+        """The class of each of ``n`` walkers, ``(n,)``: walker ``i`` is in class ``i mod K``."""
+        return torch.arange(n, device=self.values.device) % self.classes
 
     def prepare(self) -> tuple[Tensor, Tensor]:
-        return self.velocity_probs(), self.p_resample
+        return self.velocity_probs(), self.p_resample.reshape(-1)
 
     def transition(self, state: tuple[Tensor, Tensor], prepared: tuple[Tensor, Tensor],
                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """One MCS of every walker: ``(position (n, 2), velocity (n, 2, 3))`` to the same."""
         position, velocity = state
         probs, p_resample = prepared
-        resample = self.estimator.bernoulli(p_resample.expand(*velocity.shape[:2]), generator)[..., None]
-        velocity = resample * self.estimator.categorical(probs.expand_as(velocity), generator) \
+        kind = self.walker_class(len(position))
+        resample = self.estimator.bernoulli(p_resample[kind, None].expand(*velocity.shape[:2]), generator)[..., None]
+        velocity = resample * self.estimator.categorical(probs[kind, None].expand_as(velocity), generator) \
             + (1 - resample) * velocity
         return position + velocity @ self.values, velocity
 
     def positions(self, n_walkers: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
         """Positions of ``n_walkers`` walkers at frames ``0..n_frames``, shape ``(n_walkers, n_frames + 1, 2)``,
         in units of ``dx``, starting at the origin with velocities from the stationary distribution."""
+        if n_walkers < self.classes:
+            raise InputError(f"task.batch_size: {n_walkers} walkers cannot fill {self.classes} classes")
         prepared = self.prepared()
-        velocity = self.estimator.categorical(prepared[0].expand(n_walkers, AXES, 3), generator)
+        probs = prepared[0][self.walker_class(n_walkers), None]
+        velocity = self.estimator.categorical(probs.expand(n_walkers, AXES, 3), generator)
         state = (torch.zeros(n_walkers, AXES, device=velocity.device, dtype=velocity.dtype), velocity)
         frames = [state[0]]
         for _ in range(n_frames):
@@ -91,13 +138,19 @@ class PersistentRandomWalk(WalkSimulator):
         return torch.stack(frames, dim=1) * self.dx
 
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times)."""
-        return self.surrogate(walker_msd(self.positions(n, lags, generator), lags)).mean(0)
+        """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times; a
+        mixture's classes weighted by their weights, see the module docstring)."""
+        per_walker = walker_msd(self.positions(n, lags, generator), lags)
+        kind = self.walker_class(n)
+        share = torch.bincount(kind, minlength=self.classes).to(per_walker.dtype) / n
+        return self.surrogate(per_walker * (self.class_weights() / share)[kind, None]).mean(0)
 
     def expected_msd(self, lags: int) -> Tensor:
-        """Exact MSD at lags ``1..lags`` frames, shape ``(lags,)``, in ``dx`` units squared."""
+        """Exact MSD at lags ``1..lags`` frames, shape ``(lags,)``, in ``dx`` units squared (a mixture: the
+        weighted sum of its classes' MSDs)."""
         n = torch.arange(1, lags + 1, device=self.values.device) * self.mcs_per_frame
         k = torch.arange(1, int(n[-1]), device=self.values.device)
-        rho = 1 - self.p_resample
+        rho = (1 - self.p_resample).reshape(-1, 1, 1)
         terms = (n[:, None] - k[None, :]).clamp_min(0) * rho ** k[None, :]
-        return 2 * (1 - self.p_center) * (n + 2 * terms.sum(-1)) * self.dx**2
+        per_class = 2 * (1 - self.p_center).reshape(-1, 1) * (n + 2 * terms.sum(-1)) * self.dx**2
+        return (self.class_weights()[:, None] * per_class).sum(0)

@@ -47,14 +47,15 @@ def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device
     return statistics.median(times)
 
 
-def si_step(device: torch.device, repeats: int) -> Row:
-    """SI: one step of 32 lattices of 64x64, and one Adam step on the pixelwise MSE."""
+def si_step(device: torch.device, repeats: int, blocks: int | None = None) -> Row:
+    """SI: one step of 32 lattices of 64x64, and one Adam step on the pixelwise MSE; with ``blocks = b``, a
+    spread field of ``b x b`` blocks."""
     from slm.models.si import SI, simulate_si
 
     generator = torch.Generator(device=device).manual_seed(0)
     frames = simulate_si(0.4, 32, 21, generator=generator, device=device).float()
     x, y = frames[:, 10], frames[:, 11]
-    model = SI(beta=0.3).to(device)
+    model = SI(beta=0.3, blocks=None if blocks is None else (blocks, blocks)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
     def forward() -> None:
@@ -69,7 +70,8 @@ def si_step(device: torch.device, repeats: int) -> Row:
     steps = 50
     fwd = _median_seconds(lambda: [forward() for _ in range(steps)], repeats, device) / steps
     grad = _median_seconds(grad_step, repeats * 10, device)
-    return {"model": "SI", "lattice": "64x64", "batch": 32, "forward steps/s": f"{1 / fwd:,.0f}",
+    name = "SI" if blocks is None else f"SI field, {blocks * blocks} betas"
+    return {"model": name, "lattice": "64x64", "batch": 32, "forward steps/s": f"{1 / fwd:,.0f}",
             "gradient step": f"{grad * 1e3:.2f} ms"}
 
 
@@ -94,12 +96,13 @@ def si_epoch(device: torch.device, repeats: int) -> Row:
             "epoch": f"{epoch:.2f} s"}
 
 
-def prw_step(device: torch.device, repeats: int) -> Row:
-    """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss."""
+def prw_step(device: torch.device, repeats: int, classes: int = 1) -> Row:
+    """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss; with
+    ``classes > 1``, a mixture of that many walker classes."""
     from slm.models.persistent_walk import PersistentRandomWalk
 
     generator = torch.Generator(device=device).manual_seed(0)
-    model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel").to(device)
+    model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel", classes=classes).to(device)
     target = PersistentRandomWalk(0.2, 0.1).to(device).expected_msd(10).detach()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
@@ -114,7 +117,8 @@ def prw_step(device: torch.device, repeats: int) -> Row:
 
     fwd = _median_seconds(forward, repeats * 5, device) / 10
     grad = _median_seconds(grad_step, repeats * 5, device)
-    return {"model": "PRW (10 MCS)", "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
+    name = "PRW (10 MCS)" if classes == 1 else f"PRW mixture of {classes} classes (10 MCS)"
+    return {"model": name, "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
             "gradient step": f"{grad * 1e3:.2f} ms"}
 
 
@@ -357,7 +361,9 @@ MK_CASES["mk_step_per_call"] = partial(mk_case, "per_call", 64, 1, "grad", label
 MK_CASES["mk_step_rollout"] = partial(mk_case, "ours", 64, 1, "grad", label="MK, rollout")
 #: every case by name, in the order of the table
 CASES: dict[str, Callable[[torch.device, int], Row]] = {
-    case.__name__: case for case in (si_step, si_epoch, prw_step, segmentation_step, cpm_step)
+    "si_step": si_step, "si_field_4096_step": partial(si_step, blocks=64), "si_epoch": si_epoch,
+    "prw_step": prw_step, "prw_mixture_4_step": partial(prw_step, classes=4),
+    "segmentation_step": segmentation_step, "cpm_step": cpm_step,
 } | MK_CASES | POTTS_CASES | ACT_CASES
 
 
