@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 from scipy.optimize import minimize_scalar
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.si import SITransitionDataModule, smooth_field
 from slm.baselines.mle import si_beta_mle, si_beta_mle_blocks, si_log_likelihood
@@ -126,11 +127,21 @@ def test_si_field_fit_reports_the_field_and_the_mle(make_cfg, tmp_path):
     assert metrics["beta_rmse"] < 1.5 * metrics["beta_mle_rmse"], "AD close to the per-block MLE"
     assert json.loads((tmp_path / "results.json").read_text())["params"]["beta"] == params["beta"]
     assert (tmp_path / "field.png").stat().st_size > 0
+    events = tensorboard_events(tmp_path)
+    assert {"param/beta/0", "param/beta/15", "grad/beta/15"} <= set(events.Tags()["scalars"]), "16 values: scalars"
+    assert any(tag.startswith("field/beta") for tag in events.Tags()["images"])
     model = instantiate(cfg.model)
     assert model.blocks == (4, 4)
 
 
-def test_si_field_with_one_beta_per_site_is_close_to_the_mle(make_cfg):
+def test_si_field_with_one_beta_per_site_is_close_to_the_mle(make_cfg, tmp_path):
     """d = 4096 on 64x64: the issue's goal, AD within 1.5x of the per-block MLE's RMSE to the truth."""
     metrics = train(make_cfg("model.blocks=[64,64]", experiment="si_field", shrink=False))["metrics"]
     assert metrics["beta_rmse"] <= 1.5 * metrics["beta_mle_rmse"]
+    assert {"param/beta", "grad/beta"} <= set(tensorboard_events(tmp_path).Tags()["histograms"]), "4096 values"
+
+
+def tensorboard_events(folder):
+    events = EventAccumulator(str(next(folder.rglob("events.out.tfevents.*"))))
+    events.Reload()
+    return events

@@ -113,8 +113,6 @@ class FittingTask(L.LightningModule):
                 f"non-finite loss, gradient or parameter at step {self.global_step} "
                 f"(loss={float(self._last_loss):.6g}); stopped before the update, the last checkpoint is kept"
             )
-        # an array (a field, per-class values) is logged element by element up to 16 values; larger ones are
-        # shown as images by their tasks
         for name, value in self.simulator.parameter_values().items():
             self.log_values(f"param/{name}", value)
         for name, grad in constrained_grads(self.simulator).items():
@@ -123,12 +121,15 @@ class FittingTask(L.LightningModule):
             self.log(f"derived/{name}", value)
 
     def log_values(self, tag: str, value: Tensor) -> None:
-        """Log a scalar as ``tag``, an array of at most 16 values as ``tag/<i>`` (row-major), larger ones not."""
+        """Log a scalar as ``tag``, an array of at most 16 values as ``tag/<i>`` (row-major), and a larger one as
+        a TensorBoard histogram ``tag`` every ``trainer.log_every_n_steps`` steps."""
         if value.numel() == 1:
             self.log(tag, value.reshape(()))
         elif value.numel() <= 16:
             for i, element in enumerate(value.flatten()):
                 self.log(f"{tag}/{i}", element)
+        elif self.tensorboard is not None and self.global_step % self.trainer.log_every_n_steps == 0:
+            self.tensorboard.add_histogram(tag, value.detach().float().cpu(), self.global_step)
 
     def param_groups(self) -> list[dict]:
         """What the optimiser gets as ``params``: one group per parameter with its own learning rate in
