@@ -70,14 +70,37 @@ def load_image(path: str | Path, key: str = "data.path") -> np.ndarray:
     return (gray - low) / (high - low)
 
 
-def load_mask(path: str | Path, shape: tuple[int, int], key: str = "data.mask_path") -> np.ndarray:
-    """Boolean mask, foreground where the value is at least half the mask's maximum."""
+def load_mask(path: str | Path, shape: tuple[int, int], key: str = "data.mask_path",
+              threshold: float | None = None) -> np.ndarray:
+    """Boolean ground-truth mask of an image of ``shape``.
+
+    * An **instance label image** (an integer image with more than two values that is not an 8-bit intensity
+      mask reaching 255; ids 1..n as in the Data Science Bowl, stardist and cellpose data): foreground =
+      nonzero.
+    * Otherwise (binary, or an 8-bit or RGB intensity mask): foreground where the gray value is at least
+      half the mask's maximum, or at least ``threshold`` (``data.mask_threshold``) when given.
+
+    Raises :class:`InputError` (naming ``key``) for a mask of another size, and for a mask with no foreground
+    or no background, which would make Dice meaningless.
+    """
     path = Path(path)
-    gray = to_gray(_read(path, key))
+    raw = _read(path, key)
+    gray = to_gray(raw)
     if gray.shape != tuple(shape):
         raise InputError(f"{key}: {path} has size {gray.shape[1]}x{gray.shape[0]} but the image is "
                          f"{shape[1]}x{shape[0]}")
-    return gray >= gray.max() / 2 if gray.max() > 0 else np.zeros(shape, dtype=bool)
+    labels = (threshold is None and raw.ndim == 2 and np.issubdtype(raw.dtype, np.integer)
+              and len(np.unique(raw)) > 2 and not (raw.dtype == np.uint8 and raw.max() == 255))
+    mask = raw != 0 if labels else gray >= (gray.max() / 2 if threshold is None else threshold)
+    if threshold is None and gray.max() <= 0:  # an all-zero mask: nothing is at least half of nothing
+        mask = np.zeros(gray.shape, dtype=bool)
+    kind = "label image, foreground = nonzero" if labels else "threshold " + (
+        f"{threshold:g}" if threshold is not None else f"{gray.max() / 2:g} (half the maximum)")
+    if not mask.any() or mask.all():
+        raise InputError(f"{key}: {path} has {'no' if not mask.any() else 'only'} foreground ({kind}); "
+                         f"expected a mask with both foreground and background")
+    log.info("mask %s: %s, %.1f%% foreground", path.name, kind, 100 * mask.mean())
+    return mask
 
 
 def synthetic_cells(n_cells: int = 30, size: tuple[int, int] = (520, 696), blur: int = 1, noise: float = 0.02,
@@ -168,7 +191,9 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         path: image file, BBBC005 image folder or DIS5K split folder; ``None`` for a synthetic image.
-        mask_path: mask file (with an image file) or the BBBC005 ground-truth folder.
+        mask_path: mask file (with an image file) or the BBBC005 ground-truth folder (see :func:`load_mask`).
+        mask_threshold: gray value from which a mask pixel is foreground (default: label images nonzero,
+            other masks half their maximum).
         name: image file name (or stem) inside a folder; default the first in sorted order.
         layout: ``auto`` or ``dis5k`` (then ``path`` must be a DIS5K split folder).
         synthetic_blur, synthetic_cells, seed: the synthetic image (BBBC005 blur level F).
@@ -177,7 +202,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, path: str | None = None, mask_path: str | None = None, name: str | None = None,
                  layout: str = "auto", synthetic_blur: int = 1, synthetic_cells: int = 30, seed: int = 0,
-                 steps_per_epoch: int = 10):
+                 steps_per_epoch: int = 10, mask_threshold: float | None = None):
         super().__init__()
         if layout not in ("auto", "dis5k"):
             raise InputError(f"data.layout: expected auto or dis5k, got {layout!r}")
@@ -196,7 +221,7 @@ class ImageDataModule(L.LightningDataModule):
         if hp.path:
             image_path, mask_path = resolve(hp.path, hp.mask_path, hp.name, hp.layout)
             image = load_image(image_path)
-            mask = load_mask(mask_path, image.shape) if mask_path else None
+            mask = load_mask(mask_path, image.shape, threshold=hp.mask_threshold) if mask_path else None
             self.source = str(image_path)
         else:
             image, mask = synthetic_cells(hp.synthetic_cells, blur=hp.synthetic_blur, seed=hp.seed)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage import io
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.images import load_image, load_mask, resolve, synthetic_cells
@@ -171,3 +172,22 @@ def test_cli_seg_dis5k_needs_a_split_folder(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip() == ("error: data.path: this experiment needs a DIS5K split folder "
                                    "(data.path=<split> with im/ and gt/)")
+
+
+def test_label_images_mean_nonzero_and_bad_masks_get_one_line_errors(tmp_path):
+    labels = np.zeros((12, 12), np.uint16)
+    for i in range(1, 7):  # six objects with ids 1..6: half of them below half the maximum id
+        labels[2 * (i - 1), :3] = i
+    path = tmp_path / "labels.tif"
+    io.imsave(path, labels, check_contrast=False)
+    assert load_mask(path, (12, 12)).sum() == 18, "every labelled object is foreground"
+    assert load_mask(path, (12, 12), threshold=4).sum() == 9, "data.mask_threshold overrides"
+    with pytest.raises(InputError, match="has no foreground"):
+        load_mask(save(tmp_path / "empty.png", np.zeros((5, 5), np.uint8)), (5, 5))
+    with pytest.raises(InputError, match="has only foreground"):
+        load_mask(save(tmp_path / "full.png", np.full((5, 5), 255, np.uint8)), (5, 5))
+
+
+def test_segmentation_reports_the_otsu_and_li_baselines(make_cfg):
+    metrics = train(make_cfg(experiment="seg_synthetic"))["metrics"]
+    assert 0.5 < metrics["dice_otsu"] <= 1 and 0.5 < metrics["dice_li"] <= 1

@@ -31,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
+from skimage import filters
 from torch import Tensor
 from torchmetrics.functional.classification import binary_f1_score, binary_jaccard_index
 
@@ -84,8 +85,9 @@ class SegmentationFitting(FittingTask):
     share of pixels whose mask changed (``train/changed``, which the stopping rule watches: it never
     looks at the ground truth), and with a ground truth Dice and IoU (torchmetrics) every step; every
     ``image_every`` steps, ``image | prediction | ground truth`` to TensorBoard.
-    After training, ``dice`` and ``iou`` go to ``results.json``; ``mask.png`` and ``comparison.png``
-    to the run folder.
+    After training, ``dice`` and ``iou`` go to ``results.json``, with the Dice of the Otsu and Li
+    thresholds (scikit-image; the better polarity of each) as ``dice_otsu`` and ``dice_li``; ``mask.png``
+    and ``comparison.png`` to the run folder.
 
     Args:
         simulator: the :class:`PixelField`, set from the data module's image in ``setup``.
@@ -141,6 +143,15 @@ class SegmentationFitting(FittingTask):
         if truth.numel():
             metrics |= {"dice": float(binary_f1_score(predicted, truth)),
                         "iou": float(binary_jaccard_index(predicted, truth))}
+            image = datamodule.image.numpy()
+            for name, method in (("otsu", filters.threshold_otsu), ("li", filters.threshold_li)):
+                above = torch.from_numpy(image > method(image)).to(truth.device)
+                # either polarity, whichever scores higher: the baseline gets the benefit of the doubt
+                metrics[f"dice_{name}"] = max(float(binary_f1_score(above, truth)),
+                                              float(binary_f1_score(~above, truth)))
+            if self.tensorboard is not None:
+                for name in ("dice", "dice_otsu", "dice_li"):
+                    self.tensorboard.add_scalar(f"final/{name}", metrics[name], self.global_step)
         return metrics
 
     def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
