@@ -42,6 +42,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -294,7 +295,7 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
     if study == "si_field":
         reference, name = flat_values({"beta": torch.tensor(instantiate(cfg.model).reference_metrics(
             datamodule.train_set.batches())["beta_mle"], dtype=torch.float64)}), "MLE"
-        score = lambda estimate: parameter_error(estimate, problem.truth, "rmse")  # noqa: E731
+        score = partial(parameter_error, truth=problem.truth, kind="rmse")
     else:
         exact = prw_exact_fit(datamodule.target, cfg.model.mcs_per_frame, cfg.model.dx, classes=size)
         reference, name = flat_values({n: torch.tensor(v) for n, v in exact.items() if n != "msd_rel_error"}), \
