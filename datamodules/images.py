@@ -3,13 +3,14 @@
 Sources, chosen by ``data.path``:
 
 * an image file (TIF, PNG, JPG; 8 or 16 bit; gray, RGB or RGBA), with an optional ``data.mask_path``;
-* a BBBC005 folder: ``data.path`` holds ``SIMCEPImages_<well>_C<cells>_F<blur>_s<site>_w<stain>.TIF``
-  and ``data.mask_path`` the ground-truth folder, where masks exist for F1 only and the F1 mask of a
-  well column, site and stain holds for every blur level (``data.name`` picks the image);
+* a folder of images, with an optional folder of masks of the same file names. BBBC005 names
+  (``SIMCEPImages_<well>_C<cells>_F<blur>_s<site>_w<stain>.TIF``) fall back to the data set's rule: masks
+  exist for F1 only, and the F1 mask of a well column, site and stain holds for every blur level;
 * a DIS5K split: ``data.path=<split>`` with ``<split>/im/*.jpg`` and masks in ``<split>/gt/*.png``;
 * nothing: a SIMCEP-style synthetic image with its exact mask (:func:`synthetic_cells`).
 
-Masks are binarised at half their maximum (``>= 128`` for 8-bit, antialiased masks included).
+A folder is fitted one image at a time (:meth:`ImageDataModule.items`, used by :func:`slm.train.train`);
+``data.name`` picks one image. Masks: :func:`load_mask`.
 """
 
 from __future__ import annotations
@@ -103,13 +104,20 @@ def load_mask(path: str | Path, shape: tuple[int, int], key: str = "data.mask_pa
     return mask
 
 
+#: The 16 blur levels F of BBBC005 (plate rows A to P; Gaussian sigma 0.25 F px).
+BBBC005_BLUR = (1, 4, 7, 10, 14, 17, 20, 23, 26, 29, 32, 35, 39, 42, 45, 48)
+#: Sigma (px at 696x520) of the optics of an in-focus BBBC005 image: with it the synthetic F1 image has the blur
+#: that :func:`slm.tasks.segmentation_rule.blur_sigma` measures on the real F1 images (docs/segmentation.md).
+IN_FOCUS_SIGMA = 1.75
+
+
 def synthetic_cells(n_cells: int = 30, size: tuple[int, int] = (520, 696), blur: int = 1, noise: float = 0.02,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A SIMCEP-style fluorescence image and its exact mask.
 
     Elliptic cells of random size, orientation and brightness, with a smooth internal texture, on a
-    dark background; then a Gaussian blur of sigma ``0.25 * blur`` (BBBC005's F levels) and Gaussian
-    noise. The mask is the cells before blurring, as in BBBC005.
+    dark background; then a Gaussian blur of sigma ``hypot(IN_FOCUS_SIGMA, 0.25 * blur)`` (the optics and
+    BBBC005's F levels) and Gaussian noise. The mask is the cells before blurring, as in BBBC005.
 
     Returns:
         ``(image, mask)``: float image in [0, 1] and boolean mask, shape ``size``.
@@ -128,7 +136,8 @@ def synthetic_cells(n_cells: int = 30, size: tuple[int, int] = (520, 696), blur:
         mask[rows, cols] = True
     texture = ndimage.gaussian_filter(rng.normal(size=size), 2 * scale)
     image = image * (1 + 0.5 * texture / texture.std() * 0.3) + 0.03
-    image = ndimage.gaussian_filter(image, 0.25 * blur) + rng.normal(0, noise, size)
+    sigma = np.hypot(IN_FOCUS_SIGMA, 0.25 * blur) * scale / 2  # scale / 2: the sigmas are for 696x520
+    image = ndimage.gaussian_filter(image, sigma) + rng.normal(0, noise, size)
     image = np.clip(image, 0, None)
     return image / image.max(), mask
 
@@ -146,10 +155,25 @@ def _bbbc005_mask(image: Path, mask_dir: Path) -> Path:
                      f"(looked for column {match['col']}, {wanted.strip('_')})")
 
 
-def resolve(path: str, mask_path: str | None, name: str | None, layout: str = "auto") -> tuple[Path, Path | None]:
-    """The image file and mask file (or None) for the layouts of the module docstring.
+def _folder_mask(image: Path, mask_dir: Path) -> Path:
+    """The mask of ``image`` in ``mask_dir``: the same file name, else the same stem with any image suffix, else
+    (BBBC005 names) the F1 mask of the same well column, site and stain."""
+    if not mask_dir.is_dir():
+        raise InputError(f"data.mask_path: {mask_dir} is not a folder; with a folder of images, give the folder "
+                         f"of masks (same file names)")
+    same = [mask_dir / image.name] + [mask_dir / (image.stem + suffix) for suffix in IMAGE_SUFFIXES]
+    found = next((p for p in same if p.is_file()), None)
+    if found is not None:
+        return found
+    if BBBC005_NAME.search(image.name):
+        return _bbbc005_mask(image, mask_dir)
+    raise InputError(f"data.mask_path: no mask for {image.name} in {mask_dir} (expected the same file name)")
 
-    ``layout``: ``auto`` (a file, a DIS5K split if it has ``im/``, else a BBBC005 folder) or ``dis5k``
+
+def image_files(path: str, name: str | None = None, layout: str = "auto") -> list[Path]:
+    """The images ``data.path`` names (sorted), or the one ``name`` picks from a folder (file name or stem).
+
+    ``layout``: ``auto`` (a file, a DIS5K split if it has ``im/``, else a folder of images) or ``dis5k``
     (a DIS5K split is required).
     """
     root = Path(path)
@@ -160,20 +184,31 @@ def resolve(path: str, mask_path: str | None, name: str | None, layout: str = "a
         raise InputError(f"data.path: {root} is not a DIS5K split folder (expected {root}/im/*.jpg and "
                          f"{root}/gt/*.png)")
     if root.is_file():
-        return root, Path(mask_path) if mask_path else None
+        return [root]
     folder = root / "im" if is_dis5k else root
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if name is not None:
-        images = [p for p in images if p.name == name or p.stem == name]
+        images = [p for p in images if p.name == name or p.stem == name][:1]
     if not images:
         raise InputError(f"data.path: no image{f' named {name!r}' if name else ''} in {folder}")
-    image = images[0]
-    if is_dis5k:
+    return images
+
+
+def resolve(path: str, mask_path: str | None, name: str | None, layout: str = "auto") -> tuple[Path, Path | None]:
+    """The image file and its mask file (or None): the first of :func:`image_files` and, for a folder of images,
+    its mask in the folder ``mask_path`` (:func:`_folder_mask`), or in a DIS5K split its ``gt/<stem>.png``."""
+    image = image_files(path, name, layout)[0]
+    root = Path(path)
+    if root.is_file():
+        if mask_path and Path(mask_path).is_dir():
+            raise InputError(f"data.mask_path: {mask_path} is a folder, but data.path is one image; give its mask file")
+        return root, Path(mask_path) if mask_path else None
+    if (root / "im").is_dir():
         mask = root / "gt" / f"{image.stem}.png"
         if not mask.is_file():
             raise InputError(f"data.path: DIS5K mask not found: {mask}")
         return image, mask
-    return image, _bbbc005_mask(image, Path(mask_path)) if mask_path else None
+    return image, _folder_mask(image, Path(mask_path)) if mask_path else None
 
 
 class RepeatImage(IterableDataset):
@@ -190,20 +225,24 @@ class ImageDataModule(L.LightningDataModule):
     """One image to segment, with its ground-truth mask when there is one.
 
     Args:
-        path: image file, BBBC005 image folder or DIS5K split folder; ``None`` for a synthetic image.
-        mask_path: mask file (with an image file) or the BBBC005 ground-truth folder (see :func:`load_mask`).
+        path: image file, folder of images or DIS5K split folder; ``None`` for a synthetic image.
+        mask_path: mask file (with an image file) or folder of masks (with a folder; see :func:`load_mask`).
         mask_threshold: gray value from which a mask pixel is foreground (default: label images nonzero,
             other masks half their maximum).
-        name: image file name (or stem) inside a folder; default the first in sorted order.
+        name: image file name (or stem) inside a folder; default: every image, one fit each.
         layout: ``auto`` or ``dis5k`` (then ``path`` must be a DIS5K split folder).
+        synthetic: with no ``path``, fit a synthetic image (``False``: ``path`` is required).
         synthetic_blur, synthetic_cells, seed: the synthetic image (BBBC005 blur level F).
         steps_per_epoch: gradient steps per epoch (the stopping rule is checked once per epoch).
     """
 
     def __init__(self, path: str | None = None, mask_path: str | None = None, name: str | None = None,
                  layout: str = "auto", synthetic_blur: int = 1, synthetic_cells: int = 30, seed: int = 0,
-                 steps_per_epoch: int = 10, mask_threshold: float | None = None):
+                 steps_per_epoch: int = 10, mask_threshold: float | None = None, synthetic: bool = True):
         super().__init__()
+        if not path and not synthetic:
+            raise InputError("data.path: expected an image file or a folder of images (data.path=...); this "
+                             "experiment has no built-in image")
         if layout not in ("auto", "dis5k"):
             raise InputError(f"data.layout: expected auto or dis5k, got {layout!r}")
         if layout == "dis5k" and not path:
@@ -213,6 +252,17 @@ class ImageDataModule(L.LightningDataModule):
         self.image: Tensor | None = None
         self.mask: Tensor | None = None
         self.source = "synthetic"
+
+    def items(self) -> list[str]:
+        """The image names of a folder, each to be fitted on its own (``data.name=<name>``), after checking that
+        each has its mask; empty for one image (a file, ``data.name`` set, or the synthetic image)."""
+        hp = self.hparams
+        if not hp.path or hp.name is not None or Path(hp.path).is_file():
+            return []
+        names = [p.name for p in image_files(hp.path, None, hp.layout)]
+        for name in names:
+            resolve(hp.path, hp.mask_path, name, hp.layout)
+        return names
 
     def setup(self, stage: str | None = None) -> None:
         if self.image is not None:

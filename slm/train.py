@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from rich.progress import MofNCompleteColumn, Progress
 
 from slm.errors import InputError
 
@@ -108,6 +110,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     training compute; problems raise :class:`slm.InputError` with a one-line message.
     """
     check_settings(cfg)
+    items = getattr(_build(cfg.data), "items", list)()
+    if len(items) > 1:
+        return train_each(cfg, items)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_checkpoint(cfg.get("ckpt_path"))
@@ -131,6 +136,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         task.save_artifacts(out, datamodule)
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**results["params"], **results["metrics"]}.items())
         log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], seconds, out / "results.json")
+    return results
+
+
+def train_each(cfg: DictConfig, names: list[str]) -> dict[str, Any]:
+    """One :func:`train` per item of the data module (``data.name=<name>``; the images of a folder), each into
+    ``<output_dir>/<stem>/``, under a progress bar. Writes ``items.csv`` (one row per item: its metrics, steps and
+    seconds) and returns (and writes) ``results.json`` with the mean of every metric over the items, ``items`` (their
+    number), and the total steps and seconds."""
+    if cfg.get("ckpt_path"):
+        raise InputError("ckpt_path: a checkpoint belongs to one item; resume it with data.name=<name> and "
+                         "paths.output_dir=<run>/<stem>")
+    out = Path(cfg.paths.output_dir)
+    rows = []
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn()) as bar:
+        task = bar.add_task(f"fitting {len(names)} items", total=len(names))
+        for name in names:
+            item_cfg = cfg.copy()
+            OmegaConf.update(item_cfg, "data.name", name)
+            OmegaConf.update(item_cfg, "paths.output_dir", str(out / Path(name).stem))
+            OmegaConf.update(item_cfg, "trainer.enable_progress_bar", False)
+            result = train(item_cfg)
+            rows.append({"item": name, **{k: v for k, v in result["metrics"].items() if isinstance(v, int | float)},
+                         "steps": result["steps"], "seconds": result["seconds"]})
+            bar.advance(task)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    metrics = {k: float(np.mean([row[k] for row in rows if k in row])) for k in columns
+               if k not in ("item", "steps", "seconds")}
+    results = {"params": {}, "metrics": {**metrics, "items": len(rows)}, "steps": sum(r["steps"] for r in rows),
+               "seconds": round(sum(r["seconds"] for r in rows), 3)}
+    with open(out / "items.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info("fitted %d items | mean %s | %s", len(rows), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+             out / "items.csv")
     return results
 
 

@@ -1,10 +1,12 @@
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from skimage import io
+from skimage import io, measure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.images import load_image, load_mask, resolve, synthetic_cells
@@ -38,15 +40,16 @@ def test_straight_through_gradient_equals_the_exact_flip_cost(monkeypatch):
     reference = torch.rand(12, 12, generator=gen, dtype=torch.float64) - 0.5
     mask = (torch.rand(12, 12, generator=gen) < 0.4).double()
     lambdas = (0.3, 0.2, 0.1, 1.0)
-    for window in (None, 3):
+    for window, level in ((None, 0.5), (3, 0.5), (3, 0.65)):
         m = mask.clone().requires_grad_(True)
-        segmentation_loss(m, reference, lambdas, window).backward()
+        segmentation_loss(m, reference, lambdas, window, level).backward()
         means = segmentation.class_means(reference, mask, window)
         monkeypatch.setattr(segmentation, "class_means", lambda *args, means=means: means)
         for i, j in ((5, 7), (0, 0), (11, 3)):
             flipped = mask.clone()
             flipped[i, j] = 1 - flipped[i, j]
-            delta = segmentation_loss(flipped, reference, lambdas, window) - segmentation_loss(mask, reference, lambdas)
+            delta = (segmentation_loss(flipped, reference, lambdas, window, level)
+                     - segmentation_loss(mask, reference, lambdas, window, level))
             sign = 1 if mask[i, j] == 0 else -1
             assert m.grad[i, j].item() == pytest.approx(sign * delta.item(), rel=1e-6)
         monkeypatch.undo()
@@ -150,8 +153,7 @@ def test_cli_segments_a_16_bit_tif_without_a_mask(tmp_path):
     image, _ = synthetic_cells(size=(200, 240), blur=4, seed=1)
     path = save(tmp_path / "cells.tif", (image * 60000).astype(np.uint16))
     out = tmp_path / "run"
-    proc = run_cli("experiment=seg_bbbc005", f"data.path={path}", "data.mask_path=null", f"hydra.run.dir={out}",
-                   *SHRINK)
+    proc = run_cli("experiment=seg_image", f"data.path={path}", f"hydra.run.dir={out}", *SHRINK)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert "dice" not in results["metrics"] and 0 < results["metrics"]["foreground_fraction"] < 0.5
@@ -191,3 +193,123 @@ def test_label_images_mean_nonzero_and_bad_masks_get_one_line_errors(tmp_path):
 def test_segmentation_reports_the_otsu_and_li_baselines(make_cfg):
     metrics = train(make_cfg(experiment="seg_synthetic"))["metrics"]
     assert 0.5 < metrics["dice_otsu"] <= 1 and 0.5 < metrics["dice_li"] <= 1
+
+
+def test_level_puts_a_lone_pixel_in_the_foreground_above_c0_plus_q_c1_minus_c0():
+    """Without contacts and with global means, the flip cost changes sign where X_g = c_0 + q (c_1 - c_0)."""
+    reference = torch.zeros(10, 10, dtype=torch.float64)
+    mask = torch.zeros(10, 10, dtype=torch.float64)
+    reference[:5], mask[:5] = 1.0, 1.0  # c_1 = 1, c_0 = 0 whatever one pixel does
+    for level, value, joins in ((0.5, 0.45, False), (0.5, 0.55, True), (0.7, 0.65, False), (0.7, 0.75, True)):
+        reference[8, 8] = value
+        m = mask.clone().requires_grad_(True)
+        segmentation_loss(m, reference, (0, 0, 0, 1), None, level).backward()
+        assert (m.grad[8, 8] < 0) == joins, (level, value)
+
+
+def test_blur_sigma_measures_a_known_blur_and_the_level_rises_with_it():
+    from scipy import ndimage
+
+    from slm.tasks.segmentation_rule import LEVEL_MAX, blur_sigma, level_for_blur
+
+    disks = np.zeros((200, 200))
+    yy, xx = np.mgrid[:200, :200]
+    for cy, cx, value in ((50, 50, 1.0), (50, 150, 0.5), (150, 100, 0.8)):
+        disks[(yy - cy) ** 2 + (xx - cx) ** 2 < 30 ** 2] = value
+    for sigma in (2.0, 4.0, 8.0):
+        assert blur_sigma(ndimage.gaussian_filter(disks, sigma)) == pytest.approx(sigma, rel=0.15)
+    levels = [level_for_blur(s) for s in (0, 2, 4, 6, 8, 12, 40)]
+    assert levels[0] == 0.5 and levels == sorted(levels) and levels[-1] == LEVEL_MAX and levels[4] > 0.5
+
+
+def test_seg_image_needs_a_path(tmp_path):
+    proc = run_cli("experiment=seg_image", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == ("error: data.path: expected an image file or a folder of images (data.path=...); "
+                                   "this experiment has no built-in image")
+
+
+def test_folder_masks_match_by_name_stem_or_bbbc005_rule(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for name in ("a.png", "b.tif", "c.png"):
+        save(images / name, np.zeros((4, 4), np.uint8))
+    save(masks / "a.png", np.zeros((4, 4), np.uint8))
+    save(masks / "b.png", np.zeros((4, 4), np.uint8))
+    assert resolve(str(images), str(masks), "a")[1].name == "a.png"
+    assert resolve(str(images), str(masks), "b.tif")[1].name == "b.png"
+    with pytest.raises(InputError, match=r"data.mask_path: no mask for c.png in .*masks \(expected the same"):
+        resolve(str(images), str(masks), "c")
+    with pytest.raises(InputError, match="data.mask_path: .* is not a folder"):
+        resolve(str(images), str(masks / "a.png"), "a")
+
+
+def test_seg_image_fits_every_image_of_a_folder_with_label_masks(tmp_path):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "run"
+    images.mkdir()
+    masks.mkdir()
+    for i, blur in enumerate((1, 20)):
+        image, mask = synthetic_cells(n_cells=8, size=(130, 174), blur=blur, seed=i)
+        io.imsave(images / f"cells{i}.tif", (image * 65535).astype(np.uint16), check_contrast=False)
+        io.imsave(masks / f"cells{i}.tif", measure.label(mask).astype(np.uint16), check_contrast=False)
+    proc = run_cli("experiment=seg_image", f"data.path={images}", f"data.mask_path={masks}", f"hydra.run.dir={out}",
+                   *SHRINK)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out / "items.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["item"] for row in rows] == ["cells0.tif", "cells1.tif"]
+    per_image = [json.loads((out / f"cells{i}" / "results.json").read_text())["metrics"] for i in range(2)]
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["items"] == 2
+    for key in ("dice", "dice_otsu", "dice_li", "dice_gain", "blur_sigma", "level"):
+        assert results["metrics"][key] == pytest.approx(np.mean([m[key] for m in per_image]), abs=1e-6)
+        assert [float(row[key]) for row in rows] == pytest.approx([m[key] for m in per_image], rel=1e-5)
+    assert per_image[0]["dice"] > 0.9 and per_image[1]["level"] > per_image[0]["level"]
+    assert (out / "cells1" / "mask.png").is_file()
+    proc = run_cli("experiment=seg_image", f"data.path={images}", f"ckpt_path={out / 'cells0/checkpoints/last.ckpt'}",
+                   f"hydra.run.dir={tmp_path / 'again'}")
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("error: ckpt_path: a checkpoint belongs to one item")
+
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "bbbc005" / "site_example"
+
+
+def test_seg_image_beats_both_thresholds_and_its_start_on_the_bbbc005_example(make_cfg):
+    """The official example is outside the calibration; the lattice fit must add value over its start and over
+    the better of Otsu and Li (measured: +0.0196, docs/segmentation.md)."""
+    metrics = train(make_cfg(*SHRINK, f"data.path={EXAMPLE / 'synthetic2_in_focus_image.png'}",
+                             f"data.mask_path={EXAMPLE / 'synthetic2_ground_truth_image.png'}",
+                             experiment="seg_image", shrink=False))["metrics"]
+    assert metrics["dice_gain"] > 0.01 and metrics["dice"] > metrics["dice_start"] + 0.05
+    assert metrics["level"] > 0.5 and metrics["window"] < 20, "a sharp image of small cells: a small window"
+
+
+@pytest.fixture(scope="module")
+def evaluation_set(tmp_path_factory):
+    """``seg_image`` on the evaluation set (scripts/segmentation_set.py), as the README's command runs it."""
+    from slm.studies.segmentation_set import write_evaluation_set
+
+    root = write_evaluation_set(tmp_path_factory.mktemp("set"), EXAMPLE)
+    out = root / "run"
+    proc = run_cli("experiment=seg_image", f"data.path={root / 'images'}", f"data.mask_path={root / 'masks'}",
+                   f"hydra.run.dir={out}", *SHRINK)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out / "items.csv") as file:
+        return list(csv.DictReader(file)), json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_seg_image_beats_both_thresholds_on_every_image_with_a_mean_over_0_90(evaluation_set):
+    rows, results = evaluation_set
+    assert len(rows) == 17 and results["metrics"]["dice"] >= 0.90
+    assert all(float(row["dice_gain"]) > 0 for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: the example and the two sharpest synthetic images gain "
+                                       "0.014-0.0196, under 0.02 (docs/segmentation.md)")
+def test_seg_image_clears_the_better_threshold_by_0_02_on_every_image(evaluation_set):
+    rows, _ = evaluation_set
+    assert min(float(row["dice_gain"]) for row in rows) >= 0.02

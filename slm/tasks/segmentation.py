@@ -6,9 +6,14 @@ number of pixels, and ``c_1``, ``c_0`` the mean of ``X_g`` over the current fore
     l_a = (1/N) sum (1 - m)                               background penalty (area prior)
     l_b = (1/N) sum m (8 - n) / 8                         foreground pixels touching background
     l_c = (1/N) sum (1 - m) n / 8                         background pixels touching foreground
-    l_d = (1/N) sum [m (X_g - c_1)^2 + (1 - m)(X_g - c_0)^2] / var(X_g)
+    l_d = (1/N) sum [m (X_g - c_1)^2 + (1 - m)(X_g - c_0)^2 + (2 q - 1) m (c_1 - c_0)^2] / var(X_g)
                                                           reconstruction of X_g from the mask
     L = lambda_a l_a + lambda_b l_b + lambda_c l_c + lambda_d l_d
+
+Flipping pixel i to foreground changes ``l_d`` by ``2 (c_1 - c_0)(c_0 + q (c_1 - c_0) - X_g)`` (over ``N var``): on
+its own the reconstruction puts a pixel in the foreground where it is brighter than the level ``q`` of the way
+from the background mean to the foreground mean. ``q = 1/2`` is the two-level picture (Chan-Vese); a blurred
+image needs ``q > 1/2``, because its blurred halo pulls ``c_1`` down (:mod:`slm.tasks.segmentation_rule`).
 
 With ``window`` set, ``c_1`` and ``c_0`` are local: the means over the foreground and background in
 the ``(2 window + 1)^2`` box around each pixel, so dim and bright cells each get their own threshold
@@ -39,6 +44,7 @@ from slm.errors import InputError
 from slm.lattice import moore_neighbour_sum
 from slm.models.pixel_field import PixelField
 from slm.tasks.base import FittingTask
+from slm.tasks.segmentation_rule import blur_sigma, level_for_blur, object_radius, window_for
 
 
 def window_sum(x: Tensor, radius: int) -> Tensor:
@@ -66,15 +72,17 @@ def class_means(reference: Tensor, foreground: Tensor, window: int | None) -> tu
 
 
 def segmentation_loss(mask: Tensor, reference: Tensor, lambdas: tuple[float, float, float, float],
-                      window: int | None = None) -> Tensor:
-    """``L`` of the module docstring for a straight-through ``mask`` and the centred image ``reference``."""
+                      window: int | None = None, level: float = 0.5) -> Tensor:
+    """``L`` of the module docstring for a straight-through ``mask``, the centred image ``reference`` and the
+    level ``q`` (``level``)."""
     lambda_a, lambda_b, lambda_c, lambda_d = lambdas
     n = moore_neighbour_sum(mask)
     inside, outside = class_means(reference, mask.detach(), window)
     l_a = (1 - mask).mean()
     l_b = (mask * (8 - n)).mean() / 8
     l_c = ((1 - mask) * n).mean() / 8
-    l_d = (mask * (reference - inside) ** 2 + (1 - mask) * (reference - outside) ** 2).mean() / reference.var()
+    l_d = (mask * (reference - inside) ** 2 + (1 - mask) * (reference - outside) ** 2
+           + (2 * level - 1) * mask * (inside - outside) ** 2).mean() / reference.var()
     return lambda_a * l_a + lambda_b * l_b + lambda_c * l_c + lambda_d * l_d
 
 
@@ -85,19 +93,24 @@ class SegmentationFitting(FittingTask):
     share of pixels whose mask changed (``train/changed``, which the stopping rule watches: it never
     looks at the ground truth), and with a ground truth Dice and IoU (torchmetrics) every step; every
     ``image_every`` steps, ``image | prediction | ground truth`` to TensorBoard.
-    After training, ``dice`` and ``iou`` go to ``results.json``, with the Dice of the Otsu and Li
-    thresholds (scikit-image; the better polarity of each) as ``dice_otsu`` and ``dice_li``; ``mask.png``
-    and ``comparison.png`` to the run folder.
+    After training, ``blur_sigma`` (the image's measured blur), ``level`` and ``window`` go to
+    ``results.json``, and with a ground truth ``dice`` and ``iou``, the Dice of the Otsu and Li
+    thresholds (scikit-image; the better polarity of each) as ``dice_otsu`` and ``dice_li``,
+    ``dice_gain`` (``dice`` less the better of the two) and ``dice_start`` (the starting mask
+    ``X_g > 0``); ``mask.png`` and ``comparison.png`` go to the run folder.
 
     Args:
         simulator: the :class:`PixelField`, set from the data module's image in ``setup``.
         lambdas: ``(lambda_a, lambda_b, lambda_c, lambda_d)``.
-        window: radius in pixels of the local class means, or ``None`` for global means.
+        window: radius in pixels of the local class means, ``None`` for global means, or ``"auto"``: read off
+            the image's blur and object size (:mod:`slm.tasks.segmentation_rule`).
+        level: the reconstruction level ``q`` in [0, 1], or ``"auto"``: read off the image's blur
+            (:mod:`slm.tasks.segmentation_rule`).
     """
 
     def __init__(self, simulator: PixelField, optimizer,
-                 lambdas: tuple[float, float, float, float] = (0.0, 0.05, 0.05, 1.0), window: int | None = 20,
-                 scheduler=None, seed: int = 0, image_every: int = 20):
+                 lambdas: tuple[float, float, float, float] = (0.0, 0.05, 0.05, 1.0), window: int | str | None = 20,
+                 level: float | str = 0.5, scheduler=None, seed: int = 0, image_every: int = 20):
         super().__init__(simulator, optimizer, scheduler, seed)
         if not isinstance(simulator, PixelField):
             raise InputError(f"model: segmentation fits a PixelField (model=pixel_field), got "
@@ -105,16 +118,26 @@ class SegmentationFitting(FittingTask):
         lambdas = tuple(float(v) for v in lambdas)
         if len(lambdas) != 4 or min(lambdas) < 0:
             raise InputError(f"task.lambdas: expected four weights >= 0 (a, b, c, d), got {list(lambdas)}")
-        if window is not None and not (isinstance(window, int) and window >= 1):
-            raise InputError(f"task.window: expected a radius in pixels >= 1, or null, got {window}")
+        if window not in (None, "auto") and not (isinstance(window, int) and window >= 1):
+            raise InputError(f"task.window: expected a radius in pixels >= 1, null or auto, got {window!r}")
+        if level != "auto" and not (isinstance(level, int | float) and 0 <= level <= 1):
+            raise InputError(f"task.level: expected a number in [0, 1] or auto, got {level!r}")
         self.lambdas = lambdas
         self.window = window
+        self.level = level
+        self.blur: float | None = None
         self.image_every = image_every
         self.previous: Tensor | None = None
 
     def setup(self, stage: str) -> None:
+        image = self.trainer.datamodule.image
         if self.simulator.field is None:
-            self.simulator.set_image(self.trainer.datamodule.image)
+            self.simulator.set_image(image)
+        self.blur = blur_sigma(image.numpy())
+        if self.level == "auto":
+            self.level = level_for_blur(self.blur)
+        if self.window == "auto":
+            self.window = window_for(self.blur, object_radius(image.numpy()))
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         image, truth = batch
@@ -129,7 +152,7 @@ class SegmentationFitting(FittingTask):
         if self.tensorboard is not None and self.global_step % self.image_every == 0:
             panels = [image, predicted.float()] + ([truth.float()] if truth.numel() else [])
             self.log_image("segmentation/image | predicted | truth", torch.cat(panels, dim=1))
-        return segmentation_loss(mask, self.simulator.reference, self.lambdas, self.window)
+        return segmentation_loss(mask, self.simulator.reference, self.lambdas, self.window, self.level)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         super().on_before_optimizer_step(optimizer)
@@ -138,19 +161,23 @@ class SegmentationFitting(FittingTask):
 
     def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
         predicted = self.simulator.field.detach() > 0
-        metrics = {"foreground_fraction": float(predicted.float().mean())}
+        metrics = {"foreground_fraction": float(predicted.float().mean()), "blur_sigma": self.blur,
+                   "level": float(self.level), "window": self.window}
         truth = datamodule.mask.to(predicted.device)
         if truth.numel():
-            metrics |= {"dice": float(binary_f1_score(predicted, truth)),
-                        "iou": float(binary_jaccard_index(predicted, truth))}
             image = datamodule.image.numpy()
+            metrics |= {"dice": float(binary_f1_score(predicted, truth)),
+                        "iou": float(binary_jaccard_index(predicted, truth)),
+                        "dice_start": float(binary_f1_score(torch.from_numpy(image > image.mean()).to(truth.device),
+                                                            truth))}
             for name, method in (("otsu", filters.threshold_otsu), ("li", filters.threshold_li)):
                 above = torch.from_numpy(image > method(image)).to(truth.device)
                 # either polarity, whichever scores higher: the baseline gets the benefit of the doubt
                 metrics[f"dice_{name}"] = max(float(binary_f1_score(above, truth)),
                                               float(binary_f1_score(~above, truth)))
+            metrics["dice_gain"] = metrics["dice"] - max(metrics["dice_otsu"], metrics["dice_li"])
             if self.tensorboard is not None:
-                for name in ("dice", "dice_otsu", "dice_li"):
+                for name in ("dice", "dice_otsu", "dice_li", "dice_gain"):
                     self.tensorboard.add_scalar(f"final/{name}", metrics[name], self.global_step)
         return metrics
 
