@@ -35,9 +35,9 @@ def main() -> None:
     if args.settings:
         print_table(image_settings(args.settings))
     if args.calibrate:
-        rows, (slope, onset) = calibrate_level()
+        rows, (base, slope) = calibrate_level()
         print_table(rows)
-        print(f"level rule: q = 1/2 + {slope:.4f} (sigma - {onset:.2f}), from the best levels above 1/2")
+        print(f"level rule: q = {base:.4f} + {slope:.4f} sigma (least squares through the best levels)")
 
 
 def print_table(rows: list[dict]) -> None:

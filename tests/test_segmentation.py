@@ -219,7 +219,7 @@ def test_blur_sigma_measures_a_known_blur_and_the_level_rises_with_it():
     for sigma in (2.0, 4.0, 8.0):
         assert blur_sigma(ndimage.gaussian_filter(disks, sigma)) == pytest.approx(sigma, rel=0.15)
     levels = [level_for_blur(s) for s in (0, 2, 4, 6, 8, 12, 40)]
-    assert levels[0] == 0.5 and levels == sorted(levels) and levels[-1] == LEVEL_MAX and levels[4] > 0.5
+    assert 0.5 <= levels[0] < 0.52 and levels == sorted(levels) and levels[-1] == LEVEL_MAX and levels[4] > 0.55
 
 
 def test_seg_image_needs_a_path(tmp_path):
@@ -278,7 +278,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "bbbc005" / "site_examp
 
 def test_seg_image_beats_both_thresholds_and_its_start_on_the_bbbc005_example(make_cfg):
     """The official example is outside the calibration; the lattice fit must add value over its start and over
-    the better of Otsu and Li (measured: +0.0196, docs/segmentation.md)."""
+    the better of Otsu and Li (measured: +0.0184, docs/segmentation.md)."""
     metrics = train(make_cfg(*SHRINK, f"data.path={EXAMPLE / 'synthetic2_in_focus_image.png'}",
                              f"data.mask_path={EXAMPLE / 'synthetic2_ground_truth_image.png'}",
                              experiment="seg_image", shrink=False))["metrics"]
@@ -309,7 +309,7 @@ def test_seg_image_beats_both_thresholds_on_every_image_with_a_mean_over_0_90(ev
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: the example and the two sharpest synthetic images gain "
-                                       "0.014-0.0196, under 0.02 (docs/segmentation.md)")
+                                       "0.015-0.018, under 0.02 (docs/segmentation.md)")
 def test_seg_image_clears_the_better_threshold_by_0_02_on_every_image(evaluation_set):
     rows, _ = evaluation_set
     assert min(float(row["dice_gain"]) for row in rows) >= 0.02

@@ -48,14 +48,14 @@ def write_evaluation_set(out: str | Path, example_dir: str | Path, blurs: Sequen
     return out
 
 
-def calibrate_level(levels: Sequence[float] = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75),
+def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.701, 0.025), 3)),
                     blurs: Sequence[int] = BBBC005_BLUR) -> tuple[list[dict], tuple[float, float]]:
-    """Fit ``experiment=seg_synthetic`` at every level ``q`` on the calibration image of every blur level F, with
-    the window of the level's calibration (20 px, the task's default).
+    """Fit ``experiment=seg_synthetic`` (``seg_image``'s settings: the window rule) at every level ``q`` on the
+    calibration image of every blur level F.
 
-    Returns ``(rows, (slope, onset))``: one row per F (``blur``, measured ``sigma``, the best ``level`` and its
-    ``dice``, and ``dice_<q>`` for every q), and the least-squares line ``q = 1/2 + slope (sigma - onset)``
-    through the best levels above 1/2.
+    Returns ``(rows, (base, slope))``: one row per F (``blur``, measured ``sigma``, the best ``level`` and its
+    ``dice``, and ``dice_<q>`` for every q), and the least-squares line ``q = base + slope sigma`` through the
+    best levels.
     """
     from slm.train import compose_config, train
 
@@ -67,20 +67,16 @@ def calibrate_level(levels: Sequence[float] = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 
             row = {"blur": blur, "sigma": blur_sigma(image)}
             for level in levels:
                 cfg = compose_config("experiment=seg_synthetic", f"data.synthetic_blur={blur}",
-                                     f"data.seed={CALIBRATION_SEED + blur}", f"task.level={level}", "task.window=20",
-                                     "~logger", "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null",
+                                     f"data.seed={CALIBRATION_SEED + blur}", f"task.level={level}", "~logger",
+                                     "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null",
                                      "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
                                      f"paths.output_dir={tmp}")
                 row[f"dice_{level:g}"] = train(cfg)["metrics"]["dice"]
                 bar.advance(task)
             best = max(levels, key=lambda q: row[f"dice_{q:g}"])
             rows.append(row | {"level": best, "dice": row[f"dice_{best:g}"]})
-    raised = [(r["sigma"], r["level"]) for r in rows if r["level"] > 0.5]
-    if len(raised) < 2:
-        return rows, (0.0, float("inf"))
-    sigma, level = np.array(raised).T
-    slope, intercept = np.polyfit(sigma, level - 0.5, 1)
-    return rows, (float(slope), float(-intercept / slope))
+    slope, base = np.polyfit([r["sigma"] for r in rows], [r["level"] for r in rows], 1)
+    return rows, (float(base), float(slope))
 
 
 def image_settings(path: str | Path) -> list[dict]:

@@ -13,11 +13,11 @@ down). It tracks BBBC005's nominal blur ``0.25 F`` on the real images of every l
 **Level.** A blurred halo pulls the foreground mean ``c_1`` down, so the two-level reconstruction's level
 ``q = 1/2`` grows the cells; the level rises with the blur:
 
-    q = clip(1/2 + LEVEL_SLOPE (s - LEVEL_ONSET), 1/2, LEVEL_MAX)
+    q = clip(LEVEL_BASE + LEVEL_SLOPE s, 1/2, LEVEL_MAX)
 
-``LEVEL_SLOPE`` and ``LEVEL_ONSET`` are the least-squares line through the best level of synthetic images
-(calibration seeds ``100 + F``, never the evaluation images) at each BBBC005 blur level F
-(``python scripts/segmentation_set.py --calibrate``).
+``LEVEL_BASE`` and ``LEVEL_SLOPE`` are the least-squares line through the best level of synthetic images
+(calibration seeds ``100 + F``, never the evaluation images) at each BBBC005 blur level F, fitted with the
+window rule below (``python scripts/segmentation_set.py --calibrate``).
 
 **Window.** The local class means must reach past the blurred edge into both classes, and stay within about one
 object so that dim and bright neighbours keep their own means:
@@ -40,7 +40,7 @@ SMOOTHING = 1.0
 #: Radius (px) of the box in which an edge's height is read.
 RANGE_RADIUS = 25
 #: The level rule (module docstring): calibrated by ``scripts/segmentation_set.py --calibrate``.
-LEVEL_SLOPE, LEVEL_ONSET, LEVEL_MAX = 0.0123, 0.57, 0.7
+LEVEL_BASE, LEVEL_SLOPE, LEVEL_MAX = 0.507, 0.0109, 0.7
 #: The window rule (module docstring), and its bounds in px.
 WINDOW_PER_RADIUS, WINDOW_PER_SIGMA, WINDOW_RANGE = 0.6, 2.0, (3, 50)
 
@@ -62,7 +62,7 @@ def blur_sigma(image: np.ndarray) -> float:
 
 def level_for_blur(sigma: float) -> float:
     """The reconstruction level ``q`` for an image blurred by ``sigma`` px (module docstring)."""
-    return float(np.clip(0.5 + LEVEL_SLOPE * (sigma - LEVEL_ONSET), 0.5, LEVEL_MAX))
+    return float(np.clip(LEVEL_BASE + LEVEL_SLOPE * sigma, 0.5, LEVEL_MAX))
 
 
 def object_radius(image: np.ndarray) -> float:
