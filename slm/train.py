@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     check_settings(cfg)
     items = getattr(_build(cfg.data), "items", list)()
-    if len(items) > 1:
+    if items:
         return train_each(cfg, items)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)

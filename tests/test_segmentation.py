@@ -169,11 +169,15 @@ def test_cli_bad_mask_is_one_line(tmp_path):
     assert proc.stderr.strip() == f"error: data.mask_path: {mask} has size 4x4 but the image is 8x8"
 
 
-def test_cli_seg_dis5k_needs_a_split_folder(tmp_path):
-    proc = run_cli("experiment=seg_dis5k", f"hydra.run.dir={tmp_path / 'run'}")
+@pytest.mark.parametrize(("experiment", "message"), [
+    ("seg_dis5k", "this experiment needs a DIS5K split folder (data.path=<split> with im/ and gt/)"),
+    ("seg_image", "expected an image file or a folder of images (data.path=...); this experiment has no built-in "
+                  "image"),
+])
+def test_cli_experiments_without_a_built_in_image_need_data_path(tmp_path, experiment, message):
+    proc = run_cli(f"experiment={experiment}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
-    assert proc.stderr.strip() == ("error: data.path: this experiment needs a DIS5K split folder "
-                                   "(data.path=<split> with im/ and gt/)")
+    assert proc.stderr.strip() == f"error: data.path: {message}"
 
 
 def test_label_images_mean_nonzero_and_bad_masks_get_one_line_errors(tmp_path):
@@ -220,13 +224,6 @@ def test_blur_sigma_measures_a_known_blur_and_the_level_rises_with_it():
         assert blur_sigma(ndimage.gaussian_filter(disks, sigma)) == pytest.approx(sigma, rel=0.15)
     levels = [level_for_blur(s) for s in (0, 2, 4, 6, 8, 12, 40)]
     assert 0.5 <= levels[0] < 0.52 and levels == sorted(levels) and levels[-1] == LEVEL_MAX and levels[4] > 0.55
-
-
-def test_seg_image_needs_a_path(tmp_path):
-    proc = run_cli("experiment=seg_image", f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode != 0
-    assert proc.stderr.strip() == ("error: data.path: expected an image file or a folder of images (data.path=...); "
-                                   "this experiment has no built-in image")
 
 
 def test_folder_masks_match_by_name_stem_or_bbbc005_rule(tmp_path):

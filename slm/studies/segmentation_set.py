@@ -24,7 +24,7 @@ from rich.progress import Progress
 from skimage import io, measure
 
 from datamodules.images import BBBC005_BLUR, BBBC005_NAME, image_files, load_image, synthetic_cells
-from slm.tasks.segmentation_rule import blur_sigma, level_for_blur, object_radius, window_for
+from slm.tasks.segmentation_rule import blur_sigma, read_off
 
 #: Seeds of the calibration images: ``CALIBRATION_SEED + F``, apart from the evaluation set's seeds ``F``.
 CALIBRATION_SEED = 100
@@ -80,14 +80,11 @@ def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.
 
 
 def image_settings(path: str | Path) -> list[dict]:
-    """What ``seg_image`` reads off every image of a file or folder: ``sigma`` (the blur, px), ``radius`` (objects,
-    px), and the ``level`` and ``window`` it picks; with BBBC005 names also the nominal blur ``0.25 F``."""
+    """What ``seg_image`` reads off every image of a file or folder (:func:`read_off`), with BBBC005 names also
+    the nominal blur ``0.25 F``."""
     rows = []
     for file in image_files(str(path)):
-        image = load_image(file)
-        sigma, radius = blur_sigma(image), object_radius(image)
         match = BBBC005_NAME.search(file.name)
         rows.append({"image": file.name, **({"nominal": 0.25 * int(match["blur"])} if match else {}),
-                     "sigma": sigma, "radius": radius, "level": level_for_blur(sigma),
-                     "window": window_for(sigma, radius)})
+                     **read_off(load_image(file))})
     return rows

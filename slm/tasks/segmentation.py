@@ -44,7 +44,7 @@ from slm.errors import InputError
 from slm.lattice import moore_neighbour_sum
 from slm.models.pixel_field import PixelField
 from slm.tasks.base import FittingTask
-from slm.tasks.segmentation_rule import blur_sigma, level_for_blur, object_radius, window_for
+from slm.tasks.segmentation_rule import read_off
 
 
 def window_sum(x: Tensor, radius: int) -> Tensor:
@@ -133,11 +133,12 @@ class SegmentationFitting(FittingTask):
         image = self.trainer.datamodule.image
         if self.simulator.field is None:
             self.simulator.set_image(image)
-        self.blur = blur_sigma(image.numpy())
+        read = read_off(image.numpy())
+        self.blur = read["blur_sigma"]
         if self.level == "auto":
-            self.level = level_for_blur(self.blur)
+            self.level = read["level"]
         if self.window == "auto":
-            self.window = window_for(self.blur, object_radius(image.numpy()))
+            self.window = read["window"]
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         image, truth = batch

@@ -78,3 +78,11 @@ def window_for(sigma: float, radius: float) -> int:
     """The radius (px) of the local class means for blur ``sigma`` and object radius ``radius`` (module docstring)."""
     low, high = WINDOW_RANGE
     return int(np.clip(round(max(WINDOW_PER_RADIUS * radius, WINDOW_PER_SIGMA * sigma)), low, high))
+
+
+def read_off(image: np.ndarray) -> dict[str, float]:
+    """Everything the rule reads off a gray ``image`` ``(H, W)``: ``blur_sigma``, ``object_radius``, and the
+    ``level`` and ``window`` it picks."""
+    sigma, radius = blur_sigma(image), object_radius(image)
+    return {"blur_sigma": sigma, "object_radius": radius, "level": level_for_blur(sigma),
+            "window": window_for(sigma, radius)}
