@@ -31,8 +31,9 @@ def dis5k_split(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_a_shrunken_step(make_cfg, tmp_path, dis5k_split, experiment):
-    paths = {"seg_dis5k": dis5k_split, "seg_image": ROOT / "data/bbbc005/site_example/synthetic2_in_focus_image.png"}
-    extra = [f"data.path={paths[experiment]}"] if experiment in paths else []
+    extra = {"seg_dis5k": [f"data.path={dis5k_split}", "data.name=thing"],
+             "seg_image": [f"data.path={ROOT / 'data/bbbc005/site_example/synthetic2_in_focus_image.png'}"]}
+    extra = extra.get(experiment, [])
     results = train(make_cfg("+trainer.max_steps=2", *extra, experiment=experiment))
     assert results["steps"] == 2
     assert json.loads((tmp_path / "results.json").read_text()) == results
