@@ -24,7 +24,7 @@ from rich.progress import Progress
 from skimage import io, measure
 
 from datamodules.images import BBBC005_BLUR, BBBC005_NAME, image_files, load_image, synthetic_cells
-from slm.tasks.segmentation_rule import blur_sigma, read_off
+from slm.tasks.segmentation_rule import read_off
 
 #: Seeds of the calibration images: ``CALIBRATION_SEED + F``, apart from the evaluation set's seeds ``F``.
 CALIBRATION_SEED = 100
@@ -63,15 +63,16 @@ def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.
     with tempfile.TemporaryDirectory() as tmp, Progress() as bar:
         task = bar.add_task("calibrating the level", total=len(blurs) * len(levels))
         for blur in blurs:
-            image, _ = synthetic_cells(blur=blur, seed=CALIBRATION_SEED + blur)
-            row = {"blur": blur, "sigma": blur_sigma(image)}
+            row: dict = {"blur": blur}
             for level in levels:
                 cfg = compose_config("experiment=seg_synthetic", f"data.synthetic_blur={blur}",
                                      f"data.seed={CALIBRATION_SEED + blur}", f"task.level={level}", "~logger",
                                      "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null",
                                      "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
                                      f"paths.output_dir={tmp}")
-                row[f"dice_{level:g}"] = train(cfg)["metrics"]["dice"]
+                metrics = train(cfg)["metrics"]
+                row["sigma"] = metrics["blur_sigma"]  # as the run measured it: the same image at every level
+                row[f"dice_{level:g}"] = metrics["dice"]
                 bar.advance(task)
             best = max(levels, key=lambda q: row[f"dice_{q:g}"])
             rows.append(row | {"level": best, "dice": row[f"dice_{best:g}"]})
