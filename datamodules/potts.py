@@ -86,7 +86,7 @@ class StartingLattices(Dataset):
             return self.labels[item % len(self.labels)], self.cell_types
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, item]).generate_state(1)[0]))
         state = self.simulator.initial_state(1, self.size, generator=generator)
-        return state[0][0], state[1][0]
+        return state.labels[0], state.cell_types[0]
 
 
 class LatticeStatisticsDataModule(L.LightningDataModule):
@@ -145,12 +145,9 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
             set_values(truth, self.truth)
             generator = torch.Generator().manual_seed(self.seed)
             state = truth.initial_state(self.lattices, self.size, generator=generator)
-            series = []
             with torch.no_grad():
-                for _ in range(self.frames):
-                    state = truth.rollout(state, self.mcs_per_frame, generator)
-                    series.append(truth.summary(state))
-            series = torch.stack(series, 1)
+                series = truth.rollout(state, self.frames * self.mcs_per_frame, generator,
+                                       record_every=self.mcs_per_frame, record=truth.summary).frames[:, 1:]
             self.train_set = StartingLattices(self.steps_per_epoch * self.batch_size, truth, self.size, self.seed + 1)
             source = f"{self.lattices} lattices simulated with {self.truth}"
         self.target, self.spread = series.mean(0), series.std(0) if len(series) > 1 else torch.zeros_like(series[0])

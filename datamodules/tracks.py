@@ -29,7 +29,6 @@ from slm.errors import InputError
 from slm.models.base import Simulator
 from slm.parameters import set_values
 from slm.stats import read_tracks, track_statistic_names, track_statistics
-from slm.tasks.tracks import simulate_tracks
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,8 @@ class TrackStatisticsDataModule(L.LightningDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
                 state = truth.initial_state(self.lattices, self.size, generator=generator)
-                tracks, _ = simulate_tracks(truth, state, self.burn_in, self.frames, self.mcs_per_frame, generator)
+                recording = truth.tracks(state, self.frames, self.mcs_per_frame, generator, self.burn_in)
+            tracks = recording.frames.transpose(1, 2)
             self.target = track_statistics(tracks.flatten(0, 1), self.lags)
             self.examples = tracks.flatten(0, 1)[:20].numpy() * self.um_per_site
             source = f"{self.lattices} lattices simulated with {self.truth}"

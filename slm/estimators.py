@@ -79,6 +79,13 @@ class _StraightThrough(torch.autograd.Function):
         return None, grad
 
 
+def gradient_only(z: Tensor) -> Tensor:
+    """``z - stop_grad(z)``: zero in value, ``dz`` in gradient. A simulator that keeps a quantity ``q`` changed
+    by ``delta`` when a draw ``z`` is 1 adds ``gradient_only(z) * delta`` to it, so that ``q`` carries the
+    estimator's answer to "had this draw gone the other way" without changing its value."""
+    return z - z.detach()
+
+
 def _straight_through(hard: Tensor, surrogate: Tensor) -> Tensor:
     """Forward value ``hard``, gradient of ``surrogate`` (just ``hard`` when nothing needs a gradient)."""
     if not surrogate.requires_grad:
@@ -122,12 +129,15 @@ class Estimator(ABC):
 
     @abstractmethod
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
-                  mask: Tensor | None = None) -> Tensor:
+                  mask: Tensor | None = None, sample: tuple[Tensor, int] | None = None) -> Tensor:
         """Hard 0/1 sample of ``Bernoulli(p)`` with a surrogate gradient, in the shape of ``p`` or ``noise``.
 
         ``noise``: ``U(0, 1)`` draws to use instead of drawing from ``generator`` (lets a caller draw all of
         a step's noise at once), of the shape of ``p`` or of a shape ``p`` broadcasts to (one shared ``p``).
         ``mask``: where ``False`` no draw is made: ``z = 0``, with no gradient and nothing recorded.
+        ``sample``: ``(index, n)`` when the draws of ``n`` samples are gathered into one flat ``p``: the sample
+        of each draw, ``(N,)`` long; else the first dimension of the draw is the sample. Only estimators that
+        record per sample (the score function) use it.
         """
 
     @abstractmethod
@@ -166,7 +176,7 @@ class StraightThrough(Estimator):
     name = "ste"
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
-                  mask: Tensor | None = None) -> Tensor:
+                  mask: Tensor | None = None, sample: tuple[Tensor, int] | None = None) -> Tensor:
         hard = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
         if mask is None:
             return _straight_through(hard, p)
@@ -188,7 +198,7 @@ class GumbelSoftmax(Estimator):
         self.temperature = float(temperature)
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
-                  mask: Tensor | None = None) -> Tensor:
+                  mask: Tensor | None = None, sample: tuple[Tensor, int] | None = None) -> Tensor:
         u = _uniform(p, generator) if noise is None else noise
         hard = _heaviside(p.detach() - u)
         hard = hard if mask is None else hard * mask
@@ -238,13 +248,21 @@ class ScoreFunction(Estimator):
     def __init__(self) -> None:
         #: (id of p, shape of the draws) -> (p, number of ones drawn, number of draws) from that p
         self._records: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        #: per-sample stand-ins of log P, ``(n,)``, of gathered draws
+        self._sums: list[Tensor] = []
 
     def bernoulli(self, p: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None,
-                  mask: Tensor | None = None) -> Tensor:
+                  mask: Tensor | None = None, sample: tuple[Tensor, int] | None = None) -> Tensor:
         z = _heaviside(p.detach() - (_uniform(p, generator) if noise is None else noise))
         z = z if mask is None else z * mask
         if p.requires_grad:
-            self._record(p, z, torch.ones_like(z) if mask is None else mask)
+            draws = torch.ones_like(z) if mask is None else mask.to(z.dtype)
+            if sample is None:
+                self._record(p, z, draws)
+            else:
+                index, n = sample
+                term = _log_prob_term(p, z, draws)
+                self._sums.append(torch.zeros(n, device=term.device, dtype=term.dtype).index_add(0, index, term))
         return z
 
     def categorical(self, probs: Tensor, generator: torch.Generator | None = None,
@@ -274,10 +292,7 @@ class ScoreFunction(Estimator):
         """Per sample, ``sum slope * p`` with ``slope = ones / p - (draws - ones) / (1 - p)`` detached: a
         stand-in for ``log P`` of the recorded draws with the same gradient."""
         total = None
-        for p, ones, draws in self._records.values():
-            q, tiny = p.detach(), torch.finfo(p.dtype).tiny
-            term = (ones / q.clamp_min(tiny) - (draws - ones) / (1 - q).clamp_min(tiny)) * p
-            per_sample = term.reshape(term.shape[0], -1).sum(1) if term.ndim > 1 else term.reshape(-1)
+        for per_sample in (*(_per_sample(_log_prob_term(*record)) for record in self._records.values()), *self._sums):
             if total is not None and per_sample.shape != total.shape:
                 raise InputError(f"estimator: score: draws of {per_sample.shape[0]} and {total.shape[0]} samples; "
                                  f"the first dimension of every draw must be the sample")
@@ -295,7 +310,19 @@ class ScoreFunction(Estimator):
         return score_surrogate(values, log_prob.view(-1, *([1] * (values.ndim - 1))))
 
     def reset(self) -> None:
-        self._records = {}
+        self._records, self._sums = {}, []
+
+
+def _log_prob_term(p: Tensor, ones: Tensor, draws: Tensor) -> Tensor:
+    """``slope * p`` elementwise, ``slope = ones / p - (draws - ones) / (1 - p)`` detached: the gradient of the
+    log-probability of ``ones`` successes in ``draws`` Bernoulli draws from ``p``."""
+    q, tiny = p.detach(), torch.finfo(p.dtype).tiny
+    return (ones / q.clamp_min(tiny) - (draws - ones) / (1 - q).clamp_min(tiny)) * p
+
+
+def _per_sample(term: Tensor) -> Tensor:
+    """``term`` summed over all but its first (sample) dimension, ``(n,)``."""
+    return term.reshape(term.shape[0], -1).sum(1) if term.ndim > 1 else term.reshape(-1)
 
 
 def score_surrogate(values: Tensor, log_prob: Tensor) -> Tensor:

@@ -157,6 +157,23 @@ def track_statistics(positions: Tensor, lags: int) -> Tensor:
     return torch.stack(columns, -1)
 
 
+#: The terms of :func:`track_loss`, in the order of its weights.
+TRACK_TERMS = ("msd", "speed", "persistence")
+
+
+def track_loss(simulated: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    r"""The track-fitting loss from statistics ``(..., K + 2)`` (:func:`track_statistics`: MSDs, speed,
+    persistence) against ``target (K + 2,)``; ``weights (3,)``: :data:`TRACK_TERMS`:
+
+    .. math::  L = \frac{w_{msd}}{K} \sum_k \left(\frac{s_k - t_k}{t_k}\right)^2
+                 + w_v \left(\frac{s_v - t_v}{t_v}\right)^2 + w_p (s_p - t_p)^2
+
+    (persistence, a mean cosine near 0, in absolute terms)."""
+    relative = (simulated - target) / target
+    return (weights[0] * (relative[..., :-2] ** 2).mean(-1) + weights[1] * relative[..., -2] ** 2
+            + weights[2] * (simulated[..., -1] - target[-1]) ** 2)
+
+
 def walker_msd(positions: Tensor, lags: int) -> Tensor:
     """Differentiable MSD of each walker at lags ``1..lags`` over all its start times.
 

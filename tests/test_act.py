@@ -11,7 +11,6 @@ from slm.models.act import ActPotts, geometric_activity, unwrapped_moments
 from slm.parameters import constrained_grads
 from slm.stats import track_statistics
 from slm.studies.potts_reference import reference_parameters, sequential_mcs
-from slm.tasks.tracks import simulate_tracks
 
 SMALL = {"volume_target": 24, "surface_target": 70, "lambda_surface": 1.0, "lambda_volume": 10.0}
 
@@ -38,11 +37,11 @@ def test_ages_grow_and_copied_sites_restart():
     state = model.rollout(state, 3, torch.Generator().manual_seed(1))
     before = state
     after = model.step(state, torch.Generator().manual_seed(2))
-    changed = after[0] != before[0]
+    changed = after.labels != before.labels
     assert changed.any()
-    assert (after[5][changed] == 1).all(), "a site copied into during the MCS ends it with age 1"
-    untouched = after[5] != 1
-    assert torch.equal(after[5][untouched], before[5][untouched] + 1)
+    assert (after.age[changed] == 1).all(), "a site copied into during the MCS ends it with age 1"
+    untouched = after.age != 1
+    assert torch.equal(after.age[untouched], before.age[untouched] + 1)
 
 
 def test_positions_follow_a_cell_across_the_edges():
@@ -51,11 +50,12 @@ def test_positions_follow_a_cell_across_the_edges():
     corner[:, -2:, -2:] = corner[:, -2:, :3] = corner[:, :3, -2:] = corner[:, :3, :3] = 1  # 5x5 across the corner
     state = model.state(corner, torch.tensor([0, 1]))
     assert torch.allclose(model.positions(state), torch.zeros(6, 1, 2), atol=1e-5), "the cell starts at (0, 0)"
-    tracks, state = simulate_tracks(model, state, 0, 30, 3, torch.Generator().manual_seed(3))
+    state, frames = model.tracks(state, 30, 3, torch.Generator().manual_seed(3))
+    tracks = frames.transpose(1, 2)
     steps = (tracks[:, :, 1:] - tracks[:, :, :-1]).norm(dim=-1)
     assert steps.max() < 5, "no jump of a lattice length in an unwrapped track"
     assert (tracks[:, :, -1] - tracks[:, :, 0]).norm(dim=-1).max() > 10, "cells travelled far from the corner"
-    from_labels = centroids_from_labels(state[0], 2)[:, 1:]
+    from_labels = centroids_from_labels(state.labels, 2)[:, 1:]
     offset = (model.positions(state) - from_labels) % 32
     assert torch.allclose(torch.minimum(offset, 32 - offset), torch.zeros_like(offset), atol=1e-3)
 
@@ -64,12 +64,11 @@ def test_relaxed_max_act_is_linear_between_integers():
     model = ActPotts(**SMALL, learn=[])
     state = model.rollout(model.initial_state(2, 24, generator=torch.Generator().manual_seed(0)), 8,
                           torch.Generator().manual_seed(1))
-    labels, extra = state[0], list(state[5:])
     where = torch.randint(0, 26 * 26, (2, 144), generator=torch.Generator().manual_seed(2))
 
     def energy(max_act: float) -> torch.Tensor:
         prepared = (*model.prepare()[:7], torch.tensor(max_act))
-        return model._copy_energy(labels, extra, prepared, 0, 0, where)
+        return model._copy_energy(state, prepared, 0, 0, where)
 
     low, high, middle = energy(7.0), energy(8.0), energy(7.25)
     assert torch.allclose(middle, 0.75 * low + 0.25 * high, atol=1e-4)
@@ -87,16 +86,17 @@ def act_samples(order: str, replicas: int = 48, mcs: int = 25, size: int = 20) -
     rng = np.random.default_rng(2)
     labels, ages = [], []
     for r in range(replicas):
-        age = start[5][r].numpy().copy()
-        labels.append(sequential_mcs(start[0][r].numpy(), start[1][r].numpy(), params, 8, mcs, rng, age, order))
+        age = start.age[r].numpy().copy()
+        labels.append(sequential_mcs(start.labels[r].numpy(), start.cell_types[r].numpy(), params, 8, mcs, rng, age,
+                                     order))
         ages.append(age)
-    sequential = model.state(torch.from_numpy(np.stack(labels)), start[1], torch.from_numpy(np.stack(ages)))
+    sequential = model.state(torch.from_numpy(np.stack(labels)), start.cell_types, torch.from_numpy(np.stack(ages)))
 
     def statistics(state):
-        moved = (centroids_from_labels(state[0], 2)[:, 1] - centroids_from_labels(start[0], 2)[:, 1]) % size
+        moved = (centroids_from_labels(state.labels, 2)[:, 1] - centroids_from_labels(start.labels, 2)[:, 1]) % size
         moved = torch.minimum(moved, size - moved).norm(dim=-1)
-        active = ((model.max_act - state[5]) > 0) & (state[0] > 0)
-        return {"displacement": moved, "volume": state[2][:, 1], "surface": state[3][:, 1],
+        active = ((model.max_act - state.age) > 0) & (state.labels > 0)
+        return {"displacement": moved, "volume": state.volume[:, 1], "surface": state.surface[:, 1],
                 "active sites": active.sum((1, 2)).float()}
 
     return statistics(final), statistics(sequential)
@@ -127,7 +127,7 @@ def test_the_attempt_schedule_matters_for_the_act_model():
 def test_track_statistics_have_gradients_in_lambda_act_and_max_act(estimator):
     model = ActPotts(**SMALL, estimator=estimator)
     state = model.initial_state(4, 24, generator=torch.Generator().manual_seed(0))
-    tracks, _ = simulate_tracks(model, state, 5, 4, 3, torch.Generator().manual_seed(1))
+    tracks = model.tracks(state, 4, 3, torch.Generator().manual_seed(1), burn_in=5).frames.transpose(1, 2)
     statistics = model.surrogate(track_statistics(tracks, 2)).mean(0)
     statistics[:2].sum().backward()
     grads = constrained_grads(model)
@@ -159,6 +159,7 @@ def test_bad_act_settings_fail_with_one_line(kwargs, message):
 def test_several_cells_per_lattice_give_one_track_each():
     model = ActPotts(**SMALL, cells=3, learn=[])
     state = model.initial_state(2, 32, generator=torch.Generator().manual_seed(0))
-    tracks, state = simulate_tracks(model, state, 3, 4, 2, torch.Generator().manual_seed(1))
+    state, frames = model.tracks(state, 4, 2, torch.Generator().manual_seed(1), burn_in=3)
+    tracks = frames.transpose(1, 2)
     assert tracks.shape == (2, 3, 5, 2) and torch.isfinite(tracks).all()
-    assert (state[2][:, 1:] > 0).all(), "every cell is still there"
+    assert (state.volume[:, 1:] > 0).all(), "every cell is still there"

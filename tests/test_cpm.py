@@ -70,7 +70,7 @@ def test_coordinates_match_the_dense_lattice():
     dense = dense_cpm_displacements(p, n, 24, steps, gen(1))
     model = OnePixelCPM(temperature=-1 / math.log(p), steps_per_frame=steps)
     with torch.no_grad():
-        centroids = model.positions(n, 1, gen(2))
+        centroids = model.walk(n, 1, gen(2))
         sparse = ((centroids[:, 1] - centroids[:, 0]) ** 2).sum(-1)
         exact = model.expected_msd(steps)
     assert stats.ks_2samp(dense.numpy(), sparse.numpy()).pvalue > 0.01
@@ -82,7 +82,7 @@ def test_coordinates_match_the_dense_lattice():
 def test_expected_msd_matches_simulation(temperature):
     model = OnePixelCPM(temperature)
     with torch.no_grad():
-        centroids = model.positions(20_000, 2, gen(3)).transpose(0, 1)
+        centroids = model.walk(20_000, 2, gen(3)).transpose(0, 1)
         squared = ((centroids[1:] - centroids[:1]) ** 2).sum(-1)
         exact = torch.stack([model.expected_msd(800), model.expected_msd(1600)])
     se = squared.std(1) / math.sqrt(20_000)
@@ -92,9 +92,9 @@ def test_expected_msd_matches_simulation(temperature):
 def test_batched_cells_are_independent_and_seeded():
     model = OnePixelCPM(0.4)
     with torch.no_grad():
-        a = model.positions(500, 1, gen(5))
-        b = model.positions(500, 1, gen(5))
-        c = model.positions(500, 1, gen(6))
+        a = model.walk(500, 1, gen(5))
+        b = model.walk(500, 1, gen(5))
+        c = model.walk(500, 1, gen(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
     displacement = a[:, 1] - a[:, 0]
     assert (displacement.abs() > 0).any(1).float().mean() > 0.3  # cells move, and not all alike

@@ -58,7 +58,7 @@ def statistics(model: CellularPotts, labels: torch.Tensor, cell_types: torch.Ten
         state = model.state(labels, cell_types)
         summary = model.summary(state)
     names = list(SUMMARY)
-    surface = state[3][:, 1:].mean(1)
+    surface = state.surface[:, 1:].mean(1)
     return torch.stack([summary[:, names.index("volume_mean")], summary[:, names.index("volume_sd")], surface,
                         summary[:, names.index("heterotypic_fraction")]], 1).double().numpy()
 
@@ -67,7 +67,7 @@ def vectorised_statistics(model: CellularPotts, seed: int) -> np.ndarray:
     labels, cell_types = start()
     with torch.no_grad():
         state = model.rollout(model.state(labels.expand(REPLICAS, -1, -1).clone(), cell_types), MCS, gen(seed))
-    return statistics(model, state[0], cell_types)
+    return statistics(model, state.labels, cell_types)
 
 
 @functools.cache
@@ -170,7 +170,7 @@ def test_reference_helpers():
     assert params["lambda_surface"] == [0.0, 0.5, 0.5] and params["temperature"] == 7.0
     state = model.initial_state(3, 20, generator=gen(0))
     state = model.rollout(state, 3, gen(1))
-    labels, cell_types = state[0].numpy(), state[1].numpy()
+    labels, cell_types = state.labels.numpy(), state.cell_types.numpy()
     with torch.no_grad():
         expected = model.summary(state)[:, : len(SUMMARY)].numpy()
     np.testing.assert_allclose(summary_numpy(labels, cell_types, 8), expected, rtol=1e-5)
@@ -184,7 +184,7 @@ def test_reference_helpers():
 
 def recount(model: CellularPotts, state) -> tuple[torch.Tensor, torch.Tensor]:
     """Volumes and surfaces counted afresh from the labels."""
-    fresh = model.state(state[0], state[1])
+    fresh = model.state(state.labels, state.cell_types)
     return fresh[2], fresh[3]
 
 
@@ -193,27 +193,27 @@ def test_tracked_volume_and_surface_match_the_labels(neighbourhood):
     model = CellularPotts(CELLSORT, volume_target=16, lambda_surface=0.5, surface_target=16, temperature=12.0,
                           neighbourhood=neighbourhood, cells=12)
     state = model.initial_state(4, 20, generator=gen(0))
-    start_labels = state[0].clone()
+    start_labels = state.labels.clone()
     with torch.no_grad():
         state = model.rollout(state, 30, gen(1))
-    assert not torch.equal(state[0], start_labels)
+    assert not torch.equal(state.labels, start_labels)
     volume, surface = recount(model, state)
-    torch.testing.assert_close(state[2], volume, rtol=0, atol=1e-4)
-    torch.testing.assert_close(state[3][:, 1:], surface[:, 1:], rtol=0, atol=1e-4)  # the medium's is never used
+    torch.testing.assert_close(state.volume, volume, rtol=0, atol=1e-4)
+    torch.testing.assert_close(state.surface[:, 1:], surface[:, 1:], rtol=0, atol=1e-4)  # the medium's is never used
     # Without surface energy only the volumes are tracked.
     plain = CellularPotts(CELLSORT, volume_target=16, temperature=12.0, neighbourhood=neighbourhood, cells=12,
                           learn=[])
     state = plain.rollout(plain.initial_state(4, 20, generator=gen(0)), 30, gen(1))
-    torch.testing.assert_close(state[2], recount(plain, state)[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(state.volume, recount(plain, state)[0], rtol=0, atol=1e-4)
 
 
 def test_ids_are_conserved_and_cells_keep_their_last_site():
     model = CellularPotts(CELLSORT, volume_target=16, lambda_volume=0.5, temperature=30.0, cells=12, learn=[])
     state = model.initial_state(4, 20, generator=gen(2))
-    before = count_ids(state[0], state[1].shape[1])
+    before = count_ids(state.labels, state.cell_types.shape[1])
     with torch.no_grad():
         state = model.rollout(state, 40, gen(3))
-    after = count_ids(state[0], state[1].shape[1])
+    after = count_ids(state.labels, state.cell_types.shape[1])
     assert ((after > 0) == (before > 0)).all()  # no new id, no cell lost
     assert after.sum(1).eq(20 * 20).all()
 
@@ -225,8 +225,8 @@ def test_a_fragmented_cell_keeps_its_last_site():
     labels = torch.zeros(8, 8, 8, dtype=torch.long)
     labels[:, 2, 2] = labels[:, 2, 4] = 1
     state = model.rollout(model.state(labels, torch.tensor([0, 1])), 3, gen(0))
-    assert (count_ids(state[0], 2)[:, 1] >= 1).all()
-    torch.testing.assert_close(state[2], count_ids(state[0], 2).float())
+    assert (count_ids(state.labels, 2)[:, 1] >= 1).all()
+    torch.testing.assert_close(state.volume, count_ids(state.labels, 2).float())
 
 
 def test_bond_counts_are_symmetric_and_add_up_to_the_surfaces():
@@ -262,7 +262,7 @@ def test_lattices_of_a_batch_evolve_independently():
     state = model.rollout(model.state(labels.expand(4, -1, -1).clone(), cell_types), 5, gen(8))
     for i in range(4):
         for j in range(i):
-            assert not torch.equal(state[0][i], state[0][j])
+            assert not torch.equal(state.labels[i], state.labels[j])
 
 
 BAD_INPUTS = {

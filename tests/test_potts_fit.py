@@ -22,12 +22,12 @@ def write_stack(path, frames: int = 3) -> np.ndarray:
     """A (frames, 24, 24) label stack of a simulated lattice and its cell types, as a user would save it."""
     model = small_model()
     state = model.initial_state(1, 24, generator=torch.Generator().manual_seed(0))
-    labels = [state[0][0].numpy()]
+    labels = [state.labels[0].numpy()]
     with torch.no_grad():
         for _ in range(frames - 1):
             state = model.rollout(state, 2, torch.Generator().manual_seed(len(labels)))
-            labels.append(state[0][0].numpy())
-    np.savez(path, labels=np.stack(labels).astype(np.int32), cell_types=state[1][0].numpy())
+            labels.append(state.labels[0].numpy())
+    np.savez(path, labels=np.stack(labels).astype(np.int32), cell_types=state.cell_types[0].numpy())
     return np.stack(labels)
 
 

@@ -90,7 +90,7 @@ def test_simulated_msd_matches_closed_form(p_center, p_resample, mcs, dx):
 def test_positions_move_at_most_one_site_per_axis_per_mcs():
     walk = PersistentRandomWalk(0.3, 0.4, mcs_per_frame=2, dx=2.5)
     with torch.no_grad():
-        positions = walk.positions(1000, 6, torch.Generator().manual_seed(0)) / 2.5
+        positions = walk.walk(1000, 6, torch.Generator().manual_seed(0)) / 2.5
     steps = positions.diff(dim=1)
     assert positions.shape == (1000, 7, 2) and (positions[:, 0] == 0).all()
     assert steps.abs().max() <= 2 and torch.equal(steps, steps.round())
@@ -130,7 +130,7 @@ def test_cli_fits_tracks_with_gaps(tmp_path):
     rng = np.random.default_rng(0)
     walk = PersistentRandomWalk(0.3, 0.3, dx=2.0)
     with torch.no_grad():
-        positions = walk.positions(300, 30, torch.Generator().manual_seed(1)).numpy()
+        positions = walk.walk(300, 30, torch.Generator().manual_seed(1)).numpy()
     rows = []
     for track in range(300):
         keep = np.sort(rng.choice(31, size=24, replace=False))  # drop frames: gaps inside tracks

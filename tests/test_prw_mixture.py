@@ -37,7 +37,7 @@ def test_the_weights_get_the_exact_gradient_of_the_class_draw():
     msd[-1].backward()
     grad = constrained_grads(walk)["weights"]  # along the simplex: g - <w, g>
     with torch.no_grad():
-        positions = walk.positions(4000, 5, torch.Generator().manual_seed(1))
+        positions = walk.walk(4000, 5, torch.Generator().manual_seed(1))
     per_class = [((positions[k::2, 5:] - positions[k::2, :-5]) ** 2).sum(-1).mean() for k in (0, 1)]
     assert float(grad[0] - grad[1]) == pytest.approx(float(per_class[0] - per_class[1]), rel=1e-4)
     assert walk.parametrizations.p_center.original.grad.abs().min() > 0, "each class's p_center has a gradient"

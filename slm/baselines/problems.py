@@ -21,7 +21,7 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
   starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`).
 * :class:`TrackProblem`: migrating cells (the act model) against tracks without a known truth;
   summary: the track statistics of ``lattices`` lattices (the fit's batch), distance: the fit's loss
-  (:func:`slm.tasks.tracks.track_loss`); :meth:`TrackProblem.evaluate` scores an estimate by that loss
+  (:func:`slm.stats.track_loss`); :meth:`TrackProblem.evaluate` scores an estimate by that loss
   on a larger simulation with fixed noise, the measure the comparison puts the methods side by side on.
 
 Every problem has ``bounds`` per parameter: the support of ABC-SMC's uniform prior and of CMA-ES's
@@ -41,8 +41,7 @@ from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
 from slm.parameters import flat_values, set_values
-from slm.stats import track_statistics
-from slm.tasks.tracks import simulate_tracks, track_loss
+from slm.stats import track_loss, track_statistics
 
 
 class SIProblem:
@@ -204,8 +203,8 @@ class TrackProblem:
         set_values(model, params, key="params")
         picks = torch.randint(len(self.starts), (lattices,), generator=generator).tolist()
         labels, cell_types = (torch.stack(part) for part in zip(*(self.starts[i] for i in picks), strict=True))
-        tracks, _ = simulate_tracks(model, model.state(labels, cell_types), self.burn_in, self.frames,
-                                    self.mcs_per_frame, generator)
+        tracks = model.tracks(model.state(labels, cell_types), self.frames, self.mcs_per_frame, generator,
+                              self.burn_in).frames.transpose(1, 2)
         return track_statistics(tracks, len(self.target) - 2).mean(0).double().numpy()
 
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:

@@ -35,14 +35,15 @@ every site counted at its image nearest the cell's centroid), updated by the acc
 estimator's gradient, so that :meth:`ActPotts.positions` ``M_c / V_c`` gives differentiable centroid
 tracks that cross the torus' edges freely.
 
-State: the :class:`slm.models.CellularPotts` state, then ``age (B, H, W)`` float and ``moment (B, C, 2)``
-(rows, columns).
+State: an :class:`ActState`, the :class:`slm.models.CellularPotts` state with ``age (B, H, W)`` float and
+``moment (B, C, 2)`` (rows, columns).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,6 +55,19 @@ from slm.parameters import Positive, register
 
 #: The age of a site never copied into (activity 0 for any max_act).
 NEVER = 1e9
+
+
+class ActState(NamedTuple):
+    """:class:`slm.models.potts.PottsState`'s fields, then each site's ``age (B, H, W)`` (MCS since it was copied
+    into) and each id's unwrapped first moment ``moment (B, C, 2)`` (rows, columns)."""
+
+    labels: Tensor
+    cell_types: Tensor
+    volume: Tensor
+    surface: Tensor
+    path: Tensor
+    age: Tensor
+    moment: Tensor
 
 
 class ActPotts(CellularPotts):
@@ -99,62 +113,58 @@ class ActPotts(CellularPotts):
         """:meth:`slm.models.CellularPotts.prepare`, then ``lambda_act`` and ``max_act``."""
         return (*super().prepare(), self.lambda_act, self.max_act)
 
-    def _copy_energy(self, labels: Tensor, extra: list[Tensor], prepared: tuple[Tensor, ...], a: int, b: int,
-                     where: Tensor) -> Tensor:
+    def _copy_energy(self, state: ActState, prepared: tuple[Tensor, ...], a: int, b: int, where: Tensor) -> Tensor:
         lambda_act, max_act = prepared[6:8]
         below = max_act.detach().floor().clamp_min(1)
         fraction = max_act - below
         d_h = 0.0
         for memory, weight in ((below, 1 - fraction), (below + 1, fraction)):
-            gm = geometric_activity(labels, (memory - extra[0]).clamp_min(0))
+            gm = geometric_activity(state.labels, (memory - state.age).clamp_min(0))
             padded = torch.nn.functional.pad(gm[:, None], (1, 1, 1, 1), mode="circular")[:, 0]
             source = padded.flatten(1).gather(1, where).view_as(gm[:, a::2, b::2])
             d_h = d_h - weight * (lambda_act / memory) * (source - gm[:, a::2, b::2])
         return d_h
 
-    def _copied(self, extra: list[Tensor], z: Tensor, source: Tensor, target: Tensor, volume: Tensor,
-                a: int, b: int) -> list[Tensor]:
-        age, moment = extra
-        age = age.clone()
+    def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> ActState:
+        age, moment = state.age.clone(), state.moment
         age[:, a::2, b::2] = torch.where(z.detach() > 0, 0.0, age[:, a::2, b::2])
         height, width = age.shape[1:]
         rows = torch.arange(a, height, 2, device=z.device, dtype=moment.dtype)
         cols = torch.arange(b, width, 2, device=z.device, dtype=moment.dtype)
         site = torch.stack(torch.broadcast_tensors(rows[:, None], cols[None, :]), -1)  # (h, w, 2)
-        centre = moment.detach() / volume.detach().clamp_min(1)[..., None]
+        centre = moment.detach() / state.volume.detach().clamp_min(1)[..., None]
         for cell, sign in ((source, 1.0), (target, -1.0)):
             index = cell.flatten(1)
             near = centre.gather(1, index[..., None].expand(-1, -1, 2)).view(*cell.shape, 2)
             position = near + _wrap(site - near, (height, width))
             weight = (sign * z * (cell > 0)).flatten(1)[..., None]
             moment = moment.scatter_add(1, index[..., None].expand(-1, -1, 2), weight * position.flatten(1, 2))
-        return [age, moment]
+        return state._replace(age=age, moment=moment)
 
-    def _after_mcs(self, extra: list[Tensor], prepared: tuple[Tensor, ...]) -> list[Tensor]:
-        return [extra[0] + 1, extra[1]]
+    def _after_mcs(self, state: ActState, prepared: tuple[Tensor, ...]) -> ActState:
+        return state._replace(age=state.age + 1)
 
     # -- states and tracks ---------------------------------------------------------------------
 
-    def state(self, labels: Tensor, cell_types: Tensor, age: Tensor | None = None) -> tuple[Tensor, ...]:
+    def state(self, labels: Tensor, cell_types: Tensor, age: Tensor | None = None) -> ActState:
         """The CPM state of ``labels`` and ``cell_types`` (see :meth:`slm.models.CellularPotts.state`), with
         ``age (B, H, W)`` (default: never copied into, activity 0) and the cells' unwrapped moments."""
         base = super().state(labels, cell_types)
-        labels = base[0]
+        labels = base.labels
         if age is None:
             age = torch.full(labels.shape, NEVER, device=labels.device)
         elif tuple(age.shape) != tuple(labels.shape):
             raise InputError(f"age: expected the labels' shape {tuple(labels.shape)}, got {tuple(age.shape)}")
-        return (*base, age.to(labels.device, torch.float), unwrapped_moments(labels, base[1].shape[1]))
+        return ActState(*base, age.to(labels.device, torch.float), unwrapped_moments(labels, base.cell_types.shape[1]))
 
-    def positions(self, state: tuple[Tensor, ...]) -> Tensor:
+    def positions(self, state: ActState) -> Tensor:
         """Centroids ``(B, C - 1, 2)`` (rows, columns; in sites, unwrapped) of the cells, with the gradient."""
-        volume, moment = state[2], state[6]
-        return moment[:, 1:] / volume[:, 1:, None].clamp_min(1)
+        return state.moment[:, 1:] / state.volume[:, 1:, None].clamp_min(1)
 
-    def observe(self, state: tuple[Tensor, ...]) -> Tensor:
+    def observe(self, state: ActState) -> Tensor:
         """``(B, H, W)`` in [0, 1]: cells at 0.3 plus 0.7 x their activity over ``max_act``, the medium and the
         cell boundaries at 0."""
-        labels, age = state[0], state[5]
+        labels, age = state.labels, state.age
         activity = (self.max_act.detach() - age).clamp(0, None) / self.max_act.detach()
         edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
         return torch.where(edge | (labels == 0), 0.0, 0.3 + 0.7 * activity)

@@ -15,14 +15,17 @@ and gets from this base class:
 * :meth:`Simulator.step` ``(state, generator) -> state`` (also ``forward``): one step, with
   ``prepare()`` cached until a parameter changes, the grad mode changes or a backward pass has
   consumed it, so calling the model once per step costs what a step of a rollout costs;
-* :meth:`Simulator.rollout` ``(state, steps, generator, checkpoint_every)``: ``steps`` steps whose
-  noise depends only on one seed drawn from ``generator`` (step ``t`` draws from a generator seeded
-  ``seed + t``), so activation checkpointing recomputes exactly the same steps;
+* :meth:`Simulator.rollout` ``(state, steps, generator, checkpoint_every, record_every, record)``: ``steps``
+  steps whose noise depends only on one seed drawn from ``generator`` (step ``t`` draws from a generator
+  seeded ``seed + t``), so activation checkpointing recomputes exactly the same steps; with
+  ``record_every`` it also returns the frames ``record(state)`` (default ``positions``) every that many
+  steps: the one way to get frames over time;
 * :meth:`Simulator.parameter_values` and :meth:`Simulator.derived` (logged and reported);
 * :meth:`Simulator.surrogate`: per-sample outcomes carrying every estimator's gradient (the
   score function's included, see :mod:`slm.estimators`).
 
-Optional statistics that tasks use when a model has them: ``msd(n, lags, generator) -> (lags,)``
+Optional statistics that tasks use when a model has them: ``positions(state) -> (B, ..., D)`` (walkers'
+or cells' positions, what :meth:`Simulator.rollout` records by default), ``msd(n, lags, generator) -> (lags,)``
 (:class:`WalkSimulator`, for statistics fitting), :meth:`Simulator.reference_metrics` (exact
 reference estimates from observed transitions, e.g. the SI MLE), :meth:`Simulator.observe` (the
 lattice as an image), :meth:`Simulator.initial_state`, and :meth:`Simulator.state` /
@@ -35,8 +38,8 @@ the state's device.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 from rich.progress import Progress
@@ -47,8 +50,22 @@ from slm.errors import InputError
 from slm.estimators import Estimator
 from slm.parameters import constrained_values
 
-#: A model's state: a tensor, or a tuple of tensors whose first dimension is the sample (lattice, walker, cell).
+#: A model's state: a tensor, or a (named) tuple of tensors whose first dimension is the sample (lattice, walker,
+#: cell).
 State = Any
+
+
+class Recording(NamedTuple):
+    """What :meth:`Simulator.rollout` returns with ``record_every``: the final state and the recorded frames
+    ``(B, frames, ...)`` (frame 0 is the starting state)."""
+
+    state: State
+    frames: Tensor
+
+
+def _rebuild(kind: type, parts: tuple[Tensor, ...]) -> tuple:
+    """A tuple state of type ``kind`` (a plain tuple or a NamedTuple) from its tensors."""
+    return kind(*parts) if hasattr(kind, "_fields") else kind(parts)
 
 
 class Simulator(nn.Module):
@@ -122,32 +139,66 @@ class Simulator(nn.Module):
         self._prepared.clear()
 
     def rollout(self, state: State, steps: int, generator: torch.Generator | None = None,
-                checkpoint_every: int | None = None) -> State:
-        """``steps`` steps from ``state``; returns the final state.
+                checkpoint_every: int | None = None, record_every: int | None = None,
+                record: Callable[[State], Tensor] | None = None) -> State | Recording:
+        """``steps`` steps from ``state``; returns the final state, or with ``record_every`` a
+        :class:`Recording` of it and its frames.
 
         Noise: one seed ``s`` is drawn from ``generator`` per rollout and step ``t`` draws from a
-        generator seeded with ``s + t``, so the result does not depend on ``checkpoint_every``. With
-        ``checkpoint_every`` and autograd on, the activations of each segment of that many steps are
-        recomputed in the backward pass instead of stored: memory ``O(steps / checkpoint_every +
-        checkpoint_every)`` states instead of ``O(steps)``.
+        generator seeded with ``s + t``, so the result depends neither on ``checkpoint_every`` nor on
+        ``record_every``. With ``checkpoint_every`` and autograd on, the activations of each segment of that
+        many steps are recomputed in the backward pass instead of stored: memory ``O(steps /
+        checkpoint_every + checkpoint_every)`` states instead of ``O(steps)``.
+
+        Frames: with ``record_every = k`` (a divisor of ``steps``), ``record(state)`` (default
+        :meth:`positions`) at steps ``0, k, 2k, ..., steps``, stacked along dim 1: ``(B, steps / k + 1, ...)``,
+        with the estimators' gradient.
         """
         if checkpoint_every is not None and any(not e.pathwise for e in self.estimators()):
             raise InputError("task.checkpoint_every: the score estimator records log-probabilities during the "
                              "forward pass, which checkpointing skips; set it to null")
+        if record_every is not None and not (isinstance(record_every, int) and record_every >= 1
+                                             and steps % record_every == 0):
+            raise InputError(f"record_every: expected a positive divisor of the {steps} steps, got {record_every}")
         device = generator.device if generator is not None else "cpu"
         base = int(torch.randint(2**62, (1,), generator=generator, device=device))
         prepared = self.prepared()
+        record = record or getattr(self, "positions", None)
+        if record_every and record is None:
+            raise InputError(f"record: {type(self).__name__} has no positions(state); pass what to record")
+        frames = [record(state)] if record_every else None
+        chunk = record_every or max(steps, 1)
+        for start in range(0, steps, chunk):
+            state = self._chunk(state, prepared, base + start, min(chunk, steps - start), checkpoint_every)
+            if frames is not None:
+                frames.append(record(state))
+        return state if frames is None else Recording(state, torch.stack(frames, 1))
+
+    def _chunk(self, state: State, prepared: tuple[Tensor, ...], first_seed: int, steps: int,
+               checkpoint_every: int | None) -> State:
+        """``steps`` steps seeded ``first_seed + t``, in checkpointed segments of ``checkpoint_every`` steps."""
         segment = checkpoint_every or max(steps, 1)
         for done in range(0, steps, segment):
             length = min(segment, steps - done)
             if checkpoint_every and torch.is_grad_enabled():
                 # The prepared tensors go in as inputs, so that their gradient comes out of the recomputation.
-                parts = state if isinstance(state, tuple) else (state,)
-                state = checkpoint(self._segment_of_tensors, base + done, length, len(parts),
-                                   isinstance(state, tuple), *parts, *prepared, use_reentrant=True)
+                parts = tuple(state) if isinstance(state, tuple) else (state,)
+                kind = type(state) if isinstance(state, tuple) else None
+                state = checkpoint(self._segment_of_tensors, first_seed + done, length, len(parts), kind,
+                                   *parts, *prepared, use_reentrant=True)
+                state = state if kind is None else _rebuild(kind, tuple(state))  # autograd returns plain tuples
             else:
-                state = self._segment(state, prepared, base + done, length)
+                state = self._segment(state, prepared, first_seed + done, length)
         return state
+
+    def tracks(self, state: State, frames: int, frame_steps: int, generator: torch.Generator | None = None,
+               burn_in: int = 0, checkpoint_every: int | None = None) -> Recording:
+        """``burn_in`` steps without gradient, then ``frames`` frames of ``frame_steps`` steps recording
+        ``positions(state)``: the final state and the positions ``(B, frames + 1, ..., D)``."""
+        if burn_in:
+            with torch.no_grad():
+                state = self.rollout(state, burn_in, generator)
+        return self.rollout(state, frames * frame_steps, generator, checkpoint_every, record_every=frame_steps)
 
     @torch.no_grad()
     def simulate(self, state: State, steps: int, generator: torch.Generator | None = None, every: int = 1000,
@@ -171,9 +222,9 @@ class Simulator(nn.Module):
             state = self.transition(state, prepared, generator.manual_seed(first_seed + t))
         return state
 
-    def _segment_of_tensors(self, first_seed: int, steps: int, n_state: int, is_tuple: bool, *tensors: Tensor
+    def _segment_of_tensors(self, first_seed: int, steps: int, n_state: int, kind: type | None, *tensors: Tensor
                             ) -> State:
-        state = tuple(tensors[:n_state]) if is_tuple else tensors[0]
+        state = tensors[0] if kind is None else _rebuild(kind, tensors[:n_state])
         return self._segment(state, tuple(tensors[n_state:]), first_seed, steps)
 
     def parameter_values(self) -> dict[str, Tensor]:
@@ -199,7 +250,22 @@ class Simulator(nn.Module):
 
 
 class WalkSimulator(Simulator):
-    """A simulator of walkers or cells whose positions give a mean squared displacement."""
+    """A simulator of walkers or cells whose positions give a mean squared displacement.
+
+    It has ``positions(state)``, an ``initial_state(n)`` of ``n`` walkers, and :attr:`frame_steps`, the steps of
+    one frame of the data."""
+
+    #: Steps of the model per frame of the data.
+    frame_steps: int = 1
+
+    @abstractmethod
+    def positions(self, state: State) -> Tensor:
+        """Positions ``(n, D)`` of the walkers of ``state``, with the estimators' gradient."""
+
+    def walk(self, n: int, frames: int, generator: torch.Generator | None = None) -> Tensor:
+        """Positions ``(n, frames + 1, D)`` of ``n`` walkers from :meth:`initial_state`, one every
+        :attr:`frame_steps` steps."""
+        return self.tracks(self.initial_state(n, None, generator=generator), frames, self.frame_steps, generator).frames
 
     @abstractmethod
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:

@@ -36,12 +36,13 @@ moments of the displacement through the 9-type Markov chain (differentiable in `
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import Estimator, make_estimator
+from slm.estimators import Estimator, gradient_only, make_estimator
 from slm.models.base import WalkSimulator
 from slm.parameters import Positive, register
 
@@ -91,10 +92,19 @@ def transition_tables() -> dict[str, Tensor]:
             "centroid_offset": centroid_offset}
 
 
+class PixelCellState(NamedTuple):
+    """Cells of 1-2 pixels: ``cell_type (n,)`` long (0 one pixel, ``k`` a second pixel at ``OFFSETS[k - 1]``),
+    ``anchor (n, 2)`` long (unwrapped), ``gradient_path (n, 2)`` (zero-valued, carries the estimator's gradient)."""
+
+    cell_type: Tensor
+    anchor: Tensor
+    gradient_path: Tensor
+
+
 class OnePixelCPM(WalkSimulator):
     """1-2 pixel random-walk CPM with learnable temperature ``T`` (stored as ``log T``).
 
-    State of a step: ``(type (n,) long, anchor (n, 2) long, gradient path (n, 2))`` per cell.
+    State of a step: a :class:`PixelCellState` per cell.
 
     Args:
         temperature: initial ``T``; growth is accepted with ``exp(-1 / T)``.
@@ -109,7 +119,7 @@ class OnePixelCPM(WalkSimulator):
         if not (isinstance(steps_per_frame, int) and steps_per_frame >= 1):
             raise InputError(f"model.steps_per_frame: expected a positive integer, got {steps_per_frame}")
         self.estimator = make_estimator(estimator)
-        self.steps_per_frame = steps_per_frame
+        self.steps_per_frame = self.frame_steps = steps_per_frame
         for name, table in transition_tables().items():
             self.register_buffer(name, table, persistent=False)
         self.register_buffer("offsets", torch.tensor(OFFSETS, dtype=torch.float32), persistent=False)
@@ -127,8 +137,8 @@ class OnePixelCPM(WalkSimulator):
     def prepare(self) -> tuple[Tensor]:
         return (self.acceptance,)
 
-    def transition(self, state: tuple[Tensor, Tensor, Tensor], prepared: tuple[Tensor],
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def transition(self, state: PixelCellState, prepared: tuple[Tensor],
+                   generator: torch.Generator | None = None) -> PixelCellState:
         """One sampling step of every cell."""
         cell_type, anchor, gradient_path = state
         u = torch.rand(3, len(cell_type), generator=generator, device=anchor.device)
@@ -142,32 +152,25 @@ class OnePixelCPM(WalkSimulator):
         cell_type = torch.where(happens, self.next_type.view(-1)[index], cell_type)
         anchor = anchor + self.shift.view(-1, 2)[index] * happens[:, None]
         if z.requires_grad:
-            gradient_path = gradient_path + (z - z.detach())[:, None] * self.offsets[direction] / 2
-        return cell_type, anchor, gradient_path
+            gradient_path = gradient_path + gradient_only(z)[:, None] * self.offsets[direction] / 2
+        return PixelCellState(cell_type, anchor, gradient_path)
 
-    def centroid(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    def initial_state(self, batch: int, size: int | tuple[int, int] | None = None, device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> PixelCellState:
+        """``batch`` single-pixel cells at the origin (``size`` is not used: coordinates are unwrapped)."""
+        device = device if device is not None else self.offsets.device
+        anchor = torch.zeros(batch, 2, dtype=torch.long, device=device)
+        return PixelCellState(anchor[:, 0].clone(), anchor, torch.zeros(batch, 2, device=device))
+
+    def positions(self, state: PixelCellState) -> Tensor:
         """``(n, 2)``: exact centroids, with the pathwise gradient of the growth decisions."""
-        cell_type, anchor, gradient_path = state
-        return anchor + self.centroid_offset[cell_type] + gradient_path
-
-    def positions(self, n_cells: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
-        """Centroids of ``n_cells`` cells, each from a single pixel at the origin, at frames ``0..n_frames``
-        of ``steps_per_frame`` sampling steps: ``(n_cells, n_frames + 1, 2)``."""
-        device = self.offsets.device
-        prepared = self.prepared()
-        state = (torch.zeros(n_cells, dtype=torch.long, device=device),
-                 torch.zeros(n_cells, 2, dtype=torch.long, device=device), torch.zeros(n_cells, 2, device=device))
-        frames = [self.centroid(state)]
-        for _ in range(n_frames):
-            for _ in range(self.steps_per_frame):
-                state = self.transition(state, prepared, generator)
-            frames.append(self.centroid(state))
-        return torch.stack(frames, dim=1)
+        return state.anchor + self.centroid_offset[state.cell_type] + state.gradient_path
 
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """MSD of the centroid from the start after ``1..lags`` frames, shape ``(lags,)``, batch mean."""
-        positions = self.positions(n, lags, generator)
-        return self.surrogate(((positions[:, 1:] - positions[:, :1]) ** 2).sum(-1)).mean(0)
+        """MSD of the centroid from the start after ``1..lags`` frames of ``steps_per_frame`` sampling steps,
+        shape ``(lags,)``, batch mean over ``n`` cells each from a single pixel at the origin."""
+        frames = self.walk(n, lags, generator)
+        return self.surrogate(((frames[:, 1:] - frames[:, :1]) ** 2).sum(-1)).mean(0)
 
     def expected_msd(self, steps: int) -> Tensor:
         """Exact ``E|X_steps - X_0|^2`` (scalar, differentiable in ``T``) from the 9-type Markov chain."""

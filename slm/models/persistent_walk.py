@@ -15,8 +15,8 @@ start time:
 in lattice units after ``n`` MCS (:meth:`PersistentRandomWalk.expected_msd`). A frame of the data is
 ``mcs_per_frame`` MCS and a lattice site is ``dx`` long, so positions come out in the data's length
 unit. Both draws go through the estimator: the resampling decision as a Bernoulli, the velocity as a
-categorical over the three values (one-hot). The state of a step is ``(position (n, 2), velocity
-(n, 2, 3) one-hot)``; walkers are the samples.
+categorical over the three values (one-hot). The state of a step is a :class:`WalkerState`
+``(position (n, 2), velocity (n, 2, 3) one-hot)``; walkers are the samples.
 
 **Mixture.** With ``classes = K > 1`` the population is a mixture of K walker classes with weights
 ``w`` (learnable, on the simplex) and their own ``p_center_k``, ``p_resample_k``:
@@ -28,6 +28,8 @@ variance from the class draw, and each class's parameters get the estimator's gr
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,13 @@ from slm.parameters import Probability, Simplex, register
 from slm.stats import walker_msd
 
 AXES = 2
+
+
+class WalkerState(NamedTuple):
+    """Walkers' positions ``(n, 2)`` in lattice sites and one-hot velocities ``(n, 2, 3)`` over -1, 0, +1."""
+
+    position: Tensor
+    velocity: Tensor
 
 
 def class_values(key: str, value: float | list[float], classes: int) -> Tensor:
@@ -89,7 +98,7 @@ class PersistentRandomWalk(WalkSimulator):
         if not (isinstance(dx, int | float) and dx > 0):
             raise InputError(f"model.dx: expected a positive lattice spacing, got {dx}")
         self.estimator = make_estimator(estimator)
-        self.mcs_per_frame = mcs_per_frame
+        self.mcs_per_frame = self.frame_steps = mcs_per_frame
         self.dx = float(dx)
         self.register_buffer("values", torch.tensor([-1.0, 0.0, 1.0]), persistent=False)
 
@@ -110,37 +119,36 @@ class PersistentRandomWalk(WalkSimulator):
     def prepare(self) -> tuple[Tensor, Tensor]:
         return self.velocity_probs(), self.p_resample.reshape(-1)
 
-    def transition(self, state: tuple[Tensor, Tensor], prepared: tuple[Tensor, Tensor],
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """One MCS of every walker: ``(position (n, 2), velocity (n, 2, 3))`` to the same."""
+    def transition(self, state: WalkerState, prepared: tuple[Tensor, Tensor],
+                   generator: torch.Generator | None = None) -> WalkerState:
+        """One MCS of every walker."""
         position, velocity = state
         probs, p_resample = prepared
         kind = self.walker_class(len(position))
         resample = self.estimator.bernoulli(p_resample[kind, None].expand(*velocity.shape[:2]), generator)[..., None]
         velocity = resample * self.estimator.categorical(probs[kind, None].expand_as(velocity), generator) \
             + (1 - resample) * velocity
-        return position + velocity @ self.values, velocity
+        return WalkerState(position + velocity @ self.values, velocity)
 
-    def positions(self, n_walkers: int, n_frames: int, generator: torch.Generator | None = None) -> Tensor:
-        """Positions of ``n_walkers`` walkers at frames ``0..n_frames``, shape ``(n_walkers, n_frames + 1, 2)``,
-        in units of ``dx``, starting at the origin with velocities from the stationary distribution."""
-        if n_walkers < self.classes:
-            raise InputError(f"task.batch_size: {n_walkers} walkers cannot fill {self.classes} classes")
-        prepared = self.prepared()
-        probs = prepared[0][self.walker_class(n_walkers), None]
-        velocity = self.estimator.categorical(probs.expand(n_walkers, AXES, 3), generator)
-        state = (torch.zeros(n_walkers, AXES, device=velocity.device, dtype=velocity.dtype), velocity)
-        frames = [state[0]]
-        for _ in range(n_frames):
-            for _ in range(self.mcs_per_frame):
-                state = self.transition(state, prepared, generator)
-            frames.append(state[0])
-        return torch.stack(frames, dim=1) * self.dx
+    def initial_state(self, batch: int, size: int | tuple[int, int] | None = None, device: torch.device | None = None,
+                      generator: torch.Generator | None = None) -> WalkerState:
+        """``batch`` walkers at the origin with velocities drawn (through the estimator) from the stationary
+        distribution; ``size`` is not used (the walk has no lattice bounds)."""
+        if batch < self.classes:
+            raise InputError(f"task.batch_size: {batch} walkers cannot fill {self.classes} classes")
+        probs = self.prepared()[0][self.walker_class(batch), None]
+        velocity = self.estimator.categorical(probs.expand(batch, AXES, 3), generator)
+        return WalkerState(torch.zeros(batch, AXES, device=velocity.device, dtype=velocity.dtype), velocity)
+
+    def positions(self, state: WalkerState) -> Tensor:
+        """The walkers' positions ``(n, 2)`` in units of ``dx``."""
+        return state.position * self.dx
 
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
         """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times; a
-        mixture's classes weighted by their weights, see the module docstring)."""
-        per_walker = walker_msd(self.positions(n, lags, generator), lags)
+        mixture's classes weighted by their weights, see the module docstring), from ``n`` walkers recorded
+        over ``lags`` frames."""
+        per_walker = walker_msd(self.walk(n, lags, generator), lags)
         kind = self.walker_class(n)
         share = torch.bincount(kind, minlength=self.classes).to(per_walker.dtype) / n
         return self.surrogate(per_walker * (self.class_weights() / share)[kind, None]).mean(0)

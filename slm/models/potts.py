@@ -35,8 +35,8 @@ updated by ``z`` (so later ``dH`` depend on earlier decisions) and, with autogra
 :meth:`CellularPotts.summary` has the pathwise gradient of the estimator. With ``score`` the estimator
 records ``log P`` per lattice and tasks pass per-lattice summaries through ``surrogate``.
 
-State: ``(labels (B, H, W) long, cell_types (B, C) long, volume (B, C), surface (B, C), path (B, (K+1)^2))``
-with ``C`` the number of ids (the medium included); :meth:`CellularPotts.state` builds it from labels.
+State: a :class:`PottsState` ``(labels, cell_types, volume, surface, path)``, with ``C`` ids (the medium
+included); :meth:`CellularPotts.state` builds it from labels.
 Surfaces are kept up to date only when some type has a surface energy (or a learned ``lambda_S``).
 """
 
@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import Estimator, make_estimator
+from slm.estimators import Estimator, gradient_only, make_estimator
 from slm.models.base import Simulator
 from slm.parameters import Positive, Real, register
 
@@ -64,7 +65,18 @@ PER_TYPE = ("volume_target", "lambda_volume", "surface_target", "lambda_surface"
 #: What :meth:`CellularPotts.summary` returns, in this order.
 SUMMARY = ("heterotypic_fraction", "volume_mean", "volume_sd", "clusters")
 
-PottsState = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+class PottsState(NamedTuple):
+    """The multi-cell CPM's state: ``labels (B, H, W)`` long, ``cell_types (B, C)`` long, float ``volume (B, C)``
+    and ``surface (B, C)`` (kept by the acceptances, with their gradient) and the zero-valued gradient path of
+    the bond counts per pair of types, ``path (B, (K+1)^2)``."""
+
+    labels: Tensor
+    cell_types: Tensor
+    volume: Tensor
+    surface: Tensor
+    path: Tensor
 
 
 class CellularPotts(Simulator):
@@ -176,47 +188,45 @@ class CellularPotts(Simulator):
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
         """One MCS: the four site classes in turn."""
-        labels, cell_types, volume, surface, path, *extra = state
-        labels = labels.clone()
-        contact, v_target, lam_v, s_target, lam_s, temperature = prepared[:6]
-        per_cell = [term[cell_types] for term in (v_target, lam_v, s_target, lam_s)]
-        noise = torch.rand(len(CLASSES), 2, *labels[:, ::2, ::2].shape, generator=generator, device=labels.device)
+        state = state._replace(labels=state.labels.clone())
+        per_cell = [term[state.cell_types] for term in prepared[1:5]]
+        noise = torch.rand(len(CLASSES), 2, *state.labels[:, ::2, ::2].shape, generator=generator,
+                           device=state.labels.device)
         for (a, b), u in zip(CLASSES, noise, strict=True):
-            volume, surface, path, extra = self._sweep(labels, cell_types, volume, surface, path, extra, prepared,
-                                                       per_cell, a, b, u)
-        return labels, cell_types, volume, surface, path, *self._after_mcs(extra, prepared)
+            state = self._sweep(state, prepared, per_cell, a, b, u)
+        return self._after_mcs(state, prepared)
 
     # -- what a CPM with more terms overrides (the act model, slm.models.act) -----------------------
 
-    def _copy_energy(self, labels: Tensor, extra: list[Tensor], prepared: tuple[Tensor, ...], a: int, b: int,
+    def _copy_energy(self, state: PottsState, prepared: tuple[Tensor, ...], a: int, b: int,
                      where: Tensor) -> Tensor | None:
-        """More ``dH (B, h, w)`` of the class's copies, from the lattice before the class and the extra state;
-        ``where (B, h w)``: each source's flat index in the lattice padded by one site. None: no more terms."""
+        """More ``dH (B, h, w)`` of the class's copies, from the state before the class; ``where (B, h w)``:
+        each source's flat index in the lattice padded by one site. None: no more terms."""
         return None
 
-    def _copied(self, extra: list[Tensor], z: Tensor, source: Tensor, target: Tensor, volume: Tensor,
-                a: int, b: int) -> list[Tensor]:
-        """The extra state after the class's copies ``z (B, h, w)`` (1: ``source`` ids copied into the targets)."""
-        return extra
+    def _copied(self, state: PottsState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> PottsState:
+        """The state's further fields after the class's copies ``z (B, h, w)`` (1: ``source`` ids copied into the
+        targets); ``state`` has the volumes after them, the labels before."""
+        return state
 
-    def _after_mcs(self, extra: list[Tensor], prepared: tuple[Tensor, ...]) -> list[Tensor]:
-        """The extra state at the end of an MCS."""
-        return extra
+    def _after_mcs(self, state: PottsState, prepared: tuple[Tensor, ...]) -> PottsState:
+        """The state at the end of an MCS."""
+        return state
 
-    def _sweep(self, labels: Tensor, cell_types: Tensor, volume: Tensor, surface: Tensor, path: Tensor,
-               extra: list[Tensor], prepared: tuple[Tensor, ...], per_cell: list[Tensor], a: int, b: int, u: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-        """Copy attempts into every site of class ``(a, b)`` at once; writes ``labels`` in place.
+    def _sweep(self, state: PottsState, prepared: tuple[Tensor, ...], per_cell: list[Tensor], a: int, b: int,
+               u: Tensor) -> PottsState:
+        """Copy attempts into every site of class ``(a, b)`` at once; writes ``state.labels`` in place.
 
         With ``c_q`` the number of energy neighbours of type ``q`` and ``n_x`` those with id ``x``, the
         contact energy of id ``x`` (type ``tau_x``) at the target is ``sum_q J(tau_x, q) c_q - J(tau_x, tau_x) n_x``,
         so ``dH`` needs no per-neighbour lookups of ``J``.
         """
+        labels, volume = state.labels, state.volume
         batch, height, width = labels.shape
         k, z_max = self.n_types + 1, self.neighbours
         contact, temperature = prepared[0], prepared[5]
         padded = F.pad(labels[:, None], (1, 1, 1, 1), mode="circular")[:, 0]  # (B, H + 2, W + 2)
-        padded_types = cell_types.gather(1, padded.flatten(1)).view_as(padded)
+        padded_types = state.cell_types.gather(1, padded.flatten(1)).view_as(padded)
         target = labels[:, a::2, b::2]
         flat = (batch, -1)
         # The source: the Moore neighbour in a random direction, read by its flat index in the padded lattice.
@@ -243,27 +253,27 @@ class CellularPotts(Simulator):
         field = torch.tensordot(matrix, by_type, 1)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
         d_h = field.gather(0, source_type[None])[0] - field.gather(0, target_type[None])[0]
         d_h = d_h - diagonal[source_type] * same_source + diagonal[target_type] * same_target
-        more = self._copy_energy(labels, extra, prepared, a, b, where.view(batch, -1))
+        more = self._copy_energy(state, prepared, a, b, where.view(batch, -1))
         if more is not None:
             d_h = d_h + more
         d_source = (z_max - 2 * same_source.to(volume.dtype)).reshape(flat)  # bonds gained - lost by the source cell
         d_target = (2 * same_target.to(volume.dtype) - z_max).reshape(flat)
         cells = torch.cat([source.reshape(flat), target.reshape(flat)], 1)
-        z, volume, surface = self._resolve(d_h.reshape(flat), cells, volume, surface, d_source, d_target, per_cell,
-                                           temperature, (source != target).reshape(flat), noise.reshape(flat),
-                                           priority.reshape(flat))
+        z, volume, surface = self._resolve(d_h.reshape(flat), cells, volume, state.surface, d_source, d_target,
+                                           per_cell, temperature, (source != target).reshape(flat),
+                                           noise.reshape(flat), priority.reshape(flat))
         z = z.view_as(target)
-        extra = self._copied(extra, z, source, target, volume, a, b)
+        state = self._copied(state._replace(volume=volume, surface=surface), z, source, target, a, b)
         labels[:, a::2, b::2] = torch.where(z.detach() > 0, source, target)
         if z.requires_grad:
             # Bonds from the target gained by (source type, q) and lost by (target type, q), for every type q,
             # summed over the sites as (k x k) products.
-            signal = z - z.detach()
+            signal = gradient_only(z)
             is_source, is_target = (kinds == source_type).to(signal.dtype), (kinds == target_type).to(signal.dtype)
             gained = torch.einsum("tbhw,qbhw->btq", is_source * signal, by_type - is_source * same_source)
             lost = torch.einsum("tbhw,qbhw->btq", is_target * signal, by_type - is_target * same_target)
-            path = path + (gained - lost).reshape(batch, k * k)
-        return volume, surface, path, extra
+            state = state._replace(path=state.path + (gained - lost).reshape(batch, k * k))
+        return state
 
     def _resolve(self, d_contact: Tensor, cells: Tensor, volume: Tensor, surface: Tensor, d_source: Tensor,
                  d_target: Tensor, per_cell: list[Tensor], temperature: Tensor, active: Tensor, noise: Tensor,
@@ -281,7 +291,8 @@ class CellularPotts(Simulator):
         batch, size = d_contact.shape
         ids = volume.shape[1]
         where = active.view(-1).nonzero()[:, 0]  # one host sync per class; the rounds below need one each anyway
-        lattice = torch.div(where, size, rounding_mode="floor") * ids
+        lattice_of = torch.div(where, size, rounding_mode="floor")
+        lattice = lattice_of * ids
         source, target = cells[:, :size].reshape(-1)[where] + lattice, cells[:, size:].reshape(-1)[where] + lattice
         both = torch.cat([source, target])
         d_contact, d_source, d_target = d_contact.view(-1)[where], d_source.view(-1)[where], d_target.view(-1)[where]
@@ -306,7 +317,7 @@ class CellularPotts(Simulator):
             alive = (volume.detach() > 1.5).index_fill_(0, medium, True)[target]
             # exp(-50) ~ 2e-22 stands for 0 and keeps the result out of subnormals (slow on CPUs).
             p = torch.exp(-(d_h / temperature).clamp(0, 50))
-            decided = self._draw(p, noise, ready & alive, where, batch, size)
+            decided = self.estimator.bernoulli(p, noise=noise, mask=ready & alive, sample=(lattice_of, batch))
             z = z + decided
             volume = volume.index_add(0, both, torch.cat([decided, -decided]))
             if self.has_surface:
@@ -314,17 +325,6 @@ class CellularPotts(Simulator):
             remaining &= ~ready
         full = torch.zeros(batch * size, device=z.device, dtype=z.dtype).index_put((where,), z)
         return full.view(batch, size), volume.view(batch, ids), surface.view(batch, ids)
-
-    def _draw(self, p: Tensor, noise: Tensor, mask: Tensor, where: Tensor, batch: int, size: int) -> Tensor:
-        """The estimator's draws of the gathered proposals; the score function records them per lattice, so
-        it draws on the full ``(B, n)`` layout."""
-        if self.estimator.pathwise:
-            return self.estimator.bernoulli(p, noise=noise, mask=mask)
-        def full(x: Tensor, fill: float) -> Tensor:
-            return torch.full((batch * size,), fill, device=p.device, dtype=x.dtype).index_put((where,), x
-                                                                                               ).view(batch, size)
-        drawn = self.estimator.bernoulli(full(p, 0.5), noise=full(noise, 1.0), mask=full(mask, False))
-        return drawn.view(-1)[where]
 
     def _neighbour_sum(self, window: Tensor, equal_to: Tensor | None = None) -> Tensor:
         """Sum (uint8) over the energy neighbourhood of a ``(..., 3, 3, h, w)`` window, or the number of
@@ -365,7 +365,7 @@ class CellularPotts(Simulator):
         volume = count_ids(labels, cell_types.shape[1]).float()
         surface = self._surfaces(labels, cell_types.shape[1])
         path = torch.zeros(batch, (self.n_types + 1) ** 2, device=labels.device)
-        return labels, cell_types, volume, surface, path
+        return PottsState(labels, cell_types, volume, surface, path)
 
     def _surfaces(self, labels: Tensor, ids: int) -> Tensor:
         """``S_c``, bonds of each id to other ids, ``(B, C)`` (the medium's counted too, never used)."""
@@ -390,7 +390,7 @@ class CellularPotts(Simulator):
         """``O (B, K+1, K+1)``: bonds between unlike ids counted from both ends, by the types of the ends
         (``O[a, b]`` = bonds between types ``a != b``, ``O[a, a]`` = twice the bonds between different cells
         of type ``a``), with the gradient path."""
-        labels, cell_types, path = state[0], state[1], state[4]
+        labels, cell_types, path = state.labels, state.cell_types, state.path
         batch, k = labels.shape[0], self.n_types + 1
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels)
         counts = torch.zeros(batch, k * k, device=labels.device)
@@ -406,7 +406,7 @@ class CellularPotts(Simulator):
         of different types over all bonds between cells), mean and standard deviation of the cell volumes,
         the number of same-type clusters (4-connected, on the torus; no gradient), and with several types
         each type's share of the bonds between cells and the medium (which type lines the aggregate)."""
-        labels, cell_types, volume = state[:3]
+        labels, cell_types, volume = state.labels, state.cell_types, state.volume
         counts = self.bond_counts(state)
         bonds = counts[:, 1:, 1:]
         same = torch.diagonal(bonds, dim1=1, dim2=2).sum(1) / 2
@@ -424,7 +424,7 @@ class CellularPotts(Simulator):
 
     def observe(self, state: PottsState) -> Tensor:
         """``(B, H, W)`` in [0, 1]: type ``k`` of a cell at ``k / K``, the medium at 0 and cell boundaries at 0."""
-        labels, cell_types = state[0], state[1]
+        labels, cell_types = state.labels, state.cell_types
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels).float() / self.n_types
         edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
         return torch.where(edge & (labels > 0), 0.0, types)

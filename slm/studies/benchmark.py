@@ -108,7 +108,7 @@ def prw_step(device: torch.device, repeats: int, classes: int = 1) -> Row:
 
     def forward() -> None:
         with torch.no_grad():
-            model.positions(1500, 10, generator)
+            model.walk(1500, 10, generator)
 
     def grad_step() -> None:
         optimizer.zero_grad()
@@ -152,7 +152,7 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
 
     def forward() -> None:
         with torch.no_grad():
-            model.positions(4000, 1, generator)
+            model.walk(4000, 1, generator)
 
     def grad_step() -> None:
         optimizer.zero_grad()
@@ -184,7 +184,8 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
 
         from slm.studies.potts_reference import reference_parameters, sequential_mcs
 
-        labels, types, params = start[0][0].cpu().numpy(), start[1][0].cpu().numpy(), reference_parameters(model)
+        labels, types = start.labels[0].cpu().numpy(), start.cell_types[0].cpu().numpy()
+        params = reference_parameters(model)
         rng = np.random.default_rng(0)
         seconds = _median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
         row["model"] += ", literal sequential (Python)"
@@ -226,7 +227,6 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
     burn-in, then 16 frames of 8 MCS, loss on the track statistics) next to the same forward."""
     from slm.models.act import ActPotts
     from slm.stats import track_statistics
-    from slm.tasks.tracks import simulate_tracks
 
     size = 40
     model = ActPotts(surface_target=160.0).to(device)
@@ -243,7 +243,7 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
     def run() -> torch.Tensor:
-        return track_statistics(simulate_tracks(model, start, 50, 16, 8, generator)[0], 10).mean(0)
+        return track_statistics(model.tracks(start, 16, 8, generator, 50).frames.transpose(1, 2), 10).mean(0)
 
     def grad_step() -> None:
         optimizer.zero_grad()

@@ -58,7 +58,7 @@ from slm.baselines.prw_exact import prw_exact_fit
 from slm.baselines.trace import Trace
 from slm.errors import InputError
 from slm.parameters import flat_values
-from slm.tasks.tracks import TERMS
+from slm.stats import TRACK_TERMS
 from slm.train import compose_config, train
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def make_problem(task: str, cfg: DictConfig, datamodule) -> SIProblem | PRWProbl
     """The baselines' problem on the data of ``datamodule`` (set up), with the truth of ``cfg.truth``."""
     if task == "tcells":
         start = {name: float(v) for name, v in instantiate(cfg.model).parameter_values().items()}
-        weights = torch.tensor([float((cfg.task.weights or {}).get(n, 1.0)) for n in TERMS])
+        weights = torch.tensor([float((cfg.task.weights or {}).get(n, 1.0)) for n in TRACK_TERMS])
         return TrackProblem(datamodule.simulator, datamodule.target, start, TRACK_BOUNDS, datamodule.train_set,
                             cfg.data.batch_size, datamodule.burn_in, datamodule.frames, datamodule.mcs_per_frame,
                             weights, cfg.task.eval_lattices)

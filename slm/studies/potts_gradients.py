@@ -37,7 +37,6 @@ from slm.models.potts import CellularPotts
 from slm.parameters import set_values
 from slm.stats import track_statistics
 from slm.studies.cpm_gradients import mean_and_error
-from slm.tasks.tracks import simulate_tracks
 
 CONTACT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
 #: label -> (estimator name, Gumbel temperature)
@@ -92,7 +91,8 @@ def act(lattices: int = 16, size: int = 40, burn_in: int = 50, frames: int = 12,
 
     def statistics(model: Simulator, seed: int) -> Tensor:
         start = model.initial_state(lattices, size)
-        tracks, _ = simulate_tracks(model, start, burn_in, frames, mcs_per_frame, torch.Generator().manual_seed(seed))
+        recording = model.tracks(start, frames, mcs_per_frame, torch.Generator().manual_seed(seed), burn_in)
+        tracks = recording.frames.transpose(1, 2)
         return track_statistics(tracks, 10)[:, [0, 9, 10, 11]]
 
     points = ({"lambda_act": 150.0, "max_act": 40.5, "surface_target": 160.0},

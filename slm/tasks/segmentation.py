@@ -43,6 +43,7 @@ from torchmetrics.functional.classification import binary_f1_score, binary_jacca
 from slm.errors import InputError
 from slm.lattice import moore_neighbour_sum
 from slm.models.pixel_field import PixelField
+from slm.plots import save_strip
 from slm.tasks.base import FittingTask
 from slm.tasks.segmentation_rule import read_off
 
@@ -186,7 +187,4 @@ class SegmentationFitting(FittingTask):
         predicted = (self.simulator.field.detach() > 0).cpu().numpy()
         Image.fromarray((predicted * 255).astype(np.uint8)).save(out_dir / "mask.png")
         panels = [datamodule.image.numpy()] + ([datamodule.mask.numpy()] if datamodule.mask.numel() else [])
-        panels.append(predicted)
-        gap = np.ones((predicted.shape[0], 8))
-        strip = np.concatenate([p for panel in panels for p in (panel.astype(float), gap)][:-1], axis=1)
-        Image.fromarray((strip * 255).astype(np.uint8)).save(out_dir / "comparison.png")
+        save_strip([*panels, predicted], out_dir / "comparison.png")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
+from slm.plots import save_field
 from slm.stats import dominant_wavelength, is_patterned, pattern_score
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 
@@ -82,20 +82,6 @@ class StabilityFitting(FittingTask):
     def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
         save_field(self.field, out_dir / "pattern.png",
                    f"A/N after {self.test_steps} steps, score {float(pattern_score(self.field)):.3f}")
-
-
-def save_field(field: Tensor, path: Path, title: str | list[str]) -> None:
-    """Save a ``(H, W)`` field in [0, 1], or a row of ``(n, H, W)`` fields with one title each, as a PNG."""
-    fields = field.reshape(-1, *field.shape[-2:]).cpu().numpy()
-    titles = [title] if isinstance(title, str) else title
-    figure = Figure(figsize=(4 * len(fields), 4))
-    axes = figure.subplots(1, len(fields), squeeze=False)
-    for axis, image, text in zip(axes[0], fields, titles, strict=True):
-        axis.imshow(image, vmin=0, vmax=1, cmap="viridis")
-        axis.set_title(text, fontsize=9)
-        axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
 
 
 class PatternTest(L.Callback):

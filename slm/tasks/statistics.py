@@ -7,11 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import WalkSimulator
+from slm.plots import msd_figure
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 
 LOSSES = ("relative", "squared")
@@ -54,7 +54,7 @@ class StatisticsFitting(FittingTask):
         simulated = self.simulator.msd(walkers, len(target), generator)
         self.log("train/msd", simulated[-1].detach())
         if self.tensorboard is not None and self.global_step % self.figure_every == 0:
-            self.tensorboard.add_figure("msd", self.msd_figure(target, simulated.detach()), self.global_step)
+            self.tensorboard.add_figure("msd", msd_figure(target, simulated.detach()), self.global_step)
         if self.loss_name == "relative":
             return (((simulated - target) / target) ** 2).sum()
         return ((simulated - target) ** 2).sum()
@@ -72,18 +72,5 @@ class StatisticsFitting(FittingTask):
         curves = {"lag": list(range(1, len(target) + 1)), "target": target, "fitted": self.fitted.tolist(),
                   "frame_interval": datamodule.frame_interval}
         (out_dir / "msd.json").write_text(json.dumps(curves, indent=2) + "\n")
-        self.msd_figure(datamodule.target, self.fitted.cpu()).savefig(out_dir / "msd.png", dpi=120,
+        msd_figure(datamodule.target, self.fitted.cpu()).savefig(out_dir / "msd.png", dpi=120,
                                                                        bbox_inches="tight")
-
-    @staticmethod
-    def msd_figure(target: Tensor, simulated: Tensor) -> Figure:
-        figure = Figure(figsize=(4, 3))
-        axes = figure.subplots()
-        lags = range(1, len(target) + 1)
-        axes.plot(lags, target.cpu(), "ko", label="target")
-        axes.plot(lags, simulated.cpu(), "-", color="tab:red", label="simulated")
-        axes.set_xlabel("lag (frames)")
-        axes.set_ylabel("MSD")
-        axes.legend()
-        figure.tight_layout()
-        return figure

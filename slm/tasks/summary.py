@@ -22,13 +22,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
+from slm.plots import save_field, summary_figure
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
-from slm.tasks.stability import save_field
 
 
 class SummaryFitting(FittingTask):
@@ -71,13 +70,10 @@ class SummaryFitting(FittingTask):
 
     def simulate(self, labels: Tensor, cell_types: Tensor, frames: int, generator: torch.Generator) -> Tensor:
         """Per-lattice summaries ``(B, frames, m)`` from the given starting lattices."""
-        state = self.simulator.state(labels, cell_types)
-        series = []
-        for _ in range(frames):
-            state = self.simulator.rollout(state, self.mcs_per_frame, generator, self.checkpoint_every)
-            series.append(self.simulator.summary(state))
-        self.last_state = state
-        return torch.stack(series, 1)
+        self.last_state, series = self.simulator.rollout(
+            self.simulator.state(labels, cell_types), frames * self.mcs_per_frame, generator, self.checkpoint_every,
+            record_every=self.mcs_per_frame, record=self.simulator.summary)
+        return series[:, 1:]
 
     def relative_error(self, simulated: Tensor, target: Tensor) -> Tensor:
         """``(s - t) / c`` per frame and statistic, ``(F, m)``."""
@@ -106,13 +102,6 @@ class SummaryFitting(FittingTask):
         curves = {"mcs": frames, "names": self.names, "target": datamodule.target.tolist(),
                   "target_sd": datamodule.spread.tolist(), "fitted": self.fitted.tolist()}
         (out_dir / "summary.json").write_text(json.dumps(curves, indent=2) + "\n")
-        figure = Figure(figsize=(3.2 * len(self.names), 2.8), layout="tight")
-        for j, axis in enumerate(figure.subplots(1, len(self.names))):
-            axis.errorbar(frames, datamodule.target[:, j].cpu(), datamodule.spread[:, j].cpu(), fmt="ko", ms=3,
-                          label="target")
-            axis.plot(frames, self.fitted[:, j].cpu(), "-", color="tab:red", label="fitted")
-            axis.set_xlabel("MCS")
-            axis.set_title(self.names[j], fontsize=9)
-        figure.axes[0].legend(fontsize=8)
-        figure.savefig(out_dir / "summary.png", dpi=110)
+        summary_figure(frames, self.names, datamodule.target, datamodule.spread, self.fitted).savefig(
+            out_dir / "summary.png", dpi=110)
         save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png", "fitted model, lattice 0")

@@ -19,7 +19,6 @@ into the run folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -30,37 +29,9 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.stats import track_statistics
+from slm.plots import save_field, tracks_figure
+from slm.stats import TRACK_TERMS, track_loss, track_statistics
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
-from slm.tasks.stability import save_field
-
-TERMS = ("msd", "speed", "persistence")
-
-
-def simulate_tracks(simulator: Simulator, state: tuple, burn_in: int, frames: int, mcs_per_frame: int,
-                    generator: torch.Generator | None = None, checkpoint_every: int | None = None,
-                    on_frame: Callable[[tuple], None] | None = None) -> tuple[Tensor, tuple]:
-    """Centroid tracks ``(B, cells, frames + 1, 2)`` in sites and the final state: ``burn_in`` MCS without
-    gradient, then a position every ``mcs_per_frame`` MCS with the estimators' gradient (autograd on);
-    ``on_frame(state)`` is called at every recorded frame (e.g. to keep images)."""
-    with torch.no_grad():
-        state = simulator.rollout(state, burn_in, generator)
-    positions = []
-    for frame in range(frames + 1):
-        if frame:
-            state = simulator.rollout(state, mcs_per_frame, generator, checkpoint_every)
-        positions.append(simulator.positions(state))
-        if on_frame is not None:
-            on_frame(state)
-    return torch.stack(positions, 2), state
-
-
-def track_loss(simulated: Tensor, target: Tensor, weights: Tensor) -> Tensor:
-    """The loss of the module docstring from statistics ``(..., K + 2)`` (MSDs, speed, persistence);
-    ``weights`` ``(3,)``: msd, speed, persistence."""
-    relative = (simulated - target) / target
-    return (weights[0] * (relative[..., :-2] ** 2).mean(-1) + weights[1] * relative[..., -2] ** 2
-            + weights[2] * (simulated[..., -1] - target[-1]) ** 2)
 
 
 class TrackFitting(FittingTask):
@@ -82,11 +53,11 @@ class TrackFitting(FittingTask):
                  checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
                  image_every: int = 25, eval_lattices: int = 64, param_lr: dict[str, float] | None = None):
         super().__init__(simulator, optimizer, scheduler, seed, param_lr)
-        unknown = sorted(set(weights or {}) - set(TERMS))
+        unknown = sorted(set(weights or {}) - set(TRACK_TERMS))
         if unknown:
-            raise InputError(f"task.weights: unknown term(s) {unknown}; expected some of {list(TERMS)}")
+            raise InputError(f"task.weights: unknown term(s) {unknown}; expected some of {list(TRACK_TERMS)}")
         self.checkpoint_every = checkpoint_every
-        self.register_buffer("weights", torch.tensor([float((weights or {}).get(n, 1.0)) for n in TERMS]),
+        self.register_buffer("weights", torch.tensor([float((weights or {}).get(n, 1.0)) for n in TRACK_TERMS]),
                              persistent=False)
         self.image_every = image_every
         self.eval_lattices = eval_lattices
@@ -97,9 +68,10 @@ class TrackFitting(FittingTask):
     def simulate(self, labels: Tensor, cell_types: Tensor, datamodule: L.LightningDataModule,
                  generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
         """Per-lattice statistics ``(B, K + 2)``, the tracks ``(B, cells, F + 1, 2)`` and the final state."""
-        state = self.simulator.state(labels, cell_types)
-        tracks, state = simulate_tracks(self.simulator, state, datamodule.burn_in, datamodule.frames,
-                                        datamodule.mcs_per_frame, generator, self.checkpoint_every)
+        state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), datamodule.frames,
+                                              datamodule.mcs_per_frame, generator, datamodule.burn_in,
+                                              self.checkpoint_every)
+        tracks = frames.transpose(1, 2)
         return track_statistics(tracks, datamodule.lags), tracks, state
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
@@ -144,37 +116,14 @@ class TrackFitting(FittingTask):
                   "frame_interval_s": datamodule.frame_interval, "mcs_per_frame": datamodule.mcs_per_frame,
                   "um_per_site": um, "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
         (out_dir / "tracks.json").write_text(json.dumps(curves, indent=2) + "\n")
-        figure = self.msd_figure(datamodule, self.fitted.cpu(), tracks=simulated)
-        figure.savefig(out_dir / "tracks.png", dpi=120)
+        self.msd_figure(datamodule, self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
         save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png",
                    "fitted model, lattice 0 (shade: activity)")
 
     @staticmethod
     def msd_figure(datamodule: L.LightningDataModule, simulated: Tensor, tracks: np.ndarray | None = None
                    ) -> Figure:
-        """MSD (um^2) against lag (min), data and model; with ``tracks (N, T, 2)`` (um) also example tracks of
-        the data and the model from a common origin."""
+        """:func:`slm.plots.tracks_figure` of the data's statistics and ``simulated`` (lattice units)."""
         lags = np.arange(1, datamodule.lags + 1) * datamodule.frame_interval / 60
-        target = datamodule.physical(datamodule.target.cpu())
-        fitted = datamodule.physical(simulated.cpu())
-        panels = 1 if tracks is None else 3
-        figure = Figure(figsize=(4 * panels, 3.4), layout="tight")
-        axes = figure.subplots(1, panels, squeeze=False)[0]
-        axes[0].plot(lags, target[:-2], "ko", label=f"data: {target[-2]:.2f} um/min, p {target[-1]:.2f}")
-        axes[0].plot(lags, fitted[:-2], "-", color="tab:red",
-                     label=f"model: {fitted[-2]:.2f} um/min, p {fitted[-1]:.2f}")
-        axes[0].set_xlabel("lag (min)")
-        axes[0].set_ylabel("MSD (um$^2$)")
-        axes[0].legend(fontsize=7)
-        if tracks is not None:
-            for axis, paths, title in ((axes[1], datamodule.examples, "data"), (axes[2], tracks, "model")):
-                for path in paths[:20]:
-                    path = path[~np.isnan(path[:, 0])]
-                    axis.plot(path[:, 1] - path[0, 1], path[:, 0] - path[0, 0], lw=0.8)
-                axis.set_title(f"{title}: tracks from one origin (um)", fontsize=9)
-                axis.set_aspect("equal")
-            limits = max(max(abs(v) for v in axis.get_xlim() + axis.get_ylim()) for axis in axes[1:])
-            for axis in axes[1:]:
-                axis.set_xlim(-limits, limits)
-                axis.set_ylim(-limits, limits)
-        return figure
+        return tracks_figure(lags, datamodule.physical(datamodule.target.cpu()), datamodule.physical(simulated.cpu()),
+                             datamodule.examples, tracks)

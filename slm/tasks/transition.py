@@ -7,13 +7,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from slm.plots import field_figure, field_image
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
-
-#: an image of a field is drawn at least this many pixels high, each block as a square of pixels
-FIELD_PIXELS = 128
 
 
 class TransitionFitting(FittingTask):
@@ -73,30 +70,3 @@ class TransitionFitting(FittingTask):
     def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
         for name, panels in self.field_panels(datamodule).items():
             field_figure(name, panels).savefig(out_dir / "field.png", dpi=120, bbox_inches="tight")
-
-
-def field_image(panels: list[np.ndarray]) -> Tensor:
-    """Fields ``(by, bx)`` side by side as one gray image in [0, 1] (common scale, NaN black), each block a
-    square of pixels, with a one-pixel white gap between panels."""
-    stack = np.stack(panels)
-    low, high = np.nanmin(stack), np.nanmax(stack)
-    scaled = np.nan_to_num((stack - low) / max(high - low, 1e-12), nan=0.0)
-    repeat = max(1, FIELD_PIXELS // max(stack.shape[1:]))
-    scaled = scaled.repeat(repeat, axis=1).repeat(repeat, axis=2)
-    gap = np.ones((scaled.shape[1], 1))
-    return torch.from_numpy(np.concatenate([part for p in scaled for part in (p, gap)][:-1], axis=1)).float()
-
-
-def field_figure(name: str, panels: dict[str, np.ndarray]) -> Figure:
-    """The panels of a field on one colour scale, with its colour bar."""
-    figure = Figure(figsize=(3.2 * len(panels) + 0.8, 3.2), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    low = min(np.nanmin(p) for p in panels.values())
-    high = max(np.nanmax(p) for p in panels.values())
-    for axis, (title, values) in zip(axes, panels.items(), strict=True):
-        image = axis.imshow(values, vmin=low, vmax=high, cmap="viridis", interpolation="nearest")
-        axis.set_title(f"{name}: {title}")
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.colorbar(image, ax=list(axes), shrink=0.8)
-    return figure

@@ -1,0 +1,192 @@
+"""Every figure and picture slm writes: fields, curves of fitted statistics against their targets, and
+cell lattices.
+
+Matplotlib figures are built on :class:`matplotlib.figure.Figure` (no pyplot state, safe in workers);
+lattice pictures are drawn pixel by pixel with Pillow: :func:`cells_rgb` colours every site by the type
+of its cell (:data:`PALETTE`; the medium white) and draws cell boundaries dark grey, :func:`save_png`
+puts lattices side by side and :func:`save_gif` animates frames, both scaled up without smoothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+#: an image of a field is drawn at least this many pixels high, each block as a square of pixels
+FIELD_PIXELS = 128
+
+
+def save_field(field: Tensor, path: Path, title: str | list[str]) -> None:
+    """Save a ``(H, W)`` field in [0, 1], or a row of ``(n, H, W)`` fields with one title each, as a PNG."""
+    fields = field.reshape(-1, *field.shape[-2:]).cpu().numpy()
+    titles = [title] if isinstance(title, str) else title
+    figure = Figure(figsize=(4 * len(fields), 4))
+    axes = figure.subplots(1, len(fields), squeeze=False)
+    for axis, image, text in zip(axes[0], fields, titles, strict=True):
+        axis.imshow(image, vmin=0, vmax=1, cmap="viridis")
+        axis.set_title(text, fontsize=9)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def field_image(panels: list[np.ndarray]) -> Tensor:
+    """Fields ``(by, bx)`` side by side as one gray image in [0, 1] (common scale, NaN black), each block a
+    square of pixels, with a one-pixel white gap between panels."""
+    stack = np.stack(panels)
+    low, high = np.nanmin(stack), np.nanmax(stack)
+    scaled = np.nan_to_num((stack - low) / max(high - low, 1e-12), nan=0.0)
+    repeat = max(1, FIELD_PIXELS // max(stack.shape[1:]))
+    scaled = scaled.repeat(repeat, axis=1).repeat(repeat, axis=2)
+    gap = np.ones((scaled.shape[1], 1))
+    return torch.from_numpy(np.concatenate([part for p in scaled for part in (p, gap)][:-1], axis=1)).float()
+
+
+def field_figure(name: str, panels: dict[str, np.ndarray]) -> Figure:
+    """The panels of a field on one colour scale, with its colour bar."""
+    figure = Figure(figsize=(3.2 * len(panels) + 0.8, 3.2), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    low = min(np.nanmin(p) for p in panels.values())
+    high = max(np.nanmax(p) for p in panels.values())
+    for axis, (title, values) in zip(axes, panels.items(), strict=True):
+        image = axis.imshow(values, vmin=low, vmax=high, cmap="viridis", interpolation="nearest")
+        axis.set_title(f"{name}: {title}")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.colorbar(image, ax=list(axes), shrink=0.8)
+    return figure
+
+
+def msd_figure(target: Tensor, simulated: Tensor) -> Figure:
+    """MSD against lag (frames), target and simulated ``(lags,)``."""
+    figure = Figure(figsize=(4, 3))
+    axes = figure.subplots()
+    lags = range(1, len(target) + 1)
+    axes.plot(lags, target.cpu(), "ko", label="target")
+    axes.plot(lags, simulated.cpu(), "-", color="tab:red", label="simulated")
+    axes.set_xlabel("lag (frames)")
+    axes.set_ylabel("MSD")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def msd_runs_figure(runs: list[tuple[str, dict, dict]]) -> Figure:
+    """One panel per run ``(label, msd.json content, results.json content)`` of a statistics fit: the data's
+    MSD and the fitted curve, titled with the fitted parameters and the mean relative error."""
+    figure = Figure(figsize=(3.6 * len(runs), 3.2), layout="tight")
+    axes = figure.subplots(1, len(runs), squeeze=False)
+    for axis, (label, curves, results) in zip(axes[0], runs, strict=True):
+        scale = curves["frame_interval"] or 1
+        time = [lag * scale for lag in curves["lag"]]
+        axis.plot(time, curves["target"], "ko", label="data")
+        axis.plot(time, curves["fitted"], "-", color="tab:red", label="fitted PRW")
+        lists = any(isinstance(v, list) for v in results["params"].values())  # a mixture: one line per parameter
+        params = ("\n" if lists else ", ").join(f"{k}=" + "/".join(f"{x:.3f}" for x in (v if lists and
+                                                 isinstance(v, list) else [v])) for k, v in results["params"].items())
+        axis.set_title(f"{label}\n{params}\nmean rel. error {results['metrics']['msd_rel_error']:.3f}", fontsize=9)
+        axis.set_xlabel("lag (s)" if curves["frame_interval"] else "lag (frames)")
+        axis.set_ylabel("MSD")
+        axis.legend(fontsize=8)
+    return figure
+
+
+def tracks_figure(lag_minutes: np.ndarray, target: Tensor, fitted: Tensor, examples: np.ndarray | None = None,
+                  tracks: np.ndarray | None = None) -> Figure:
+    """MSD (um^2) against lag (min) of data and model from physical track statistics ``(K + 2,)`` (MSDs, speed,
+    persistence); with ``examples`` and ``tracks`` ``(N, T, 2)`` (um, NaN in gaps) also example tracks of the
+    data and the model from a common origin."""
+    target, fitted = target.cpu(), fitted.cpu()
+    panels = 1 if tracks is None else 3
+    figure = Figure(figsize=(4 * panels, 3.4), layout="tight")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    axes[0].plot(lag_minutes, target[:-2], "ko", label=f"data: {target[-2]:.2f} um/min, p {target[-1]:.2f}")
+    axes[0].plot(lag_minutes, fitted[:-2], "-", color="tab:red",
+                 label=f"model: {fitted[-2]:.2f} um/min, p {fitted[-1]:.2f}")
+    axes[0].set_xlabel("lag (min)")
+    axes[0].set_ylabel("MSD (um$^2$)")
+    axes[0].legend(fontsize=7)
+    if tracks is not None:
+        for axis, paths, title in ((axes[1], examples, "data"), (axes[2], tracks, "model")):
+            for path in paths[:20]:
+                path = path[~np.isnan(path[:, 0])]
+                axis.plot(path[:, 1] - path[0, 1], path[:, 0] - path[0, 0], lw=0.8)
+            axis.set_title(f"{title}: tracks from one origin (um)", fontsize=9)
+            axis.set_aspect("equal")
+        limits = max(max(abs(v) for v in axis.get_xlim() + axis.get_ylim()) for axis in axes[1:])
+        for axis in axes[1:]:
+            axis.set_xlim(-limits, limits)
+            axis.set_ylim(-limits, limits)
+    return figure
+
+
+def summary_figure(mcs: list[int], names: Sequence[str], target: Tensor, spread: Tensor, fitted: Tensor) -> Figure:
+    """Each summary statistic over time (``(F, m)``): the target with its spread, and the fitted model's."""
+    figure = Figure(figsize=(3.2 * len(names), 2.8), layout="tight")
+    for j, axis in enumerate(figure.subplots(1, len(names))):
+        axis.errorbar(mcs, target[:, j].cpu(), spread[:, j].cpu(), fmt="ko", ms=3, label="target")
+        axis.plot(mcs, fitted[:, j].cpu(), "-", color="tab:red", label="fitted")
+        axis.set_xlabel("MCS")
+        axis.set_title(names[j], fontsize=9)
+    figure.axes[0].legend(fontsize=8)
+    return figure
+
+
+def save_strip(panels: list[np.ndarray], path: str | Path) -> None:
+    """Save gray images ``(H, W)`` in [0, 1] side by side, 8 white pixels apart, as an 8-bit PNG."""
+    gap = np.ones((panels[0].shape[0], 8))
+    strip = np.concatenate([p for panel in panels for p in (panel.astype(float), gap)][:-1], axis=1)
+    Image.fromarray((strip * 255).astype(np.uint8)).save(path)
+
+
+#: Colours of cell types ``1, 2, ...`` (cycled): matplotlib's ``tab10`` without its grey.
+PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                    (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
+MEDIUM = (255, 255, 255)
+BOUNDARY = (64, 64, 64)
+#: Colour of the gap between lattices shown side by side.
+GAP = (160, 160, 160)
+
+
+def cells_rgb(labels: Tensor, cell_types: Tensor) -> np.ndarray:
+    """``(B, H, W, 3)`` uint8 images of lattices ``labels (B, H, W)`` whose ids have types ``cell_types
+    (B, C)`` (or ``(C,)``): type ``k >= 1`` in ``PALETTE[(k - 1) % 9]``, the medium (type 0) white, and
+    :data:`BOUNDARY` at every site whose right or lower neighbour (on the torus) has another id."""
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.ndim == 2:
+        labels = labels[None]
+    cell_types = torch.as_tensor(cell_types).long().cpu().expand(labels.shape[0], -1)
+    types = cell_types.gather(1, labels.flatten(1)).view_as(labels).numpy()
+    colours = np.concatenate([np.array([MEDIUM], dtype=np.uint8),
+                              PALETTE[np.arange(max(int(types.max()), 1)) % len(PALETTE)]])
+    image = colours[types]
+    edge = (labels != torch.roll(labels, -1, 2)) | (labels != torch.roll(labels, -1, 1))
+    image[edge.numpy()] = BOUNDARY
+    return image
+
+
+def _scaled(image: np.ndarray, scale: int) -> np.ndarray:
+    return image.repeat(scale, 0).repeat(scale, 1)
+
+
+def save_png(images: np.ndarray, path: str | Path, scale: int = 4, gap: int = 4) -> None:
+    """Save ``images (B, H, W, 3)`` uint8 side by side, each pixel ``scale x scale``, with ``gap`` pixels
+    of :data:`GAP` between them."""
+    parts = []
+    for i, image in enumerate(images):
+        if i:
+            parts.append(np.full((image.shape[0] * scale, gap, 3), GAP, dtype=np.uint8))
+        parts.append(_scaled(image, scale))
+    Image.fromarray(np.concatenate(parts, 1)).save(path)
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, scale: int = 4, duration: int = 100) -> None:
+    """Save ``frames``, each ``(H, W, 3)`` uint8, as a looping GIF showing each for ``duration`` ms."""
+    images = [Image.fromarray(_scaled(frame, scale)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
