@@ -10,7 +10,7 @@ Sources, chosen by ``data.path``:
 * nothing: a SIMCEP-style synthetic image with its exact mask (:func:`synthetic_cells`).
 
 A folder is fitted one image at a time (:meth:`ImageDataModule.items`, used by :func:`slm.train.train`);
-``data.name`` picks one image. Masks: :func:`load_mask`.
+``data.name`` picks one image. Masks: :func:`slm.io.load_mask`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import lightning as L
 import numpy as np
 import torch
 from scipy import ndimage
-from skimage import color, io
 from skimage.draw import ellipse
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from slm.errors import InputError
+from slm.io import load_image, load_mask
 
 log = logging.getLogger(__name__)
 
@@ -37,71 +37,6 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 BBBC005_NAME = re.compile(
     r"SIMCEPImages_(?P<row>[A-P])(?P<col>\d+)_C(?P<cells>\d+)_F(?P<blur>\d+)_s(?P<site>\d+)_w(?P<stain>\d)"
 )
-
-
-def _read(path: Path, key: str) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"{key}: file not found: {path}")
-    try:
-        array = np.asarray(io.imread(path))
-    except Exception as err:  # the image plugins raise many kinds for a corrupt file
-        raise InputError(f"{key}: cannot read {path} as an image ({type(err).__name__})") from None
-    if array.size == 0 or array.ndim not in (2, 3) or min(array.shape[:2]) < 2:
-        raise InputError(f"{key}: {path} is not a 2-D image (array shape {array.shape})")
-    return array
-
-
-def to_gray(array: np.ndarray) -> np.ndarray:
-    """Gray float64 in the image's own units: RGB(A) to luminance (alpha dropped), gray unchanged."""
-    array = array.astype(np.float64)
-    if array.ndim == 3:
-        if array.shape[-1] == 4:
-            array = array[..., :3]
-        array = color.rgb2gray(array) if array.shape[-1] == 3 else array[..., 0]
-    return array
-
-
-def load_image(path: str | Path, key: str = "data.path") -> np.ndarray:
-    """Gray image normalised to [0, 1] (min to max), shape ``(H, W)``; refuses constant images."""
-    path = Path(path)
-    gray = to_gray(_read(path, key))
-    low, high = gray.min(), gray.max()
-    if not np.isfinite([low, high]).all() or high <= low:
-        raise InputError(f"{key}: {path} is constant (every pixel is {low:g}); there is nothing to segment")
-    return (gray - low) / (high - low)
-
-
-def load_mask(path: str | Path, shape: tuple[int, int], key: str = "data.mask_path",
-              threshold: float | None = None) -> np.ndarray:
-    """Boolean ground-truth mask of an image of ``shape``.
-
-    * An **instance label image** (an integer image with more than two values that is not an 8-bit intensity
-      mask reaching 255; ids 1..n as in the Data Science Bowl, stardist and cellpose data): foreground =
-      nonzero.
-    * Otherwise (binary, or an 8-bit or RGB intensity mask): foreground where the gray value is at least
-      half the mask's maximum, or at least ``threshold`` (``data.mask_threshold``) when given.
-
-    Raises :class:`InputError` (naming ``key``) for a mask of another size, and for a mask with no foreground
-    or no background, which would make Dice meaningless.
-    """
-    path = Path(path)
-    raw = _read(path, key)
-    gray = to_gray(raw)
-    if gray.shape != tuple(shape):
-        raise InputError(f"{key}: {path} has size {gray.shape[1]}x{gray.shape[0]} but the image is "
-                         f"{shape[1]}x{shape[0]}")
-    labels = (threshold is None and raw.ndim == 2 and np.issubdtype(raw.dtype, np.integer)
-              and len(np.unique(raw)) > 2 and not (raw.dtype == np.uint8 and raw.max() == 255))
-    mask = raw != 0 if labels else gray >= (gray.max() / 2 if threshold is None else threshold)
-    if threshold is None and gray.max() <= 0:  # an all-zero mask: nothing is at least half of nothing
-        mask = np.zeros(gray.shape, dtype=bool)
-    kind = "label image, foreground = nonzero" if labels else "threshold " + (
-        f"{threshold:g}" if threshold is not None else f"{gray.max() / 2:g} (half the maximum)")
-    if not mask.any() or mask.all():
-        raise InputError(f"{key}: {path} has {'no' if not mask.any() else 'only'} foreground ({kind}); "
-                         f"expected a mask with both foreground and background")
-    log.info("mask %s: %s, %.1f%% foreground", path.name, kind, 100 * mask.mean())
-    return mask
 
 
 #: The 16 blur levels F of BBBC005 (plate rows A to P; Gaussian sigma 0.25 F px).

@@ -12,8 +12,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from slm.errors import InputError
+from slm.io import read_tracks
 from slm.models.persistent_walk import PersistentRandomWalk
-from slm.stats import read_tracks, track_msd
+from slm.stats import track_msd
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class MSDDataModule(L.LightningDataModule):
     """The MSD at lags ``1..lags`` frames that a statistics fit should match.
 
     With ``target``: those values, one per lag (``lags`` is ignored). Else with ``path``: a tracks CSV
-    (``track_id,t,x,y[,z]``; see :func:`slm.stats.read_tracks`), MSD over all tracks and start
+    (``track_id,t,x,y[,z]``; see :func:`slm.io.read_tracks`), MSD over all tracks and start
     times, in the file's length unit squared; the frame interval is detected, and irregular steps
     beyond ``tolerance`` are refused. Else: a persistent random walk with ``p_center`` /
     ``p_resample`` simulated with ``n_walkers`` walkers (seeded by ``seed``).

@@ -8,38 +8,16 @@ import logging
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.msd import RepeatTarget
 from slm.errors import InputError
+from slm.io import load_pattern
 from slm.models.malevanets_kapral import PARAMETERS, REFERENCE, MalevanetsKapral, uniform_state
 
 log = logging.getLogger(__name__)
-
-
-def load_pattern(path: str | Path, N: int) -> Tensor:
-    """A ``.npz`` with array ``pattern``: counts ``0..N`` of shape ``(2, H, W)`` or ``(B, 2, H, W)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"data.path: file not found: {path}")
-    try:
-        with np.load(path) as archive:
-            if "pattern" not in archive:
-                raise InputError(f"data.path: {path} has no array 'pattern' (found: {', '.join(archive.files)})")
-            array = archive["pattern"]
-    except (OSError, ValueError) as error:
-        raise InputError(f"data.path: cannot read {path} as .npz: {error}") from None
-    pattern = torch.as_tensor(array, dtype=torch.float32)
-    pattern = pattern[None] if pattern.ndim == 3 else pattern
-    if pattern.ndim != 4 or pattern.shape[1] != 2:
-        raise InputError(f"data.path: {path}['pattern'] must have shape (2, H, W) or (B, 2, H, W), "
-                         f"got {tuple(array.shape)}")
-    if not (torch.isfinite(pattern).all() and pattern.min() >= 0 and pattern.max() <= N):
-        raise InputError(f"data.path: {path}['pattern'] must hold counts in [0, {N}]")
-    return pattern
 
 
 class PatternDataModule(L.LightningDataModule):

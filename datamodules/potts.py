@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -26,47 +25,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from slm.errors import InputError
+from slm.io import load_label_stack
 from slm.models.base import Simulator
 from slm.parameters import set_values
 
 log = logging.getLogger(__name__)
-
-
-def load_label_stack(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path"
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``labels (L, F + 1, H, W)`` int64 and ``cell_types (C,)`` int64 from a ``.npz`` (keys ``labels``,
-    ``cell_types``) or a ``.npy`` of labels with ``cell_types`` given; one-line errors for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{key}: file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as err:  # numpy raises several kinds for a corrupt file
-        raise InputError(f"{key}: cannot read {path} as .npz/.npy ({type(err).__name__})") from None
-    if isinstance(data, np.ndarray):
-        labels, table = data, None
-    else:
-        if "labels" not in data:
-            raise InputError(f"{key}: {path} has no array 'labels' (keys: {sorted(data.files)})")
-        labels, table = data["labels"], data.get("cell_types")
-    if table is None:
-        if cell_types is None:
-            raise InputError(f"{key}: {path} has no 'cell_types' table; add one to the .npz or set data.cell_types "
-                             f"(the type of each id, 0 for the medium)")
-        table = np.asarray(cell_types)
-    if labels.ndim == 3:
-        labels = labels[None]
-    if labels.ndim != 4 or labels.shape[1] < 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"{key}: 'labels' must be integer ids shaped (frames, H, W) or (stacks, frames, H, W) "
-                         f"with >= 2 frames, got {labels.shape} {labels.dtype}")
-    table = np.asarray(table)
-    if table.ndim != 1 or not np.issubdtype(table.dtype, np.integer):
-        raise InputError(f"{key}: 'cell_types' must be a 1-d integer table (type of each id), got {table.shape} "
-                         f"{table.dtype}")
-    if labels.min() < 0 or labels.max() >= len(table):
-        raise InputError(f"{key}: label ids must lie in 0..{len(table) - 1} (the cell_types table), got "
-                         f"{labels.min()}..{labels.max()}")
-    return labels.astype(np.int64), table.astype(np.int64)
 
 
 class StartingLattices(Dataset):

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from skimage import transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.images import IMAGE_SUFFIXES, load_image
+from datamodules.images import IMAGE_SUFFIXES
 from slm.errors import InputError
+from slm.io import load_frames, load_image
 from slm.lattice import block_field, block_shape
 from slm.models.si import check_blocks, simulate_si
 from slm.parameters import Probability
@@ -25,56 +24,6 @@ from slm.parameters import Probability
 FIELDS = ("smooth",)
 
 log = logging.getLogger(__name__)
-
-
-def load_frames(path: str | Path, monotone: bool = True) -> Tensor:
-    """Read and check observed binary lattice sequences (SI by default).
-
-    The file is an ``.npz`` with key ``frames``: uint8 (or bool) 0/1, shape ``(n_seq, T, H, W)``,
-    ``T >= 2``; with ``monotone`` (the SI model) no site may turn from aware (1) back to unaware (0).
-
-    Returns:
-        uint8 tensor of shape ``(n_seq, T, H, W)``.
-
-    Raises:
-        InputError: a one-line message naming the file and what was expected.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"data.path: file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = list(archive.files)
-            frames = archive["frames"] if "frames" in files else None
-    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as err:
-        raise InputError(f"data.path: cannot read {path} as an .npz archive ({err})") from err
-    if frames is None:
-        raise InputError(f"data.path: {path} has no array 'frames' (found: {', '.join(files) or 'nothing'})")
-    where = f"data.path: {path}['frames']"
-    if frames.ndim != 4:
-        raise InputError(f"{where} must have shape (n_seq, T, H, W); got shape {frames.shape}"
-                         + (" (wrap a single sequence as frames[None])" if frames.ndim == 3 else ""))
-    if frames.shape[0] < 1 or frames.shape[1] < 2 or min(frames.shape[2:]) < 1:
-        raise InputError(f"{where} needs at least 1 sequence of at least 2 frames; got shape {frames.shape}")
-    if frames.dtype not in (np.uint8, np.bool_):
-        raise InputError(f"{where} must be uint8 with values 0/1; got dtype {frames.dtype}")
-    frames = torch.from_numpy(frames.astype(np.uint8))
-    if frames.max() > 1:
-        raise InputError(f"{where} must hold only 0 (unaware) and 1 (aware); found the value {int(frames.max())}")
-    if monotone:
-        check_no_forgetting(frames, where)
-    return frames
-
-
-def check_no_forgetting(frames: Tensor, where: str) -> None:
-    """Raise if any site turns from aware to unaware, which the SI model never does."""
-    forgets = frames[:, 1:] < frames[:, :-1]
-    if forgets.any():
-        seq, t, i, j = (int(v) for v in forgets.nonzero()[0])
-        raise InputError(
-            f"{where}: {int(forgets.sum())} sites turn from aware (1) to unaware (0), first in sequence {seq} "
-            f"between frames {t} and {t + 1} at ({i}, {j}); SI sites stay aware"
-        )
 
 
 def smooth_field(blocks: tuple[int, int]) -> Tensor:

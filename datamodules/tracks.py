@@ -6,7 +6,7 @@ persistence) in *lattice units*: lengths over ``um_per_site``. A frame of the da
 starting lattice placed by ``simulator.initial_state`` (cells at rest; the fit runs ``burn_in`` MCS
 before recording ``frames + 1`` positions per cell).
 
-* A tracks CSV (``path``): columns ``track_id,t,x,y[,z]`` as :func:`slm.stats.read_tracks` (gaps
+* A tracks CSV (``path``): columns ``track_id,t,x,y[,z]`` as :func:`slm.io.read_tracks` (gaps
   allowed, the frame interval detected), lengths in um, times in s.
 * Simulated (``path`` null): ``lattices`` lattices run with the ``truth`` values (frame interval
   ``frame_interval``); the truth is reported back, so ``results.json`` gets ``param_rel_error``.
@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader
 
 from datamodules.potts import StartingLattices, lattice_loader
 from slm.errors import InputError
+from slm.io import read_tracks
 from slm.models.base import Simulator
 from slm.parameters import set_values
-from slm.stats import read_tracks, track_statistic_names, track_statistics
+from slm.stats import track_statistic_names, track_statistics
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         self.mcs_per_frame: int | None = None
         self.train_set: StartingLattices | None = None
 
-    def _mcs_per_frame(self, interval: float) -> int:
+    def mcs_per_frame_of(self, interval: float) -> int:
+        """MCS of one frame ``interval`` seconds long (a whole number, else a one-line error)."""
         ratio = interval / self.seconds_per_mcs
         if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6 * ratio:
             raise InputError(f"data.seconds_per_mcs: the frame interval {interval:g} s is not a whole number of MCS "
@@ -108,7 +110,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                 raise InputError(f"data.path: the tracks in {self.path} span at most {tracks.n_frames} frames; "
                                  f"data.lags={self.lags} needs {self.lags + 2}")
             self.frame_interval = tracks.frame_interval
-            self.mcs_per_frame = self._mcs_per_frame(tracks.frame_interval)
+            self.mcs_per_frame = self.mcs_per_frame_of(tracks.frame_interval)
             positions = torch.from_numpy(tracks.positions[..., :2]) / self.um_per_site
             self.target = track_statistics(positions, self.lags).float()
             self.examples = tracks.positions[:20, : self.frames + 1, :2]  # as long as the simulated ones
@@ -116,7 +118,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
             placer = copy.deepcopy(self.simulator)  # placements need no graph of the fitted parameters
             starts = StartingLattices(self.steps_per_epoch * self.batch_size, placer, self.size, self.seed)
         else:
-            self.mcs_per_frame = self._mcs_per_frame(self.frame_interval)
+            self.mcs_per_frame = self.mcs_per_frame_of(self.frame_interval)
             truth = copy.deepcopy(self.simulator)
             set_values(truth, self.truth)
             generator = torch.Generator().manual_seed(self.seed)

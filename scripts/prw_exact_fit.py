@@ -19,7 +19,8 @@ import torch
 
 from slm.baselines.prw_exact import prw_exact_fit
 from slm.errors import InputError
-from slm.stats import read_tracks, track_msd
+from slm.io import read_tracks
+from slm.stats import track_msd
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "celltrackr"
 

@@ -9,105 +9,13 @@ tracks and all start times where both ends exist:
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from slm.errors import InputError
-
-REQUIRED_COLUMNS = ("track_id", "t", "x", "y")
-
-
-@dataclass
-class Tracks:
-    """Tracks on a regular frame grid.
-
-    Attributes:
-        positions: float array ``(n_tracks, n_frames, D)``, NaN where a track has no point (gaps, and
-            frames after its end); frame 0 is each track's first point.
-        frame_interval: time between frames, in the file's time unit.
-        ids: track ids, in the order of ``positions``.
-    """
-
-    positions: np.ndarray
-    frame_interval: float
-    ids: list[str]
-
-    @property
-    def n_frames(self) -> int:
-        """Longest track span, in frames (first to last point, inclusive)."""
-        present = ~np.isnan(self.positions[..., 0])
-        last = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)
-        return int(last.max()) + 1
-
-
-def read_tracks(path: str | Path, tolerance: float = 0.1, key: str = "data.path") -> Tracks:
-    """Read a tracks CSV with columns ``track_id,t,x,y[,z]`` (more columns are ignored).
-
-    The frame interval is the median time step within tracks. Every step must be a whole number of
-    intervals (a gap of missing frames is fine) within ``tolerance`` of an interval; ``z`` is used
-    when every row has it.
-
-    Raises:
-        InputError: one line naming the file (and line or track) and what was expected.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{key}: file not found: {path}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise InputError(f"{key}: {path} is missing column(s) {', '.join(missing)}; expected a header "
-                             f"track_id,t,x,y[,z]")
-        reader.fieldnames = header
-        rows = list(reader)
-    has_z = "z" in header and rows and all((r.get("z") or "").strip() for r in rows)
-    columns = ["t", "x", "y", "z"] if has_z else ["t", "x", "y"]
-    ids, values = [], np.empty((len(rows), len(columns)))
-    for i, row in enumerate(rows):
-        ids.append(row["track_id"].strip())
-        for j, column in enumerate(columns):
-            text = (row[column] or "").strip()
-            try:
-                values[i, j] = float(text)
-            except ValueError:
-                raise InputError(f"{key}: {path} line {i + 2}, column {column}: {text!r} is not a number") from None
-    if not np.isfinite(values).all():
-        line = int(np.argwhere(~np.isfinite(values))[0, 0]) + 2
-        raise InputError(f"{key}: {path} line {line}: values must be finite numbers")
-    if not rows:
-        raise InputError(f"{key}: {path} has no rows")
-
-    names, track_of_row, counts = np.unique(np.array(ids), return_inverse=True, return_counts=True)
-    by_track_then_time = np.lexsort((values[:, 0], track_of_row))
-    blocks = np.split(values[by_track_then_time], np.cumsum(counts)[:-1])
-    tracks = dict(zip(names.tolist(), blocks, strict=True))
-    for track_id, block in tracks.items():
-        if len(block) < 2:
-            raise InputError(f"{key}: {path} track {track_id} has a single point; every track needs at least 2")
-        if (np.diff(block[:, 0]) <= 0).any():
-            raise InputError(f"{key}: {path} track {track_id} has two points at the same time")
-    steps = np.concatenate([np.diff(block[:, 0]) for block in tracks.values()])
-    interval = float(np.median(steps))
-    multiples = steps / interval
-    off = np.abs(multiples - np.round(multiples))
-    if (off > tolerance).any() or (np.round(multiples) < 1).any():
-        bad = float(steps[np.argmax(off)])
-        raise InputError(f"{key}: {path} has an irregular frame interval: a step of {bad:g} where steps are "
-                         f"multiples of {interval:g} (tolerance {tolerance:g} of an interval)")
-
-    frames = [np.round((block[:, 0] - block[0, 0]) / interval).astype(int) for block in tracks.values()]
-    positions = np.full((len(tracks), max(int(f[-1]) for f in frames) + 1, len(columns) - 1), np.nan)
-    for i, (block, frame) in enumerate(zip(tracks.values(), frames, strict=True)):
-        positions[i, frame] = block[:, 1:]
-    return Tracks(positions, interval, list(tracks))
+from slm.io import Tracks
 
 
 def track_msd(tracks: Tracks, lags: int, key: str = "data.lags") -> np.ndarray:

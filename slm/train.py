@@ -36,7 +36,7 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose("train", overrides=list(overrides))
 
 
-def _build(node: DictConfig | dict, **kwargs: Any) -> Any:
+def build(node: DictConfig | dict, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets our own one-line :class:`InputError` through unwrapped."""
     try:
         return instantiate(node, **kwargs)
@@ -52,10 +52,10 @@ def _build(node: DictConfig | dict, **kwargs: Any) -> Any:
 def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
     """Instantiate ``cfg.model`` (with its estimators), set up ``cfg.data``, and instantiate ``cfg.task``
     around the model."""
-    simulator = _build(cfg.model)
-    datamodule = _build(cfg.data)
+    simulator = build(cfg.model)
+    datamodule = build(cfg.data)
     datamodule.setup("fit")
-    return _build(cfg.task, simulator=simulator), datamodule
+    return build(cfg.task, simulator=simulator), datamodule
 
 
 #: Optimiser and scheduler settings that must be positive (all others there must be >= 0).
@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     training compute; problems raise :class:`slm.InputError` with a one-line message.
     """
     check_settings(cfg)
-    items = getattr(_build(cfg.data), "items", list)()
+    items = getattr(build(cfg.data), "items", list)()
     if items:
         return train_each(cfg, items)
     if cfg.get("seed") is not None:
@@ -119,9 +119,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     task, datamodule = build_task_and_data(cfg)
     # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
     task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
-    callbacks = [_build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    logger = _build(cfg.logger) if cfg.get("logger") else False
-    trainer = _build(cfg.trainer, callbacks=callbacks, logger=logger)
+    callbacks = [build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
 
     start = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.si import SITransitionDataModule, load_frames
+from datamodules.si import SITransitionDataModule
 from slm.errors import InputError
+from slm.io import load_frames
 
 
 def write(path: Path, **arrays) -> Path:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.potts import LatticeStatisticsDataModule, load_label_stack
+from datamodules.potts import LatticeStatisticsDataModule
 from slm.errors import InputError
+from slm.io import load_label_stack
 from slm.models import CellularPotts
 from slm.train import train
 

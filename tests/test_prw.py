@@ -6,8 +6,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from slm.errors import InputError
+from slm.io import read_tracks
 from slm.models.persistent_walk import PersistentRandomWalk
-from slm.stats import read_tracks, track_msd, walker_msd
+from slm.stats import track_msd, walker_msd
 from slm.train import train
 from tests.conftest import ROOT, run_cli
 

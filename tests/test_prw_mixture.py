@@ -6,9 +6,10 @@ import torch
 
 from slm.baselines.prw_exact import prw_exact_fit
 from slm.errors import InputError
+from slm.io import read_tracks
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.parameters import constrained_grads
-from slm.stats import read_tracks, track_msd
+from slm.stats import track_msd
 from slm.train import train
 from tests.conftest import ROOT
 

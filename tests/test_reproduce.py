@@ -9,7 +9,8 @@ import torch
 
 from datamodules.images import BBBC005_BLUR
 from slm.baselines.prw_exact import prw_exact_fit
-from slm.stats import read_tracks, track_msd
+from slm.io import read_tracks
+from slm.stats import track_msd
 from slm.train import train
 from tests.conftest import ROOT
 

@@ -9,9 +9,10 @@ from PIL import Image
 from skimage import io, measure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from datamodules.images import load_image, load_mask, resolve, synthetic_cells
+from datamodules.images import resolve, synthetic_cells
 from slm.errors import InputError
 from slm.estimators import StraightThrough
+from slm.io import load_image, load_mask
 from slm.models import PixelField
 from slm.tasks import segmentation
 from slm.tasks.segmentation import segmentation_loss, window_sum

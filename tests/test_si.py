@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from slm.baselines.mle import si_beta_least_squares, si_beta_mle, si_log_likelihood
 from slm.errors import InputError
 from slm.lattice import moore_neighbour_sum
 from slm.models.si import SI, infection_probability, simulate_si, transition_counts
+from slm.si_likelihood import si_beta_least_squares, si_beta_mle, si_log_likelihood
 
 
 def test_moore_neighbour_sum_matches_rolls_and_wraps():

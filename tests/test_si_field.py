@@ -11,11 +11,11 @@ from scipy.optimize import minimize_scalar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.si import SITransitionDataModule, smooth_field
-from slm.baselines.mle import si_beta_mle, si_beta_mle_blocks, si_log_likelihood
 from slm.errors import InputError
 from slm.lattice import block_field, block_index
 from slm.models.si import SI, simulate_si, transition_counts
 from slm.parameters import flat_values
+from slm.si_likelihood import si_beta_mle, si_beta_mle_blocks, si_log_likelihood
 from slm.train import train
 
 

@@ -11,8 +11,9 @@ import torch
 
 from datamodules.tracks import TrackStatisticsDataModule
 from slm.errors import InputError
+from slm.io import read_tracks
 from slm.models import ActPotts, CellularPotts
-from slm.stats import read_tracks, track_statistics
+from slm.stats import track_statistics
 from slm.train import train
 from tests.conftest import ROOT
 

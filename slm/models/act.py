@@ -85,10 +85,10 @@ class ActPotts(CellularPotts):
 
     more_parameters = ("lambda_act", "max_act")
 
-    def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 200.0,
+    def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 250.0,
                  max_act: float = 20.0, volume_target: float | Sequence[float] = 60.0,
-                 lambda_volume: float | Sequence[float] = 25.0, surface_target: float | Sequence[float] = 240.0,
-                 lambda_surface: float | Sequence[float] = 0.5, temperature: float = 20.0,
+                 lambda_volume: float | Sequence[float] = 25.0, surface_target: float | Sequence[float] = 160.0,
+                 lambda_surface: float | Sequence[float] = 1.0, temperature: float = 20.0,
                  type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
                  estimator: Estimator | str = "ste"):

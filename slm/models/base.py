@@ -57,10 +57,10 @@ State = Any
 
 class Recording(NamedTuple):
     """What :meth:`Simulator.rollout` returns with ``record_every``: the final state and the recorded frames
-    ``(B, frames, ...)`` (frame 0 is the starting state)."""
+    ``(B, frames, ...)`` (frame 0 is the starting state; a tuple of them when several quantities are recorded)."""
 
     state: State
-    frames: Tensor
+    frames: Tensor | tuple[Tensor, ...]
 
 
 def _rebuild(kind: type, parts: tuple[Tensor, ...]) -> tuple:
@@ -140,7 +140,7 @@ class Simulator(nn.Module):
 
     def rollout(self, state: State, steps: int, generator: torch.Generator | None = None,
                 checkpoint_every: int | None = None, record_every: int | None = None,
-                record: Callable[[State], Tensor] | None = None) -> State | Recording:
+                record: Callable[[State], Tensor | tuple[Tensor, ...]] | None = None) -> State | Recording:
         """``steps`` steps from ``state``; returns the final state, or with ``record_every`` a
         :class:`Recording` of it and its frames.
 
@@ -152,7 +152,7 @@ class Simulator(nn.Module):
 
         Frames: with ``record_every = k`` (a divisor of ``steps``), ``record(state)`` (default
         :meth:`positions`) at steps ``0, k, 2k, ..., steps``, stacked along dim 1: ``(B, steps / k + 1, ...)``,
-        with the estimators' gradient.
+        with the estimators' gradient (a tuple of such stacks when ``record`` returns a tuple).
         """
         if checkpoint_every is not None and any(not e.pathwise for e in self.estimators()):
             raise InputError("task.checkpoint_every: the score estimator records log-probabilities during the "
@@ -172,7 +172,11 @@ class Simulator(nn.Module):
             state = self._chunk(state, prepared, base + start, min(chunk, steps - start), checkpoint_every)
             if frames is not None:
                 frames.append(record(state))
-        return state if frames is None else Recording(state, torch.stack(frames, 1))
+        if frames is None:
+            return state
+        if isinstance(frames[0], tuple):  # several quantities recorded at once
+            return Recording(state, tuple(torch.stack(parts, 1) for parts in zip(*frames, strict=True)))
+        return Recording(state, torch.stack(frames, 1))
 
     def _chunk(self, state: State, prepared: tuple[Tensor, ...], first_seed: int, steps: int,
                checkpoint_every: int | None) -> State:

@@ -20,16 +20,14 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from slm.baselines.mle import si_beta_least_squares, si_beta_mle, si_beta_mle_blocks
 from slm.errors import InputError
 from slm.estimators import Estimator, StraightThrough, make_estimator
 from slm.lattice import block_field, block_index, moore_neighbour_sum
 from slm.models.base import Simulator
 from slm.parameters import Probability, check_values, register
+from slm.si_likelihood import MAX_NEIGHBOURS, log_likelihood, si_beta_least_squares, si_beta_mle, si_beta_mle_blocks
 
 log = logging.getLogger(__name__)
-
-MAX_NEIGHBOURS = 8
 
 
 def infection_probability(x: Tensor, beta: Tensor | float) -> Tensor:
@@ -106,7 +104,7 @@ class SI(Simulator):
     def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float | list]:
         """Exact references on the given transitions: the maximum-likelihood ``beta`` (``beta_mle``) and,
         for one ``beta``, the least-squares ``beta`` (``beta_lsq``, the fixed point of the pixelwise-MSE fit
-        with the straight-through estimator, see :mod:`slm.baselines.mle`). For a field, ``beta_mle`` is the
+        with the straight-through estimator, see :mod:`slm.si_likelihood`). For a field, ``beta_mle`` is the
         per-block MLE as a ``by x bx`` nested list (NaN, written ``null``, for a block without information)."""
         counts = sum(transition_counts(x.float(), y, self.blocks) for x, y in transitions).cpu()
         impossible = int(counts[..., 0, 1].sum())
@@ -119,27 +117,24 @@ class SI(Simulator):
         return {"beta_mle": [[None if v != v else float(v) for v in row] for row in mle.tolist()]}
 
     def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
-        """Exact ``log P(y | x, beta)`` per lattice, shape ``(B,)``; ``-inf`` for impossible transitions."""
-        n = moore_neighbour_sum(x)
-        log_not = torch.log1p(-self.site_beta(self.beta, *x.shape[-2:]))
-        log_stay = n * log_not
-        # n >= 1 inside log(1 - (1-beta)^n) keeps the unused where() branch from poisoning the gradient.
-        log_infect = torch.log(-torch.expm1(n.clamp_min(1) * log_not))
-        log_infect = torch.where(n > 0, log_infect, -torch.inf)
-        per_site = torch.where(
-            x > 0,
-            torch.where(y > 0, 0.0, -torch.inf),
-            torch.where(y > 0, log_infect, log_stay),
-        )
-        return per_site.sum((-2, -1))
+        """Exact ``log P(y | x, beta)`` per lattice, shape ``(B,)`` (:func:`slm.si_likelihood.log_likelihood` of
+        each lattice's counts); ``-inf`` for impossible transitions."""
+        counts = transition_counts(x, y, self.blocks, per_lattice=True)
+        beta = self.beta if self.blocks is None else self.beta.reshape(-1)
+        per_lattice = log_likelihood(beta, counts)
+        per_lattice = per_lattice if self.blocks is None else per_lattice.sum(-1)
+        forgot = ((x > 0) & (y <= 0)).flatten(1).any(1)
+        return torch.where(forgot, -torch.inf, per_lattice)
 
 
-def transition_counts(x: Tensor, y: Tensor, blocks: tuple[int, int] | None = None) -> Tensor:
-    """Sufficient statistics of the SI likelihood, for the lattice or per block.
+def transition_counts(x: Tensor, y: Tensor, blocks: tuple[int, int] | None = None, per_lattice: bool = False
+                      ) -> Tensor:
+    """Sufficient statistics of the SI likelihood, for the lattice or per block, summed over the batch or
+    (``per_lattice``) per lattice.
 
     Returns an int64 tensor of shape ``(9, 2)``, or ``(by * bx, 9, 2)`` with ``blocks = (by, bx)`` (row-major
-    blocks): row ``n`` holds the number of sites unaware in ``x`` with ``n`` aware neighbours, and how many
-    of them are aware in ``y``. ``x``, ``y``: ``(B, H, W)``.
+    blocks), with a leading ``(B,)`` when ``per_lattice``: row ``n`` holds the number of sites unaware in ``x``
+    with ``n`` aware neighbours, and how many of them are aware in ``y``. ``x``, ``y``: ``(B, H, W)``.
     """
     x = x.float()
     bins = MAX_NEIGHBOURS + 1
@@ -148,12 +143,16 @@ def transition_counts(x: Tensor, y: Tensor, blocks: tuple[int, int] | None = Non
     if blocks is not None:
         groups = blocks[0] * blocks[1]
         cell = cell + bins * block_index(blocks, *x.shape[-2:], device=x.device)
+    lattices = x.shape[0] if per_lattice else 1
+    if per_lattice:
+        cell = cell + groups * bins * torch.arange(lattices, device=x.device)[:, None, None]
     unaware = x == 0
     infected = unaware & (y > 0)
-    susceptible = torch.bincount(cell[unaware], minlength=groups * bins)
-    turned = torch.bincount(cell[infected], minlength=groups * bins)
+    susceptible = torch.bincount(cell[unaware], minlength=lattices * groups * bins)
+    turned = torch.bincount(cell[infected], minlength=lattices * groups * bins)
     counts = torch.stack([susceptible, turned], dim=1)
-    return counts if blocks is None else counts.view(groups, bins, 2)
+    shape = ((lattices,) if per_lattice else ()) + ((groups,) if blocks is not None else ()) + (bins, 2)
+    return counts.view(shape)
 
 
 @torch.no_grad()

@@ -28,9 +28,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from slm.baselines.mle import si_beta_least_squares, si_beta_mle
 from slm.estimators import Estimator, GumbelSoftmax, ScoreFunction, StraightThrough
 from slm.models.si import infection_probability, simulate_si, transition_counts
+from slm.si_likelihood import si_beta_least_squares, si_beta_mle
 
 #: label -> a factory of the estimator (a fresh one per sample: the score function records its draws)
 ESTIMATORS: dict[str, Callable[[], Estimator]] = {

@@ -23,7 +23,8 @@ import numpy as np
 from rich.progress import Progress
 from skimage import io, measure
 
-from datamodules.images import BBBC005_BLUR, BBBC005_NAME, image_files, load_image, synthetic_cells
+from datamodules.images import BBBC005_BLUR, BBBC005_NAME, image_files, synthetic_cells
+from slm.io import load_image
 from slm.tasks.segmentation_rule import read_off
 
 #: Seeds of the calibration images: ``CALIBRATION_SEED + F``, apart from the evaluation set's seeds ``F``.

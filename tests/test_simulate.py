@@ -1,19 +1,24 @@
-"""``scripts/simulate.py potts`` and ``act`` as a user runs them, and the images of :mod:`slm.render`."""
+"""``scripts/simulate.py`` as a user runs it (every model), and the cell images of :mod:`slm.plots`."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
+import pytest
 import torch
+from omegaconf import OmegaConf
 
-from slm.render import BOUNDARY, MEDIUM, PALETTE, cells_rgb
+from slm.io import load_frames, load_pattern
+from slm.plots import BOUNDARY, MEDIUM, PALETTE, cells_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ("--size", "24", "24", "--cells", "6", "--volume", "9", "--mcs", "5")
+TINY = ("--size", "24", "model.cells=6", "model.volume_target=9", "--steps", "5")
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
@@ -45,15 +50,17 @@ def test_potts_writes_png_gif_npz_and_restarts_from_it(tmp_path: Path):
     # The restart and the failures run at once (each process spends most of its time importing torch).
     np.savez(tmp_path / "init.npz", labels=labels[0], cell_types=types)
     np.savez(tmp_path / "no_types.npz", labels=labels[0])
-    again = start("--init", "init.npz", "--png", "again.png", "--npz", "again.npz", cwd=tmp_path)
+    again = start("--init", "out.npz", "--png", "again.png", "--npz", "again.npz", cwd=tmp_path)
     failures = [(key, start(*args, "--png", f"bad{i}.png", cwd=tmp_path)) for i, (args, key) in enumerate((
-        (("--contact", "[[0, 16], [16"), "--contact"),
-        (("--contact", "[[0, 16], [15, 2]]"), "--contact"),
+        (("model.contact=[[0,16],[16",), "model.contact"),
+        (("model.contact=[[0,16],[15,2]]",), "model.contact"),
+        (("model.temprature=3",), "model.temprature"),
         (("--init", "no_types.npz"), "cell_types")))]
     again = finish(again)
     assert again.returncode == 0, again.stderr
     with np.load(tmp_path / "again.npz") as data:
-        assert data["labels"].shape == (1, 24, 24) and np.array_equal(data["cell_types"], types)
+        assert data["labels"].shape == (1, 24, 24), "one lattice, from the last of out.npz"
+        assert np.array_equal(data["cell_types"], cell_types if cell_types.ndim == 1 else cell_types[-1])
     for key, process in failures:
         failed = finish(process)
         lines = failed.stderr.strip().splitlines()
@@ -81,24 +88,62 @@ def test_cells_rgb_takes_one_type_table_for_all_lattices():
     assert (image[0] == 255).all() and tuple(image[1, 2, 2]) == tuple(PALETTE[0])
 
 
-def run_act(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run(model: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    tiny = ("--size", "24", "--volume", "16", "--surface-target", "50", "--lattices", "2", "--burn-in", "4",
-            "--frames", "5", "--mcs-per-frame", "2", "--lags", "3")
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "simulate.py"), "act", *tiny, *args], cwd=cwd,
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "simulate.py"), model, *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
+ACT = ("--size", "24", "model.volume_target=16", "model.surface_target=50", "--lattices", "2", "data.burn_in=4",
+       "data.frames=5", "data.frame_interval=6", "data.lags=3")
+
+
 def test_act_prints_the_track_statistics_and_saves_images(tmp_path: Path):
-    run = run_act("--png", "cells.png", "--gif", "cell.gif", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    assert "2 tracks of 6 frames (6 s apart, 1 um per site): speed" in run.stdout and "persistence" in run.stdout
+    result = run("act", *ACT, "--png", "cells.png", "--gif", "cell.gif", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 tracks of 6 frames (6 s apart, 1 um per site): speed" in result.stdout
+    assert "persistence" in result.stdout
     assert (tmp_path / "cells.png").stat().st_size > 0 and (tmp_path / "cell.gif").stat().st_size > 0
 
 
-def test_act_refuses_bad_options_with_one_line(tmp_path: Path):
-    run = run_act("--png", "cells.png", "--max-act", "0.5", cwd=tmp_path)
-    assert run.returncode != 0 and run.stderr.strip().splitlines() == [
-        "error: --max-act: expected a memory of at least 1 MCS, got 0.5"]
-    run = run_act("--png", "cells.png", "--frames", "3", cwd=tmp_path)
-    assert "error: --frames: expected more frames than --lags (3), got 3" in run.stderr
+def test_act_numbers_alone_and_bad_options_with_one_line(tmp_path: Path):
+    result = run("act", *ACT, cwd=tmp_path)
+    assert result.returncode == 0 and "speed" in result.stdout and not list(tmp_path.iterdir()), "no file asked for"
+    result = run("act", *ACT, "model.max_act=0.5", cwd=tmp_path)
+    assert result.returncode != 0 and result.stderr.strip().splitlines() == [
+        "error: model.max_act: expected a memory of at least 1 MCS, got 0.5"]
+    result = run("act", *ACT, "data.frames=3", cwd=tmp_path)
+    assert "error: data.frames: expected more recorded frames than data.lags (3), got 3" in result.stderr
+
+
+def test_si_and_mk_write_what_training_reads(tmp_path: Path):
+    result = run("si", "truth.beta=0.3", "data.n_sequences=3", "data.n_frames=5", "data.size=16", "--npz", "f.npz",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_frames(tmp_path / "f.npz").shape == (3, 5, 16, 16)
+    result = run("mk", "--size", "16", "--steps", "20", "--lattices", "2", "--npz", "p.npz", "--png", "p.png",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pattern score after 20 steps" in result.stdout and (tmp_path / "p.png").stat().st_size > 0
+    assert load_pattern(tmp_path / "p.npz", 50).shape == (1, 2, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["potts", "act", "cpm", "si"])
+def test_the_model_defaults_are_the_configs(name):
+    """A model's Python defaults are its config's, so a script, a notebook and a fit start from the same model."""
+    from slm.simulation import GROUPS
+    from slm.train import compose_config
+
+    node = compose_config("~experiment", f"model={name}", *GROUPS.get(name, [])).model
+    model = hydra.utils.get_class(node._target_)
+    numbers = {key: node[key] for key in node if isinstance(node[key], int | float) and not isinstance(node[key], bool)}
+    defaults = {key: p.default for key, p in inspect.signature(model).parameters.items() if key in numbers}
+    assert defaults == numbers
+
+
+def test_overrides_reach_the_model():
+    from slm.simulation import compose
+    from slm.train import build
+
+    act = build(compose("act", ["model.lambda_act=90"]).model)
+    assert float(act.lambda_act) == pytest.approx(90)

@@ -1,11 +1,13 @@
-r"""Exact estimators of the SI spread coefficient from sufficient statistics.
+r"""The exact likelihood of the SI model and its estimators of the spread coefficient, from sufficient statistics.
 
 With ``S_n`` unaware sites that had ``n`` aware neighbours and ``I_n`` of them turning aware,
 
     log L(beta) = sum_{n=1}^{8} I_n log(1 - (1 - beta)^n) + (S_n - I_n) n log(1 - beta).
 
 Sites with ``n = 0`` carry no information on ``beta`` (and ``I_0 > 0`` is impossible under the
-model), so they are left out. ``log L`` is concave in ``beta`` (each term is), so its maximum is the
+model: ``log L = -inf``). :func:`log_likelihood` evaluates it in torch (differentiable, any batch of
+count tables: :meth:`slm.models.SI.log_likelihood` is it on per-lattice counts).
+``log L`` is concave in ``beta`` (each term is), so its maximum is the
 root of the score
 
     d log L / d beta = sum_n I_n n (1 - beta)^(n-1) / (1 - (1 - beta)^n) - (S_n - I_n) n / (1 - beta),
@@ -25,19 +27,36 @@ data come from the model; they differ when the model is misspecified (e.g. beta 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
 from slm.errors import InputError
 
+#: Aware neighbours of a site: 0..8 (Moore).
+MAX_NEIGHBOURS = 8
+
+
+def log_likelihood(beta: Tensor, counts: Tensor) -> Tensor:
+    """``log L(beta)`` from ``counts (..., 9, 2)`` (:func:`slm.models.si.transition_counts`: unaware sites and
+    those that turned, per number of aware neighbours) and ``beta`` broadcastable to ``(...)``; shape ``(...)``,
+    ``-inf`` where a site turned with no aware neighbour. Differentiable in ``beta``."""
+    counts = counts.to(beta.dtype if beta.is_floating_point() else torch.float64)
+    n = torch.arange(MAX_NEIGHBOURS + 1, device=counts.device, dtype=counts.dtype)
+    log_not = torch.log1p(-beta)[..., None]
+    log_stay = n * log_not
+    # n >= 1 inside log(1 - (1-beta)^n) keeps the unused where() branch from poisoning the gradient.
+    log_turn = torch.log(-torch.expm1(n.clamp_min(1) * log_not))
+    unaware, turned = counts[..., 0], counts[..., 1]
+    informative = turned * log_turn + (unaware - turned) * log_stay
+    impossible = torch.where(turned > 0, -torch.inf, 0.0)
+    return torch.where(n > 0, informative, impossible).sum(-1)
+
 
 def si_log_likelihood(beta: float, counts: Tensor | np.ndarray) -> float:
-    """``log L(beta)`` from ``counts`` of shape ``(9, 2)`` (see :func:`slm.models.si.transition_counts`)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n = np.arange(1, counts.shape[0])
-    susceptible, infected = counts[1:, 0], counts[1:, 1]
-    log_stay = n * np.log1p(-beta)
-    return float(np.sum(infected * np.log(-np.expm1(log_stay)) + (susceptible - infected) * log_stay))
+    """``log L(beta)`` from one table of ``counts (9, 2)``, as a number (:func:`log_likelihood`)."""
+    return float(log_likelihood(torch.tensor(float(beta), dtype=torch.float64),
+                                torch.as_tensor(np.asarray(counts), dtype=torch.float64)))
 
 
 def si_least_squares(beta: float, counts: Tensor | np.ndarray) -> float:
