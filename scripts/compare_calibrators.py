@@ -19,7 +19,7 @@ BASELINES = ("pyabc", "cma", "sbi")
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        from slm.studies import calibrators
+        from slm.studies import calibrators, scaling
     except ImportError as error:  # the baselines are an optional extra
         if error.name not in BASELINES:
             raise
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     plot = args.plot or args.out.with_suffix(".png")
     if args.dims is not None or args.classes is not None:
         try:
-            rows = calibrators.run_scaling(args.quick, args.dims or [], args.classes or [], args.procs, args.out,
+            rows = scaling.run_scaling(args.quick, args.dims or [], args.classes or [], args.procs, args.out,
                                            plot)
         except InputError as error:
             sys.exit(f"error: {error}")

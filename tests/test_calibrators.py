@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from slm.baselines.problems import PRWProblem, SIProblem, parameter_error
 from slm.errors import InputError
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import simulate_si
-from slm.studies import calibrators
+from slm.studies import calibrators, scaling
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_prw_problem_takes_the_truth_from_the_truth_node(tmp_path):
     cfg = calibrators.compose("prw", ["data.n_walkers=2000"], tmp_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    problem = calibrators.make_problem("prw", cfg, datamodule)
+    problem = calibrators.make_problem(cfg, datamodule)
     assert problem.truth == {"p_center": 0.2, "p_resample": 0.1} and problem.names == ("p_center", "p_resample")
     assert problem.target.shape == (cfg.data.lags,)
 
@@ -84,7 +85,7 @@ def test_potts_problem_runs_the_fit_simulator_within_bounds(tmp_path):
     cfg = calibrators.compose("potts", small, tmp_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    problem = calibrators.make_problem("potts", cfg, datamodule)
+    problem = calibrators.make_problem(cfg, datamodule)
     assert problem.truth == {"J_dark_light": 11.0, "J_light_light": 14.0, "lambda_volume": 2.0}
     assert set(problem.bounds) == set(problem.names)
     summary = problem.summary(problem.truth, torch.Generator().manual_seed(0))
@@ -92,6 +93,12 @@ def test_potts_problem_runs_the_fit_simulator_within_bounds(tmp_path):
     trace = cma_es(problem, {"J_dark_light": 16.5, "J_light_light": 7.0, "lambda_volume": 3.0}, max_evaluations=8)
     for estimate in trace.estimates:
         assert all(low <= estimate[name] <= high for name, (low, high) in problem.bounds.items())
+    weighted = calibrators.make_problem(calibrators.compose("potts", [*small, "+task.weights={clusters: 0}"],
+                                                            tmp_path), datamodule)
+    other = summary.copy()
+    other[:, 3] += 5.0  # the clusters alone differ: weight 0 in the fit's loss, so in the baselines' too
+    assert weighted.distance(other, problem.observed) == pytest.approx(weighted.distance(summary, problem.observed))
+    assert problem.distance(other, problem.observed) > problem.distance(summary, problem.observed)
 
 
 def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
@@ -100,7 +107,7 @@ def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
     cfg = calibrators.compose("tcells", small, tmp_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    problem = calibrators.make_problem("tcells", cfg, datamodule)
+    problem = calibrators.make_problem(cfg, datamodule)
     assert problem.truth is None and problem.names == ("lambda_act", "max_act")
     summary = problem.summary({"lambda_act": 200.0, "max_act": 20.0}, torch.Generator().manual_seed(0))
     assert summary.shape == problem.observed.shape == (4,) and problem.simulations == 1
@@ -114,7 +121,7 @@ def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
 def test_scaling_rows_carry_time_to_ad_error_and_the_mle(tmp_path):
     small = ["data.n_sequences=6", "data.n_frames=8", "data.size=16", "data.seeds=3", "trainer.max_epochs=2",
              "+trainer.enable_model_summary=false"]
-    rows, traces, errors = calibrators.scale("si_field", 4, True, 2, tmp_path, small, min_budget=3)
+    rows, traces, errors = scaling.scale("si_field", 4, True, 2, tmp_path, small, min_budget=3)
     assert [row["method"] for row in rows] == ["MLE", "AD (ste)", "ABC-SMC", "CMA-ES", "NPE (sbi)"]
     for row in rows:
         assert {"task", "method", "dims", "seconds", "simulations", "param_error"} <= set(row) and row["dims"] == 4
@@ -125,21 +132,40 @@ def test_scaling_rows_carry_time_to_ad_error_and_the_mle(tmp_path):
         assert row["budget_seconds"] >= 3 and row["seconds"] > 0
         assert row["time_to_ad_error"] is None or row["time_to_ad_error"] <= row["seconds"]
     assert len(traces["ABC-SMC"].estimates[0]) == 4, "one parameter per block"
-    calibrators.plot_scaling(rows, tmp_path / "scaling.png")
+    scaling.plot_scaling(rows, tmp_path / "scaling.png")
     assert (tmp_path / "scaling.png").stat().st_size > 0
     with pytest.raises(InputError, match="--dims: 8 is not a square number"):
-        calibrators.blocks_of(8)
+        scaling.blocks_of(8)
 
 
 def test_mixture_scaling_scores_by_the_exact_loss(tmp_path):
     small = ["trainer.max_epochs=1", "data.steps_per_epoch=5", "task.batch_size=200", "task.eval_walkers=1000",
              "+trainer.enable_model_summary=false"]
-    rows, traces, errors = calibrators.scale("prw_mixture", 2, True, 2, tmp_path, small, min_budget=3)
+    rows, traces, errors = scaling.scale("prw_mixture", 2, True, 2, tmp_path, small, min_budget=3)
     assert rows[0]["method"] == "exact optimum" and rows[0]["loss"] < 0.01
     assert all(row["dims"] == 5 and row["classes"] == 2 and "loss" in row for row in rows)
     assert all(row["loss"] >= rows[0]["loss"] - 1e-9 for row in rows), "nothing beats the exact optimum"
     assert set(traces["CMA-ES"].estimates[0]) == {"p_center[0]", "p_center[1]", "p_resample[0]", "p_resample[1]",
                                                    "weights[0]", "weights[1]"}
+
+
+def test_a_baseline_that_fails_gives_a_row_that_says_why(si_problem):
+    def broken(problem):
+        raise IndexError("list index out of range")
+
+    trace = scaling.guarded("ABC-SMC", broken, si_problem)
+    assert "IndexError" in trace.stopped and trace.estimates == [{"beta": 0.5}]
+
+
+def test_abc_smc_says_why_when_its_process_dies(si_problem, monkeypatch):
+    import pyabc
+
+    def die(self, *args, **kwargs):
+        os._exit(3)
+
+    monkeypatch.setattr(pyabc.ABCSMC, "run", die)
+    trace = abc_smc(si_problem, population_size=10, max_generations=2, n_procs=1)
+    assert "exit code 3" in trace.stopped and trace.estimates == [{"beta": 0.5}]
 
 
 def test_abc_smc_keeps_what_it_has_when_pyabc_fails(si_problem, monkeypatch):

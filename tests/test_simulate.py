@@ -12,7 +12,6 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from slm.io import load_frames, load_pattern
 from slm.plots import BOUNDARY, MEDIUM, PALETTE, cells_rgb

@@ -57,6 +57,8 @@ def abc_smc(problem, population_size: int = 200, max_generations: int = 10, min_
             trace.stopped = f"the budget of {max_seconds:.0f} s ended inside a generation"
         elif receiver.poll():
             trace.stopped = receiver.recv()
+        elif worker.exitcode:  # killed (out of memory, a dead sampler worker) before it could say why
+            trace.stopped = f"pyabc's process ended with exit code {worker.exitcode}"
         stopped_at = time.time() - start
         history = pyabc.History(database)
         populations = history.get_all_populations().sort_values("t") if history.n_populations else []
@@ -70,7 +72,8 @@ def abc_smc(problem, population_size: int = 200, max_generations: int = 10, min_
             interval = {name: tuple(weighted_quantile(particles[name].to_numpy(), weights, alpha=q)
                                     for q in (0.05, 0.95)) for name in problem.names}
             trace.add(row.population_end_time.timestamp() - start, simulations, estimate, interval)
-    if trace.stopped:
+    if trace.stopped or not trace.estimates:
+        trace.stopped = trace.stopped or "pyabc finished no generation"
         log.warning("ABC-SMC: %s", trace.stopped)
         if trace.estimates:  # the time of the unfinished generation was spent too
             trace.add(stopped_at, simulations, trace.estimates[-1], trace.intervals[-1])

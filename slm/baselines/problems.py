@@ -18,19 +18,22 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
   that loss on the exact expected MSD.
 * :class:`SummaryProblem`: a simulator with summary statistics over time (the multi-cell CPM);
   summary: the batch-mean summaries of ``lattices`` lattices (the gradient fit's batch) from random
-  starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`).
+  starting lattices, distance: the fit's loss (:class:`slm.tasks.SummaryFitting`, ``task.weights`` included).
 * :class:`TrackProblem`: migrating cells (the act model) against tracks without a known truth;
   summary: the track statistics of ``lattices`` lattices (the fit's batch), distance: the fit's loss
   (:func:`slm.stats.track_loss`); :meth:`TrackProblem.evaluate` scores an estimate by that loss
   on a larger simulation with fixed noise, the measure the comparison puts the methods side by side on.
 
 Every problem has ``bounds`` per parameter: the support of ABC-SMC's uniform prior and of CMA-ES's
-search (default ``(0, 1)``, probabilities).
+search (default ``(0, 1)``, probabilities). ``from_data`` builds each from a set-up data module and the
+settings of the experiment's ``calibration`` config (``configs/calibration/``), which interpolates the fit's
+own batch and loss weights: the baselines run on exactly the fit's data and loss.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +44,7 @@ from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
 from slm.parameters import flat_values, set_values
-from slm.stats import track_loss, track_statistics
+from slm.stats import TRACK_TERMS, track_loss, track_statistics
 
 
 class SIProblem:
@@ -59,6 +62,12 @@ class SIProblem:
         self.unaware = counts[..., 0].sum(-1, keepdim=True).double().clamp_min(1).numpy()
         self.observed = self._turned(y)
         self.simulations = 0
+
+    @classmethod
+    def from_data(cls, datamodule: Any, blocks: list[int] | None = None) -> SIProblem:
+        """The problem of an SI data module's training transitions (set up) and truth."""
+        x, y = (torch.cat(parts) for parts in zip(*datamodule.train_set.batches(), strict=True))
+        return cls(x.float(), y.float(), datamodule.truth["beta"], None if blocks is None else tuple(blocks))
 
     def _turned(self, y: Tensor) -> np.ndarray:
         return (transition_counts(self.x, y, self.blocks)[..., 1].double().numpy() / self.unaware).reshape(-1)
@@ -97,6 +106,12 @@ class PRWProblem:
         self.bounds = {name: (0.0, 1.0) for name in self.names}
         self.simulations = 0
 
+    @classmethod
+    def from_data(cls, datamodule: Any, walkers: int, mcs_per_frame: int = 1, dx: float = 1.0, classes: int = 1
+                  ) -> PRWProblem:
+        """The problem of an MSD data module (set up): its target and, for simulated data, its truth."""
+        return cls(datamodule.target, datamodule.truth, walkers, mcs_per_frame, dx, classes)
+
     def _set(self, params: dict[str, float]) -> None:
         values = {}
         for name, current in self.model.parameter_values().items():
@@ -131,10 +146,12 @@ class SummaryProblem:
         bounds: ``(low, high)`` per fitted parameter.
         starts: items ``(labels, cell_types)`` of starting lattices (the fit's data set).
         lattices: lattices per simulation (the gradient fit's batch).
+        weights: weight of each summary statistic by name (``task.weights``; default 1), as in the fit's loss.
     """
 
     def __init__(self, simulator: Simulator, target: Tensor, truth: dict[str, float],
-                 bounds: dict[str, tuple[float, float]], starts: Dataset, lattices: int, mcs_per_frame: int):
+                 bounds: dict[str, tuple[float, float]], starts: Dataset, lattices: int, mcs_per_frame: int,
+                 weights: dict[str, float] | None = None):
         self.simulator = simulator
         self.target = target
         self.truth = dict(truth)
@@ -142,6 +159,7 @@ class SummaryProblem:
         self.bounds = {name: tuple(bounds[name]) for name in self.names}
         self.observed = target.double().numpy()
         self.scale = np.abs(self.observed).mean(0).clip(1e-6)
+        self.weights = np.array([float((weights or {}).get(name, 1.0)) for name in simulator.summary_names])
         self.starts = starts
         self.lattices = lattices
         self.mcs_per_frame = mcs_per_frame
@@ -155,15 +173,21 @@ class SummaryProblem:
         set_values(model, params, key="params")
         picks = torch.randint(len(self.starts), (self.lattices,), generator=generator).tolist()
         labels, cell_types = (torch.stack(part) for part in zip(*(self.starts[i] for i in picks), strict=True))
-        state = model.state(labels, cell_types)
-        series = []
-        for _ in range(len(self.target)):
-            state = model.rollout(state, self.mcs_per_frame, generator)
-            series.append(model.summary(state).mean(0))
-        return torch.stack(series).double().numpy()
+        series = model.rollout(model.state(labels, cell_types), len(self.target) * self.mcs_per_frame, generator,
+                               record_every=self.mcs_per_frame, record=model.summary).frames[:, 1:]
+        return series.mean(0).double().numpy()
+
+    @classmethod
+    def from_data(cls, datamodule: Any, bounds: dict[str, list[float]], lattices: int,
+                  weights: dict[str, float] | None = None) -> SummaryProblem:
+        """The problem of a lattice-statistics data module (set up) with a simulated truth."""
+        return cls(datamodule.simulator, datamodule.target, datamodule.truth, bounds, datamodule.train_set, lattices,
+                   datamodule.mcs_per_frame, weights)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float((((a - b) / self.scale) ** 2).sum(1).mean())
+        """The fit's loss (:class:`slm.tasks.SummaryFitting`): weighted relative squares, summed over the
+        statistics, averaged over the frames."""
+        return float((self.weights * ((a - b) / self.scale) ** 2).sum(1).mean())
 
 
 class TrackProblem:
@@ -206,6 +230,16 @@ class TrackProblem:
         tracks = model.tracks(model.state(labels, cell_types), self.frames, self.mcs_per_frame, generator,
                               self.burn_in).frames.transpose(1, 2)
         return track_statistics(tracks, len(self.target) - 2).mean(0).double().numpy()
+
+    @classmethod
+    def from_data(cls, datamodule: Any, bounds: dict[str, list[float]], lattices: int,
+                  weights: dict[str, float] | None = None, eval_lattices: int = 64) -> TrackProblem:
+        """The problem of a track-statistics data module (set up), on the fit's loss with ``task.weights``;
+        the fitted parameters are the model's learnable ones, from their configured start."""
+        start = {name: float(v) for name, v in datamodule.simulator.parameter_values().items()}
+        terms = torch.tensor([float((weights or {}).get(n, 1.0)) for n in TRACK_TERMS])
+        return cls(datamodule.simulator, datamodule.target, start, bounds, datamodule.train_set, lattices,
+                   datamodule.burn_in, datamodule.frames, datamodule.mcs_per_frame, terms, eval_lattices)
 
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
         """One simulation of ``lattices`` lattices (counted)."""
