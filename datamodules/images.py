@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from slm.errors import InputError
 from slm.io import load_image, load_mask
+from slm.targets import ImageTarget
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,10 @@ class ImageDataModule(L.LightningDataModule):
         self.mask = torch.tensor(mask) if mask is not None else torch.zeros(0, dtype=torch.bool)
         log.info("image %s: %dx%d%s", self.source, image.shape[1], image.shape[0],
                  "" if mask is None else f", ground truth with {mask.mean():.1%} foreground")
+
+    def task_target(self) -> ImageTarget:
+        """The image and its mask (empty without one), for the task."""
+        return ImageTarget(image=self.image, mask=self.mask)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RepeatImage(self.image, self.mask, self.hparams.steps_per_epoch), batch_size=None)

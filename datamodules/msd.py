@@ -15,6 +15,7 @@ from slm.errors import InputError
 from slm.io import read_tracks
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.stats import track_msd
+from slm.targets import MSDTarget
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class MSDDataModule(L.LightningDataModule):
                 self.target = walk.msd(hp.n_walkers, hp.lags, torch.Generator().manual_seed(hp.seed))
             log.info("synthetic target MSD (p_center=%s, p_resample=%s, %d walkers): %s", hp.p_center,
                      hp.p_resample, hp.n_walkers, " ".join(f"{v:.3g}" for v in self.target.tolist()))
+
+    def task_target(self) -> MSDTarget:
+        """The target MSD, its frame interval and the truth, for the task."""
+        return MSDTarget(truth=self.truth, msd=self.target, frame_interval=self.frame_interval)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RepeatTarget(self.target, self.hparams.steps_per_epoch), batch_size=None)

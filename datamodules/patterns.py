@@ -16,6 +16,7 @@ from datamodules.msd import RepeatTarget
 from slm.errors import InputError
 from slm.io import load_pattern
 from slm.models.malevanets_kapral import PARAMETERS, REFERENCE, MalevanetsKapral, uniform_state
+from slm.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class PatternDataModule(L.LightningDataModule):
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(self.pattern, cache)
+
+    def task_target(self) -> Target:
+        """Nothing beyond the batches (the reference patterns)."""
+        return Target()
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RepeatTarget(self.pattern, self.hparams.steps_per_epoch), batch_size=None)

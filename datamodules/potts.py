@@ -28,6 +28,7 @@ from slm.errors import InputError
 from slm.io import load_label_stack
 from slm.models.base import Simulator
 from slm.parameters import set_values
+from slm.targets import SummaryTarget
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
         self.target, self.spread = series.mean(0), series.std(0) if len(series) > 1 else torch.zeros_like(series[0])
         log.info("target summaries from %s: last frame %s", source,
                  " ".join(f"{v:.4g}" for v in self.target[-1].tolist()))
+
+    def task_target(self) -> SummaryTarget:
+        """The target summaries over time, their spread, the frame spacing, the starting lattices and the truth."""
+        return SummaryTarget(truth=self.truth, summaries=self.target, spread=self.spread,
+                             mcs_per_frame=self.mcs_per_frame, starts=self.train_set)
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

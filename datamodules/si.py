@@ -19,6 +19,7 @@ from slm.io import load_frames, load_image
 from slm.lattice import block_field, block_shape
 from slm.models.si import check_blocks, simulate_si
 from slm.parameters import Probability
+from slm.targets import TransitionTarget
 
 #: the fields of spread coefficients the reference data can be simulated from, besides an image
 FIELDS = ("smooth",)
@@ -196,6 +197,10 @@ class SITransitionDataModule(L.LightningDataModule):
                                      seed=self.hparams.seed)
         return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler,
                           collate_fn=_keep_batch, num_workers=self.hparams.num_workers)
+
+    def task_target(self) -> TransitionTarget:
+        """The training transitions (in batches) and the truth, for the task."""
+        return TransitionTarget(truth=self.truth, transitions=self.train_set.batches)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

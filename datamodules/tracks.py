@@ -30,6 +30,7 @@ from slm.io import read_tracks
 from slm.models.base import Simulator
 from slm.parameters import set_values
 from slm.stats import track_statistic_names, track_statistics
+from slm.targets import TrackTarget
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,12 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         log.info("target track statistics from %s (%d MCS per frame): %s", source, self.mcs_per_frame,
                  " ".join(f"{n}={v:.4g}" for n, v in zip(self.names, self.target.tolist(), strict=True)))
 
-    def physical(self, statistics: Tensor) -> Tensor:
-        """Statistics in lattice units to the data's: MSD in um^2, speed in um per minute, persistence as is."""
-        scale = torch.tensor([self.um_per_site ** 2] * self.lags + [self.um_per_site * 60 / self.frame_interval, 1.0],
-                             device=statistics.device, dtype=statistics.dtype)
-        return statistics * scale
+    def task_target(self) -> TrackTarget:
+        """The target track statistics, how tracks are recorded, the units, examples, starting lattices, truth."""
+        return TrackTarget(truth=self.truth, statistics=self.target, names=self.names, lags=self.lags,
+                           burn_in=self.burn_in, frames=self.frames, mcs_per_frame=self.mcs_per_frame,
+                           um_per_site=self.um_per_site, frame_interval=self.frame_interval, examples=self.examples,
+                           starts=self.train_set)
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

@@ -50,12 +50,14 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
 
 
 def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
-    """Instantiate ``cfg.model`` (with its estimators), set up ``cfg.data``, and instantiate ``cfg.task``
-    around the model."""
+    """Instantiate ``cfg.model`` (with its estimators), set up ``cfg.data``, instantiate ``cfg.task`` around the
+    model and hand it the data's declared target (:mod:`slm.targets`)."""
     simulator = build(cfg.model)
     datamodule = build(cfg.data)
     datamodule.setup("fit")
-    return build(cfg.task, simulator=simulator), datamodule
+    task = build(cfg.task, simulator=simulator)
+    task.target = datamodule.task_target()
+    return task, datamodule
 
 
 #: Optimiser and scheduler settings that must be positive (all others there must be >= 0).
@@ -127,13 +129,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     seconds = time.perf_counter() - start
 
-    results = {**task.results(datamodule), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
-    results["metrics"].update(truth_metrics(results["params"], results["metrics"], getattr(datamodule, "truth", None)))
+    results = {**task.results(), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
+    results["metrics"].update(truth_metrics(results["params"], results["metrics"], task.target.truth))
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        task.save_artifacts(out, datamodule)
+        task.save_artifacts(out)
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**results["params"], **results["metrics"]}.items())
         log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], seconds, out / "results.json")
     return results

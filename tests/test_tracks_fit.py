@@ -41,7 +41,8 @@ def test_the_target_is_the_tracks_statistics_in_lattice_units(tmp_path):
     assert torch.isclose(data.target[10], (in_um[10] / 2).float())  # speed in sites per frame
     expected = in_um.clone()
     expected[10] *= 60 / 24  # um per minute
-    assert torch.allclose(data.physical(data.target), expected.float(), rtol=1e-5)
+    target = data.task_target()
+    assert torch.allclose(target.physical(target.statistics), expected.float(), rtol=1e-5)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

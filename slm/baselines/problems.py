@@ -25,15 +25,14 @@ and CMA-ES need: ``summary(params, generator)`` (one simulation, counted), the o
   on a larger simulation with fixed noise, the measure the comparison puts the methods side by side on.
 
 Every problem has ``bounds`` per parameter: the support of ABC-SMC's uniform prior and of CMA-ES's
-search (default ``(0, 1)``, probabilities). ``from_data`` builds each from a set-up data module and the
-settings of the experiment's ``calibration`` config (``configs/calibration/``), which interpolates the fit's
-own batch and loss weights: the baselines run on exactly the fit's data and loss.
+search (default ``(0, 1)``, probabilities). ``from_data`` builds each from the data's declared target
+(:mod:`slm.targets`) and the settings of the experiment's ``calibration`` config (``configs/calibration/``),
+which interpolates the fit's own batch and loss weights: the baselines run on exactly the fit's data and loss.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +44,7 @@ from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
 from slm.parameters import flat_values, set_values
 from slm.stats import TRACK_TERMS, track_loss, track_statistics
+from slm.targets import MSDTarget, SummaryTarget, TrackTarget, TransitionTarget
 
 
 class SIProblem:
@@ -64,10 +64,10 @@ class SIProblem:
         self.simulations = 0
 
     @classmethod
-    def from_data(cls, datamodule: Any, blocks: list[int] | None = None) -> SIProblem:
-        """The problem of an SI data module's training transitions (set up) and truth."""
-        x, y = (torch.cat(parts) for parts in zip(*datamodule.train_set.batches(), strict=True))
-        return cls(x.float(), y.float(), datamodule.truth["beta"], None if blocks is None else tuple(blocks))
+    def from_data(cls, target: TransitionTarget, blocks: list[int] | None = None) -> SIProblem:
+        """The problem of the training transitions of simulated SI data, and their truth."""
+        x, y = (torch.cat(parts) for parts in zip(*target.transitions(), strict=True))
+        return cls(x.float(), y.float(), target.truth["beta"], None if blocks is None else tuple(blocks))
 
     def _turned(self, y: Tensor) -> np.ndarray:
         return (transition_counts(self.x, y, self.blocks)[..., 1].double().numpy() / self.unaware).reshape(-1)
@@ -107,10 +107,10 @@ class PRWProblem:
         self.simulations = 0
 
     @classmethod
-    def from_data(cls, datamodule: Any, walkers: int, mcs_per_frame: int = 1, dx: float = 1.0, classes: int = 1
+    def from_data(cls, target: MSDTarget, walkers: int, mcs_per_frame: int = 1, dx: float = 1.0, classes: int = 1
                   ) -> PRWProblem:
-        """The problem of an MSD data module (set up): its target and, for simulated data, its truth."""
-        return cls(datamodule.target, datamodule.truth, walkers, mcs_per_frame, dx, classes)
+        """The problem of a target MSD curve and, for simulated data, its truth."""
+        return cls(target.msd, target.truth, walkers, mcs_per_frame, dx, classes)
 
     def _set(self, params: dict[str, float]) -> None:
         values = {}
@@ -178,11 +178,11 @@ class SummaryProblem:
         return series.mean(0).double().numpy()
 
     @classmethod
-    def from_data(cls, datamodule: Any, bounds: dict[str, list[float]], lattices: int,
+    def from_data(cls, target: SummaryTarget, simulator: Simulator, bounds: dict[str, list[float]], lattices: int,
                   weights: dict[str, float] | None = None) -> SummaryProblem:
-        """The problem of a lattice-statistics data module (set up) with a simulated truth."""
-        return cls(datamodule.simulator, datamodule.target, datamodule.truth, bounds, datamodule.train_set, lattices,
-                   datamodule.mcs_per_frame, weights)
+        """The problem of target summaries over time with a simulated truth."""
+        return cls(simulator, target.summaries, target.truth, bounds, target.starts, lattices, target.mcs_per_frame,
+                   weights)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """The fit's loss (:class:`slm.tasks.SummaryFitting`): weighted relative squares, summed over the
@@ -232,14 +232,14 @@ class TrackProblem:
         return track_statistics(tracks, len(self.target) - 2).mean(0).double().numpy()
 
     @classmethod
-    def from_data(cls, datamodule: Any, bounds: dict[str, list[float]], lattices: int,
+    def from_data(cls, target: TrackTarget, simulator: Simulator, bounds: dict[str, list[float]], lattices: int,
                   weights: dict[str, float] | None = None, eval_lattices: int = 64) -> TrackProblem:
-        """The problem of a track-statistics data module (set up), on the fit's loss with ``task.weights``;
-        the fitted parameters are the model's learnable ones, from their configured start."""
-        start = {name: float(v) for name, v in datamodule.simulator.parameter_values().items()}
+        """The problem of target track statistics, on the fit's loss with ``task.weights``; the fitted parameters
+        are the model's learnable ones, from their configured start."""
+        start = {name: float(v) for name, v in simulator.parameter_values().items()}
         terms = torch.tensor([float((weights or {}).get(n, 1.0)) for n in TRACK_TERMS])
-        return cls(datamodule.simulator, datamodule.target, start, bounds, datamodule.train_set, lattices,
-                   datamodule.burn_in, datamodule.frames, datamodule.mcs_per_frame, terms, eval_lattices)
+        return cls(simulator, target.statistics, start, bounds, target.starts, lattices, target.burn_in, target.frames,
+                   target.mcs_per_frame, terms, eval_lattices)
 
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
         """One simulation of ``lattices`` lattices (counted)."""

@@ -101,7 +101,7 @@ def make_problem(cfg: DictConfig, datamodule) -> SIProblem | PRWProblem | Summar
     ``datamodule`` (set up), on the fit's own batch and loss."""
     if cfg.get("calibration") is None:
         raise InputError(f"calibration: experiment {cfg.task_name} has no calibration problem for the baselines")
-    return build(cfg.calibration, datamodule=datamodule, _convert_="all")
+    return build(cfg.calibration, _partial_=True)(target=datamodule.task_target())
 
 
 def run_ad(cfg: DictConfig, simulations_per_step: float, every: int = 1) -> Trace:

@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from slm.errors import InputError, NonFiniteError
 from slm.models.base import Simulator
 from slm.parameters import constrained_grads
+from slm.targets import Target
 
 TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM = 0, 1, 2
 
@@ -33,7 +34,9 @@ class FittingTask(L.LightningModule):
     ``grad/<name>`` (``dL/d<name>``, in the constrained space). A NaN or infinite loss, gradient or
     parameter raises :class:`NonFiniteError` before the optimiser step, so checkpoints stay good.
 
-    A task depends only on the :class:`slm.models.Simulator` contract. Before each loss the
+    A task depends only on the :class:`slm.models.Simulator` contract and on :attr:`target`, the typed
+    :class:`slm.targets.Target` of its data (targets, units, truth), which :func:`slm.train.build_task_and_data`
+    hands over from the data module's ``task_target()``. Before each loss the
     simulator's estimators are reset, and tasks pass per-sample losses or statistics through
     ``simulator.surrogate`` so that every estimator, the score function included, gives its gradient.
 
@@ -67,12 +70,14 @@ class FittingTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.seed = seed
         self._last_loss: Tensor | None = None
+        #: what the task needs from its data (set by :func:`slm.train.build_task_and_data`)
+        self.target: Target | None = None
 
     @abstractmethod
     def loss(self, batch: Any, generator: torch.Generator) -> Tensor:
         """Scalar loss of one batch, simulating with noise from ``generator``."""
 
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+    def final_metrics(self) -> dict[str, float]:
         """Metrics for ``results.json``, computed once after training."""
         return {}
 
@@ -81,11 +86,11 @@ class FittingTask(L.LightningModule):
         acceptance rate; logged as ``derived/<name>`` and reported in the metrics."""
         return {name: value.detach() for name, value in self.simulator.derived().items()}
 
-    def results(self, datamodule: L.LightningDataModule) -> dict[str, dict[str, float]]:
-        """``{"params": fitted constrained values, "metrics": derived values and final_metrics(...)}``."""
+    def results(self) -> dict[str, dict[str, float]]:
+        """``{"params": fitted constrained values, "metrics": derived values and final_metrics()}``."""
         params = {name: value.tolist() for name, value in self.simulator.parameter_values().items()}
         derived = {name: value.tolist() for name, value in self.derived_values().items()}
-        return {"params": params, "metrics": derived | self.final_metrics(datamodule)}
+        return {"params": params, "metrics": derived | self.final_metrics()}
 
     def noise(self, stream: int, counter: int) -> torch.Generator:
         """A generator on this module's device, seeded by ``(seed, rank, stream, counter)``."""
@@ -167,5 +172,5 @@ class FittingTask(L.LightningModule):
             image = image[None] if image.ndim == 2 else image
             self.tensorboard.add_image(tag, image.detach().float().cpu(), self.global_step)
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+    def save_artifacts(self, out_dir: Path) -> None:
         """Write task-specific files (curves, figures) into the run folder after training."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
@@ -131,7 +130,7 @@ class SegmentationFitting(FittingTask):
         self.previous: Tensor | None = None
 
     def setup(self, stage: str) -> None:
-        image = self.trainer.datamodule.image
+        image = self.target.image
         if self.simulator.field is None:
             self.simulator.set_image(image)
         read = read_off(image.numpy())
@@ -161,13 +160,13 @@ class SegmentationFitting(FittingTask):
         self.log("grad/field_norm", self.simulator.field.grad.norm())
         self.log("param/foreground_fraction", (self.simulator.field.detach() > 0).float().mean())
 
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+    def final_metrics(self) -> dict[str, float]:
         predicted = self.simulator.field.detach() > 0
         metrics = {"foreground_fraction": float(predicted.float().mean()), "blur_sigma": self.blur,
                    "level": float(self.level), "window": self.window}
-        truth = datamodule.mask.to(predicted.device)
+        truth = self.target.mask.to(predicted.device)
         if truth.numel():
-            image = datamodule.image.numpy()
+            image = self.target.image.numpy()
             metrics |= {"dice": float(binary_f1_score(predicted, truth)),
                         "iou": float(binary_jaccard_index(predicted, truth)),
                         "dice_start": float(binary_f1_score(torch.from_numpy(image > image.mean()).to(truth.device),
@@ -183,8 +182,8 @@ class SegmentationFitting(FittingTask):
                     self.tensorboard.add_scalar(f"final/{name}", metrics[name], self.global_step)
         return metrics
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+    def save_artifacts(self, out_dir: Path) -> None:
         predicted = (self.simulator.field.detach() > 0).cpu().numpy()
         Image.fromarray((predicted * 255).astype(np.uint8)).save(out_dir / "mask.png")
-        panels = [datamodule.image.numpy()] + ([datamodule.mask.numpy()] if datamodule.mask.numel() else [])
+        panels = [self.target.image.numpy()] + ([self.target.mask.numpy()] if self.target.mask.numel() else [])
         save_strip([*panels, predicted], out_dir / "comparison.png")

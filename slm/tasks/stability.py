@@ -74,12 +74,12 @@ class StabilityFitting(FittingTask):
         return self.simulator.surrogate(per_lattice).mean()
 
     @torch.no_grad()
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
+    def final_metrics(self) -> dict[str, float]:
         self.field = pattern_test(self.simulator, self.test_size, self.test_steps, self.noise(PREVIEW_STREAM, 0))
         return {"pattern_score": float(pattern_score(self.field)), "patterned": bool(is_patterned(self.field)),
                 "wavelength": float(dominant_wavelength(self.field))}
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
+    def save_artifacts(self, out_dir: Path) -> None:
         save_field(self.field, out_dir / "pattern.png",
                    f"A/N after {self.test_steps} steps, score {float(pattern_score(self.field)):.3f}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -60,17 +59,17 @@ class StatisticsFitting(FittingTask):
         return ((simulated - target) ** 2).sum()
 
     @torch.no_grad()
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
-        target = datamodule.target.to(self.device)
+    def final_metrics(self) -> dict[str, float]:
+        target = self.target.msd.to(self.device)
         self.fitted = self.simulator.msd(self.eval_walkers, len(target), self.noise(PREVIEW_STREAM, 0))
         relative = (self.fitted - target).abs() / target
         return {"msd": float(self.fitted[-1]), "msd_rel_error": float(relative.mean()),
                 "msd_rel_error_max": float(relative.max())}
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
-        target = datamodule.target.tolist()
+    def save_artifacts(self, out_dir: Path) -> None:
+        target = self.target.msd.tolist()
         curves = {"lag": list(range(1, len(target) + 1)), "target": target, "fitted": self.fitted.tolist(),
-                  "frame_interval": datamodule.frame_interval}
+                  "frame_interval": self.target.frame_interval}
         (out_dir / "msd.json").write_text(json.dumps(curves, indent=2) + "\n")
-        msd_figure(datamodule.target, self.fitted.cpu()).savefig(out_dir / "msd.png", dpi=120,
+        msd_figure(self.target.msd, self.fitted.cpu()).savefig(out_dir / "msd.png", dpi=120,
                                                                        bbox_inches="tight")

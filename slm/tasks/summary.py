@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -36,7 +35,6 @@ class SummaryFitting(FittingTask):
     Args:
         simulator: a :class:`slm.models.Simulator` with ``state``, ``summary`` and ``summary_names``
             (the multi-cell CPM).
-        mcs_per_frame: steps between frames (the data's).
         checkpoint_every: activation checkpointing segment in steps (memory bounded for long rollouts);
             ``None`` stores every step.
         weights: weight of each statistic, by name (default 1 each).
@@ -45,7 +43,7 @@ class SummaryFitting(FittingTask):
         param_lr: learning rate per parameter name (see :class:`slm.tasks.FittingTask`).
     """
 
-    def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0, mcs_per_frame: int = 20,
+    def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0,
                  checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
                  image_every: int = 25, eval_lattices: int = 16, param_lr: dict[str, float] | None = None):
         super().__init__(simulator, optimizer, scheduler, seed, param_lr)
@@ -56,10 +54,7 @@ class SummaryFitting(FittingTask):
         unknown = sorted(set(weights or {}) - set(names))
         if unknown:
             raise InputError(f"task.weights: unknown statistic(s) {unknown}; expected some of {names}")
-        if not (isinstance(mcs_per_frame, int) and mcs_per_frame >= 1):
-            raise InputError(f"task.mcs_per_frame: expected a positive integer, got {mcs_per_frame}")
         self.names = names
-        self.mcs_per_frame = mcs_per_frame
         self.checkpoint_every = checkpoint_every
         self.register_buffer("weights", torch.tensor([float((weights or {}).get(n, 1.0)) for n in names]),
                              persistent=False)
@@ -70,9 +65,10 @@ class SummaryFitting(FittingTask):
 
     def simulate(self, labels: Tensor, cell_types: Tensor, frames: int, generator: torch.Generator) -> Tensor:
         """Per-lattice summaries ``(B, frames, m)`` from the given starting lattices."""
+        every = self.target.mcs_per_frame
         self.last_state, series = self.simulator.rollout(
-            self.simulator.state(labels, cell_types), frames * self.mcs_per_frame, generator, self.checkpoint_every,
-            record_every=self.mcs_per_frame, record=self.simulator.summary)
+            self.simulator.state(labels, cell_types), frames * every, generator, self.checkpoint_every,
+            record_every=every, record=self.simulator.summary)
         return series[:, 1:]
 
     def relative_error(self, simulated: Tensor, target: Tensor) -> Tensor:
@@ -81,7 +77,7 @@ class SummaryFitting(FittingTask):
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
-        target = self.trainer.datamodule.target.to(self.device)
+        target = self.target.summaries.to(self.device)
         simulated = self.simulator.surrogate(self.simulate(labels, cell_types, len(target), generator)).mean(0)
         for name, value in zip(self.names, simulated[-1].detach(), strict=True):
             self.log(f"stat/{name}", value)
@@ -90,18 +86,19 @@ class SummaryFitting(FittingTask):
         return (self.weights * self.relative_error(simulated, target) ** 2).sum(1).mean()
 
     @torch.no_grad()
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
-        target = datamodule.target.to(self.device)
-        starts = [datamodule.train_set[i] for i in range(self.eval_lattices)]
+    def final_metrics(self) -> dict[str, float]:
+        target = self.target.summaries.to(self.device)
+        starts = [self.target.starts[i] for i in range(self.eval_lattices)]
         labels, cell_types = (torch.stack(parts).to(self.device) for parts in zip(*starts, strict=True))
         self.fitted = self.simulate(labels, cell_types, len(target), self.noise(PREVIEW_STREAM, 0)).mean(0)
         return {"summary_rel_error": float(self.relative_error(self.fitted, target).abs().mean())}
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
-        frames = [datamodule.mcs_per_frame * (f + 1) for f in range(len(datamodule.target))]
-        curves = {"mcs": frames, "names": self.names, "target": datamodule.target.tolist(),
-                  "target_sd": datamodule.spread.tolist(), "fitted": self.fitted.tolist()}
+    def save_artifacts(self, out_dir: Path) -> None:
+        target = self.target
+        frames = [target.mcs_per_frame * (f + 1) for f in range(len(target.summaries))]
+        curves = {"mcs": frames, "names": self.names, "target": target.summaries.tolist(),
+                  "target_sd": target.spread.tolist(), "fitted": self.fitted.tolist()}
         (out_dir / "summary.json").write_text(json.dumps(curves, indent=2) + "\n")
-        summary_figure(frames, self.names, datamodule.target, datamodule.spread, self.fitted).savefig(
+        summary_figure(frames, self.names, target.summaries, target.spread, self.fitted).savefig(
             out_dir / "summary.png", dpi=110)
         save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png", "fitted model, lattice 0")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -37,8 +36,8 @@ from slm.tasks.base import PREVIEW_STREAM, FittingTask
 class TrackFitting(FittingTask):
     """Fit the track statistics of migrating cells (see the module docstring).
 
-    The data module gives ``target`` (lattice units), ``lags``, ``burn_in``, ``frames``,
-    ``mcs_per_frame``, ``train_set`` (starting lattices) and ``physical`` (to um and minutes).
+    Its :attr:`target` is a :class:`slm.targets.TrackTarget` (statistics in lattice units, how to record tracks,
+    units, starting lattices).
 
     Args:
         simulator: a model with ``state`` and ``positions`` (:class:`slm.models.ActPotts`).
@@ -65,65 +64,62 @@ class TrackFitting(FittingTask):
         self.fitted_tracks: Tensor | None = None
         self.last_state: tuple | None = None
 
-    def simulate(self, labels: Tensor, cell_types: Tensor, datamodule: L.LightningDataModule,
-                 generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
+    def simulate(self, labels: Tensor, cell_types: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
         """Per-lattice statistics ``(B, K + 2)``, the tracks ``(B, cells, F + 1, 2)`` and the final state."""
-        state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), datamodule.frames,
-                                              datamodule.mcs_per_frame, generator, datamodule.burn_in,
-                                              self.checkpoint_every)
+        target = self.target
+        state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), target.frames,
+                                              target.mcs_per_frame, generator, target.burn_in, self.checkpoint_every)
         tracks = frames.transpose(1, 2)
-        return track_statistics(tracks, datamodule.lags), tracks, state
+        return track_statistics(tracks, target.lags), tracks, state
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
-        datamodule = self.trainer.datamodule
-        target = datamodule.target.to(self.device)
-        statistics, _, state = self.simulate(labels, cell_types, datamodule, generator)
+        target = self.target
+        statistics, _, state = self.simulate(labels, cell_types, generator)
         simulated = self.simulator.surrogate(statistics).mean(0)
-        for name, value in zip(datamodule.names, datamodule.physical(simulated.detach()), strict=True):
-            if name in ("speed", "persistence", f"msd_{datamodule.lags}"):
+        for name, value in zip(target.names, target.physical(simulated.detach()), strict=True):
+            if name in ("speed", "persistence", f"msd_{target.lags}"):
                 self.log(f"stat/{name}", value)
         if self.global_step % self.image_every == 0:
             self.log_image("lattice", self.simulator.observe(state)[0])
             if self.tensorboard is not None:
-                self.tensorboard.add_figure("msd", self.msd_figure(datamodule, simulated.detach()), self.global_step)
-        return track_loss(simulated, target, self.weights)
+                self.tensorboard.add_figure("msd", self.msd_figure(simulated.detach()), self.global_step)
+        return track_loss(simulated, target.statistics.to(self.device), self.weights)
 
     @torch.no_grad()
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
-        target = datamodule.target.to(self.device)
-        starts = [datamodule.train_set[i] for i in range(self.eval_lattices)]
+    def final_metrics(self) -> dict[str, float]:
+        target = self.target.statistics.to(self.device)
+        starts = [self.target.starts[i] for i in range(self.eval_lattices)]
         labels, cell_types = (torch.stack(parts).to(self.device) for parts in zip(*starts, strict=True))
-        statistics, tracks, self.last_state = self.simulate(labels, cell_types, datamodule,
-                                                            self.noise(PREVIEW_STREAM, 0))
+        statistics, tracks, self.last_state = self.simulate(labels, cell_types, self.noise(PREVIEW_STREAM, 0))
         self.fitted, self.fitted_tracks = statistics.mean(0), tracks.flatten(0, 1)
         relative = ((self.fitted - target) / target).abs()
-        physical = datamodule.physical(self.fitted)
+        physical = self.target.physical(self.fitted)
         return {"msd_rel_error": float(relative[:-2].mean()), "msd_rel_error_max": float(relative[:-2].max()),
                 "speed_rel_error": float(relative[-2]), "persistence": float(self.fitted[-1]),
                 "persistence_target": float(target[-1]),
                 "persistence_error": float((self.fitted[-1] - target[-1]).abs()),
                 "speed_um_per_min": float(physical[-2]),
-                "speed_um_per_min_target": float(datamodule.physical(target)[-2]),
+                "speed_um_per_min_target": float(self.target.physical(target)[-2]),
                 "track_loss": float(track_loss(self.fitted, target, self.weights))}
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
-        um = datamodule.um_per_site
-        simulated = (self.fitted_tracks * um).cpu().numpy()
-        curves = {"names": list(datamodule.names), "target": datamodule.physical(datamodule.target).tolist(),
-                  "fitted": datamodule.physical(self.fitted.cpu()).tolist(),
+    def save_artifacts(self, out_dir: Path) -> None:
+        target = self.target
+        simulated = (self.fitted_tracks * target.um_per_site).cpu().numpy()
+        curves = {"names": list(target.names), "target": target.physical(target.statistics).tolist(),
+                  "fitted": target.physical(self.fitted.cpu()).tolist(),
                   "units": {"msd": "um^2", "speed": "um/min", "persistence": "mean cos of successive steps"},
-                  "frame_interval_s": datamodule.frame_interval, "mcs_per_frame": datamodule.mcs_per_frame,
-                  "um_per_site": um, "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
+                  "frame_interval_s": target.frame_interval, "mcs_per_frame": target.mcs_per_frame,
+                  "um_per_site": target.um_per_site,
+                  "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
         (out_dir / "tracks.json").write_text(json.dumps(curves, indent=2) + "\n")
-        self.msd_figure(datamodule, self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
+        self.msd_figure(self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
         save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png",
                    "fitted model, lattice 0 (shade: activity)")
 
-    @staticmethod
-    def msd_figure(datamodule: L.LightningDataModule, simulated: Tensor, tracks: np.ndarray | None = None
-                   ) -> Figure:
-        """:func:`slm.plots.tracks_figure` of the data's statistics and ``simulated`` (lattice units)."""
-        lags = np.arange(1, datamodule.lags + 1) * datamodule.frame_interval / 60
-        return tracks_figure(lags, datamodule.physical(datamodule.target.cpu()), datamodule.physical(simulated.cpu()),
-                             datamodule.examples, tracks)
+    def msd_figure(self, simulated: Tensor, tracks: np.ndarray | None = None) -> Figure:
+        """:func:`slm.plots.tracks_figure` of the target's statistics and ``simulated`` (lattice units)."""
+        target = self.target
+        lags = np.arange(1, target.lags + 1) * target.frame_interval / 60
+        return tracks_figure(lags, target.physical(target.statistics.cpu()), target.physical(simulated.cpu()),
+                             target.examples, tracks)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
@@ -37,20 +36,20 @@ class TransitionFitting(FittingTask):
             with torch.no_grad():
                 prediction = self.simulator(x[None], self.noise(PREVIEW_STREAM, 0))[0]
             self.log_image("transition/x_t | x_t+1 | predicted", torch.cat([x, y, prediction], dim=1))
-            for name, panels in self.field_panels(self.trainer.datamodule).items():
+            for name, panels in self.field_panels().items():
                 self.log_image(f"field/{name}: {' | '.join(panels)}", field_image(list(panels.values())))
         return super().validation_step(batch, batch_idx)
 
-    def references(self, datamodule: L.LightningDataModule) -> dict:
+    def references(self) -> dict:
         """``simulator.reference_metrics`` on every training transition (computed once)."""
         if self._references is None:
-            batches = ((x.to(self.device), y.to(self.device)) for x, y in datamodule.train_set.batches())
+            batches = ((x.to(self.device), y.to(self.device)) for x, y in self.target.transitions())
             self._references = self.simulator.reference_metrics(batches)
         return self._references
 
-    def field_panels(self, datamodule: L.LightningDataModule) -> dict[str, dict[str, np.ndarray]]:
+    def field_panels(self) -> dict[str, dict[str, np.ndarray]]:
         """For each field parameter (2-D): the fitted values, the truth and the MLE (``<name>_mle``) where known."""
-        truth = getattr(datamodule, "truth", None) or {}
+        truth = self.target.truth or {}
         fields = {}
         for name, value in self.simulator.parameter_values().items():
             if value.ndim != 2:
@@ -58,15 +57,15 @@ class TransitionFitting(FittingTask):
             panels = {"fitted": value.cpu().numpy()}
             if name in truth:
                 panels["truth"] = np.asarray(truth[name], dtype=float)
-            mle = self.references(datamodule).get(f"{name}_mle")
+            mle = self.references().get(f"{name}_mle")
             if mle is not None:
                 panels["MLE"] = np.asarray(mle, dtype=float)
             fields[name] = panels
         return fields
 
-    def final_metrics(self, datamodule: L.LightningDataModule) -> dict[str, float]:
-        return dict(self.references(datamodule))
+    def final_metrics(self) -> dict[str, float]:
+        return dict(self.references())
 
-    def save_artifacts(self, out_dir: Path, datamodule: L.LightningDataModule) -> None:
-        for name, panels in self.field_panels(datamodule).items():
+    def save_artifacts(self, out_dir: Path) -> None:
+        for name, panels in self.field_panels().items():
             field_figure(name, panels).savefig(out_dir / "field.png", dpi=120, bbox_inches="tight")

@@ -1,0 +1,82 @@
+"""What a fitting task needs from its data: one typed object per kind of data, handed to the task by
+:func:`slm.train.build_task_and_data` (a data module's ``task_target()`` after ``setup``).
+
+A task reads its targets, units and truth from this object only, never from the data module's attributes,
+so a task and a data module agree on a declared interface and either can be replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass(kw_only=True)
+class Target:
+    """``truth``: the true parameter values of simulated data, by name (``None`` for real data)."""
+
+    truth: dict | None = None
+
+
+@dataclass(kw_only=True)
+class TransitionTarget(Target):
+    """Observed transitions: ``transitions()`` iterates over every training pair ``(x_t, x_{t+1})`` in batches."""
+
+    transitions: Callable[[], Iterable[tuple[Tensor, Tensor]]]
+
+
+@dataclass(kw_only=True)
+class MSDTarget(Target):
+    """A target MSD curve ``msd (lags,)`` and the time between frames (``None``: in frames)."""
+
+    msd: Tensor
+    frame_interval: float | None = None
+
+
+@dataclass(kw_only=True)
+class ImageTarget(Target):
+    """An image ``(H, W)`` in [0, 1] and its ground-truth mask (an empty tensor when there is none)."""
+
+    image: Tensor
+    mask: Tensor
+
+
+@dataclass(kw_only=True)
+class SummaryTarget(Target):
+    """Target summaries over time ``(F, m)`` with their spread over lattices, ``mcs_per_frame`` steps apart, and
+    starting lattices ``starts`` (items ``(labels, cell_types)``) for the final evaluation."""
+
+    summaries: Tensor
+    spread: Tensor
+    mcs_per_frame: int
+    starts: Dataset
+
+
+@dataclass(kw_only=True)
+class TrackTarget(Target):
+    """Target :func:`slm.stats.track_statistics` ``(lags + 2,)`` in lattice units, how simulated tracks are
+    recorded (``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS), the units (``um_per_site``,
+    ``frame_interval`` in s), up to 20 ``examples`` of the data's tracks ``(N, T, 2)`` in um, and starting
+    lattices ``starts``."""
+
+    statistics: Tensor
+    names: tuple[str, ...]
+    lags: int
+    burn_in: int
+    frames: int
+    mcs_per_frame: int
+    um_per_site: float
+    frame_interval: float
+    examples: np.ndarray | None
+    starts: Dataset
+
+    def physical(self, statistics: Tensor) -> Tensor:
+        """Statistics in lattice units to the data's: MSD in um^2, speed in um per minute, persistence as is."""
+        scale = torch.tensor([self.um_per_site ** 2] * self.lags + [self.um_per_site * 60 / self.frame_interval, 1.0],
+                             device=statistics.device, dtype=statistics.dtype)
+        return statistics * scale
