@@ -40,24 +40,27 @@ from slm.train import build, compose_config
 
 #: The config groups composed with each model (its experiments' data and ground truth).
 GROUPS = {"si": ["data=si"], "mk": ["truth=mk"], "potts": [], "act": ["data=tracks", "truth=act"]}
-#: Steps run when ``--steps`` is not given (MK steps, CPM Monte Carlo steps).
+#: Steps run when ``--steps`` is not given (MK steps, CPM Monte Carlo steps), steps between GIF frames, lattices.
 STEPS = {"mk": 20000, "potts": 1000}
+GIF_EVERY = {"mk": 1000, "potts": 10}
+LATTICES = {"act": 16}
 
 
 @dataclass
 class Options:
-    """What to run and write: ``steps`` (default :data:`STEPS`), ``lattices``, lattice ``size`` (default: the
-    data config's, else 64 for MK and 100 for the CPM), ``seed``, ``init`` (a starting file), and the optional
-    outputs ``png``, ``gif`` (a frame every ``gif_every`` steps), ``npz``; ``scale``: image pixels per site."""
+    """What to run and write: ``steps`` (default :data:`STEPS`), ``lattices`` (default :data:`LATTICES`, else 1),
+    lattice ``size`` (default: the data config's, else 64 for MK and 100 for the CPM), ``seed``, ``init`` (a
+    starting file), and the optional outputs ``png``, ``gif`` (a frame every ``gif_every`` steps, default
+    :data:`GIF_EVERY`), ``npz``; ``scale``: image pixels per site. ``lines``: what the run printed."""
 
     steps: int | None = None
-    lattices: int = 1
+    lattices: int | None = None
     size: str | None = None
     seed: int = 0
     init: Path | None = None
     png: Path | None = None
     gif: Path | None = None
-    gif_every: int = 10
+    gif_every: int | None = None
     npz: Path | None = None
     scale: int = 4
     lines: list[str] = field(default_factory=list)
@@ -86,6 +89,8 @@ def simulate(name: str, overrides: list[str], options: Options) -> list[str]:
         if value is not None and not (isinstance(value, int) and value >= 1):
             raise InputError(f"--{key.replace('_', '-')}: expected a positive integer, got {value}")
     cfg = compose(name, overrides)
+    options.lattices = options.lattices or LATTICES.get(name, 1)
+    options.gif_every = options.gif_every or GIF_EVERY.get(name, 1)
     try:
         RUNNERS[name](cfg, options)
     except OmegaConfBaseException as err:  # an override that does not fit the config
@@ -146,7 +151,9 @@ def run_mk(cfg: DictConfig, options: Options) -> None:
         x = uniform_state(options.lattices, _size(options, 64), model.N)
     else:
         x = load_pattern(options.init, model.N, key="--init")[:1].expand(options.lattices, -1, -1, -1)
-    every = options.gif_every if options.gif else steps
+    # Without a GIF the rollouts still come in chunks of the default GIF spacing, so that a picture does not change
+    # the random stream.
+    every = options.gif_every
     x, snapshots = model.simulate(x, steps, torch.Generator().manual_seed(options.seed), every, keep=bool(options.gif))
     fields = model.observe(x)
     scores = [float(pattern_score(f)) for f in fields]

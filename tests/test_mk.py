@@ -222,8 +222,8 @@ def test_simulate_script_runs_lattices_side_by_side(tmp_path, capsys):
     simulate.main(["mk", "--size", "16", "--steps", "300", "--lattices", "3", "--png", str(tmp_path / "a.png"),
                    "--npz", str(tmp_path / "a.npz")])
     out = capsys.readouterr().out
-    assert "of 3 lattices patterned" in out and out.count("pattern score") == 1
+    assert "of 3 lattices patterned" in out and out.count("pattern score after 300 steps") == 1
     assert (tmp_path / "a.png").stat().st_size > 0
     assert np.load(tmp_path / "a.npz")["pattern"].shape == (2, 16, 16)
-    with pytest.raises(SystemExit, match="error: --lattices: expected a positive number of lattices, got 0"):
+    with pytest.raises(SystemExit, match="error: --lattices: expected a positive integer, got 0"):
         simulate.main(["mk", "--lattices", "0", "--png", str(tmp_path / "b.png")])
