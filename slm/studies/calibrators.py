@@ -12,13 +12,13 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   persistent random walk from the MSD of 15,000 simulated walkers (experiment ``prw_synthetic``).
 * ``potts``: ``J_dark_light``, ``J_light_light``, ``lambda_volume`` of the multi-cell CPM from the
   summaries over time of cell sorting (experiment ``cpm_sorting``; ``--quick``: 40x40 lattices with
-  28 cells). Priors and CMA-ES bounds: :data:`POTTS_BOUNDS`. Its ``param_error`` is the largest
+  28 cells). Priors and CMA-ES bounds: ``calibration.bounds`` of the experiment. Its ``param_error`` is the largest
   relative error (the parameters differ in scale), as ``param_rel_error`` in ``results.json``.
 * ``tcells``: ``lambda_act``, ``max_act`` of the act model fitted to celltrackR's T cells (experiment
   ``cpm_tcells``; ``--quick``: 8 lattices per simulation, 50 gradient steps). Real data have no truth:
   every estimate is scored by the fit's loss on 64 lattices with the same noise for every estimate
   (:meth:`slm.baselines.problems.TrackProblem.evaluate`, not counted in the methods' time), and the rows
-  carry ``loss`` in place of ``param_error``. Priors and CMA-ES bounds: :data:`TRACK_BOUNDS`.
+  carry ``loss`` in place of ``param_error``. Priors and CMA-ES bounds: ``calibration.bounds`` of the experiment.
 
 AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
