@@ -259,8 +259,10 @@ class WalkSimulator(Simulator):
     It has ``positions(state)``, an ``initial_state(n)`` of ``n`` walkers, and :attr:`frame_steps`, the steps of
     one frame of the data."""
 
-    #: Steps of the model per frame of the data.
-    frame_steps: int = 1
+    @property
+    @abstractmethod
+    def frame_steps(self) -> int:
+        """Steps of the model per frame of the data."""
 
     @abstractmethod
     def positions(self, state: State) -> Tensor:

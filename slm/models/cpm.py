@@ -119,11 +119,15 @@ class OnePixelCPM(WalkSimulator):
         if not (isinstance(steps_per_frame, int) and steps_per_frame >= 1):
             raise InputError(f"model.steps_per_frame: expected a positive integer, got {steps_per_frame}")
         self.estimator = make_estimator(estimator)
-        self.steps_per_frame = self.frame_steps = steps_per_frame
+        self.steps_per_frame = steps_per_frame
         for name, table in transition_tables().items():
             self.register_buffer(name, table, persistent=False)
         self.register_buffer("offsets", torch.tensor(OFFSETS, dtype=torch.float32), persistent=False)
         self.register_buffer("target_cdf", torch.tensor(TARGET_WEIGHTS).cumsum(0), persistent=False)
+
+    @property
+    def frame_steps(self) -> int:
+        return self.steps_per_frame
 
     @property
     def acceptance(self) -> Tensor:

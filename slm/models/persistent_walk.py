@@ -98,9 +98,13 @@ class PersistentRandomWalk(WalkSimulator):
         if not (isinstance(dx, int | float) and dx > 0):
             raise InputError(f"model.dx: expected a positive lattice spacing, got {dx}")
         self.estimator = make_estimator(estimator)
-        self.mcs_per_frame = self.frame_steps = mcs_per_frame
+        self.mcs_per_frame = mcs_per_frame
         self.dx = float(dx)
         self.register_buffer("values", torch.tensor([-1.0, 0.0, 1.0]), persistent=False)
+
+    @property
+    def frame_steps(self) -> int:
+        return self.mcs_per_frame
 
     def velocity_probs(self) -> Tensor:
         """``(K, 3)`` probabilities of -1, 0, +1 per class."""
