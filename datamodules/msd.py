@@ -7,12 +7,13 @@ import math
 from collections.abc import Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from slm.errors import InputError
-from slm.io import read_tracks
+from slm.io import Tracks, read_tracks
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.stats import track_msd
 from slm.targets import MSDTarget
@@ -48,14 +49,18 @@ class MSDDataModule(L.LightningDataModule):
         path: tracks CSV, or ``None`` for the synthetic target.
         lags: number of lags (frames) to fit.
         tolerance: allowed deviation of a time step from a whole number of frame intervals.
-        p_center, p_resample, n_walkers, mcs_per_frame, dx: the synthetic simulation.
+        p_center, p_resample, n_walkers, mcs_per_frame, dx: the synthetic simulation; with ``classes`` > 1 a
+            mixture (``p_center`` and ``p_resample`` one value or one per class, class ``weights``).
         steps_per_epoch: gradient steps per epoch.
         seed: seed of the synthetic simulation.
+        bootstrap: a bootstrap replicate of a tracks file: its tracks drawn with replacement, seeded by this
+            (``uq=bootstrap``'s refits); ``None``: the tracks as they are.
     """
 
     def __init__(self, target: list[float] | None = None, path: str | None = None, lags: int = 10,
                  tolerance: float = 0.1, p_center: float = 0.2, p_resample: float = 0.1, n_walkers: int = 15000,
-                 mcs_per_frame: int = 1, dx: float = 1.0, steps_per_epoch: int = 100, seed: int = 0):
+                 mcs_per_frame: int = 1, dx: float = 1.0, steps_per_epoch: int = 100, seed: int = 0, classes: int = 1,
+                 weights: list[float] | None = None, bootstrap: int | None = None):
         super().__init__()
         if not (isinstance(lags, int) and lags >= 1):
             raise InputError(f"data.lags: expected a positive integer, got {lags}")
@@ -63,10 +68,12 @@ class MSDDataModule(L.LightningDataModule):
             raise InputError(f"data.steps_per_epoch: expected a positive integer, got {steps_per_epoch}")
         self.save_hyperparameters(logger=False)
         #: the true walk of a synthetic target (``param_rel_error`` in ``results.json``)
-        self.truth = None if target is not None or path else {"p_center": float(p_center),
-                                                              "p_resample": float(p_resample)}
+        self.truth = None
+        if target is None and not path:
+            self.truth = {name: value.tolist() for name, value in self.walk().parameter_values().items()}
         self.target: Tensor | None = None
         self.frame_interval: float | None = None
+        self.tracks: Tracks | None = None
         if target is not None:
             values = [target] if isinstance(target, int | float | str) else list(target)
             if not values or not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values):
@@ -78,21 +85,37 @@ class MSDDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         if hp.path:
-            tracks = read_tracks(hp.path, hp.tolerance)
+            tracks = self.tracks = read_tracks(hp.path, hp.tolerance)
             self.target = torch.tensor(track_msd(tracks, hp.lags), dtype=torch.float32)
+            if hp.bootstrap is not None:
+                self.target = self.resample(np.random.default_rng(hp.bootstrap))
             self.frame_interval = tracks.frame_interval
             log.info("target MSD from %d tracks in %s (frame interval %g): %s", len(tracks.ids), hp.path,
                      tracks.frame_interval, " ".join(f"{v:.3g}" for v in self.target.tolist()))
         else:
-            walk = PersistentRandomWalk(hp.p_center, hp.p_resample, mcs_per_frame=hp.mcs_per_frame, dx=hp.dx)
             with torch.no_grad():
-                self.target = walk.msd(hp.n_walkers, hp.lags, torch.Generator().manual_seed(hp.seed))
-            log.info("synthetic target MSD (p_center=%s, p_resample=%s, %d walkers): %s", hp.p_center,
-                     hp.p_resample, hp.n_walkers, " ".join(f"{v:.3g}" for v in self.target.tolist()))
+                self.target = self.walk().msd(hp.n_walkers, hp.lags, torch.Generator().manual_seed(hp.seed))
+            log.info("synthetic target MSD (%s, %d walkers): %s", self.truth, hp.n_walkers,
+                     " ".join(f"{v:.3g}" for v in self.target.tolist()))
+
+    def walk(self) -> PersistentRandomWalk:
+        """The walk of the synthetic target."""
+        hp = self.hparams
+        return PersistentRandomWalk(hp.p_center, hp.p_resample, mcs_per_frame=hp.mcs_per_frame, dx=hp.dx,
+                                    classes=hp.classes, weights=hp.weights)
+
+    def resample(self, rng: np.random.Generator) -> Tensor:
+        """The MSD of the tracks drawn with replacement (a bootstrap replicate of the target)."""
+        positions = self.tracks.positions[rng.integers(len(self.tracks.ids), size=len(self.tracks.ids))]
+        replicate = Tracks(positions, self.tracks.frame_interval, self.tracks.ids)
+        return torch.tensor(track_msd(replicate, self.hparams.lags), dtype=torch.float32)
 
     def task_target(self) -> MSDTarget:
-        """The target MSD, its frame interval and the truth, for the task."""
-        return MSDTarget(truth=self.truth, msd=self.target, frame_interval=self.frame_interval)
+        """The target MSD, its frame interval, the truth, and its units: the tracks of a file (resampled by the
+        bootstrap) or the walkers of a synthetic target; given values have none."""
+        units = len(self.tracks.ids) if self.tracks else (self.hparams.n_walkers if self.truth else 0)
+        return MSDTarget(truth=self.truth, msd=self.target, frame_interval=self.frame_interval, units=units,
+                         resample=self.resample if self.tracks else None)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(RepeatTarget(self.target, self.hparams.steps_per_epoch), batch_size=None)

@@ -68,12 +68,14 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
         batch_size: lattices per gradient step (per device under DDP).
         steps_per_epoch: gradient steps per epoch.
         seed: seed of the truth simulation and of the starting placements.
+        bootstrap: a bootstrap replicate of label stacks: the stacks drawn with replacement, seeded by this
+            (``uq=bootstrap``'s refits); ``None``: the stacks as they are.
     """
 
     def __init__(self, simulator: Simulator, truth: dict | None = None, path: str | None = None,
                  cell_types: list[int] | None = None, size: int | list[int] = 100, frames: int = 5,
                  mcs_per_frame: int = 20, lattices: int = 16, batch_size: int = 4, steps_per_epoch: int = 50,
-                 seed: int = 0):
+                 seed: int = 0, bootstrap: int | None = None):
         super().__init__()
         for key, value in (("frames", frames), ("mcs_per_frame", mcs_per_frame), ("lattices", lattices),
                            ("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
@@ -84,6 +86,7 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.frames, self.mcs_per_frame, self.lattices = frames, mcs_per_frame, lattices
         self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
+        self.bootstrap = bootstrap
         #: true parameter values of simulated data (``None`` for a user's file)
         self.truth = None if path else {name: float(v) for name, v in (truth or {}).items()}
         self.target: Tensor | None = None
@@ -114,14 +117,22 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
                                        record_every=self.mcs_per_frame, record=truth.summary).frames[:, 1:]
             self.train_set = StartingLattices(self.steps_per_epoch * self.batch_size, truth, self.size, self.seed + 1)
             source = f"{self.lattices} lattices simulated with {self.truth}"
+        self.series = series
         self.target, self.spread = series.mean(0), series.std(0) if len(series) > 1 else torch.zeros_like(series[0])
+        if self.bootstrap is not None and self.path:
+            self.target = self.resample(np.random.default_rng(self.bootstrap))
         log.info("target summaries from %s: last frame %s", source,
                  " ".join(f"{v:.4g}" for v in self.target[-1].tolist()))
 
     def task_target(self) -> SummaryTarget:
         """The target summaries over time, their spread, the frame spacing, the starting lattices and the truth."""
         return SummaryTarget(truth=self.truth, summaries=self.target, spread=self.spread,
-                             mcs_per_frame=self.mcs_per_frame, starts=self.train_set)
+                             mcs_per_frame=self.mcs_per_frame, starts=self.train_set, units=len(self.series),
+                             resample=self.resample if self.path and len(self.series) > 1 else None)
+
+    def resample(self, rng: np.random.Generator) -> Tensor:
+        """The mean summaries of the data's label stacks drawn with replacement (a bootstrap replicate)."""
+        return self.series[torch.from_numpy(rng.integers(len(self.series), size=len(self.series)))].mean(0)
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

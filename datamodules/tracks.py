@@ -55,12 +55,15 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         steps_per_epoch: gradient steps per epoch.
         tolerance: allowed deviation of a time step from a whole number of frame intervals.
         seed: seed of the simulated target and the starting placements.
+        bootstrap: a bootstrap replicate of a tracks file: its tracks drawn with replacement, seeded by this
+            (``uq=bootstrap``'s refits); ``None``: the tracks as they are.
     """
 
     def __init__(self, simulator: Simulator, truth: dict | None = None, path: str | None = None, lags: int = 10,
                  um_per_site: float = 1.0, seconds_per_mcs: float = 3.0, frame_interval: float = 24.0,
                  size: int | list[int] = 40, burn_in: int = 50, frames: int = 16, lattices: int = 32,
-                 batch_size: int = 16, steps_per_epoch: int = 25, tolerance: float = 0.1, seed: int = 0):
+                 batch_size: int = 16, steps_per_epoch: int = 25, tolerance: float = 0.1, seed: int = 0,
+                 bootstrap: int | None = None):
         super().__init__()
         for key, value in (("lags", lags), ("frames", frames), ("lattices", lattices), ("batch_size", batch_size),
                            ("steps_per_epoch", steps_per_epoch)):
@@ -84,6 +87,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.burn_in, self.frames, self.lattices = burn_in, frames, lattices
         self.batch_size, self.steps_per_epoch, self.tolerance, self.seed = batch_size, steps_per_epoch, tolerance, seed
+        self.bootstrap = bootstrap
         #: true parameter values of a simulated target (``None`` for a file)
         self.truth = None if path else {name: float(v) for name, v in (truth or {}).items()}
         #: column names of :attr:`target`
@@ -114,6 +118,9 @@ class TrackStatisticsDataModule(L.LightningDataModule):
             self.mcs_per_frame = self.mcs_per_frame_of(tracks.frame_interval)
             positions = torch.from_numpy(tracks.positions[..., :2]) / self.um_per_site
             self.target = track_statistics(positions, self.lags).float()
+            self.units, self.positions = len(tracks.ids), positions
+            if self.bootstrap is not None:
+                self.target = self.resample(np.random.default_rng(self.bootstrap))
             self.examples = tracks.positions[:20, : self.frames + 1, :2]  # as long as the simulated ones
             source = f"{len(tracks.ids)} tracks in {self.path}"
             placer = copy.deepcopy(self.simulator)  # placements need no graph of the fitted parameters
@@ -128,6 +135,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                 recording = truth.tracks(state, self.frames, self.mcs_per_frame, generator, self.burn_in)
             tracks = recording.frames.transpose(1, 2)
             self.target = track_statistics(tracks.flatten(0, 1), self.lags)
+            self.units, self.positions = self.lattices, None
             self.examples = tracks.flatten(0, 1)[:20].numpy() * self.um_per_site
             source = f"{self.lattices} lattices simulated with {self.truth}"
             starts = StartingLattices(self.steps_per_epoch * self.batch_size, truth, self.size, self.seed + 1)
@@ -140,7 +148,13 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         return TrackTarget(truth=self.truth, statistics=self.target, names=self.names, lags=self.lags,
                            burn_in=self.burn_in, frames=self.frames, mcs_per_frame=self.mcs_per_frame,
                            um_per_site=self.um_per_site, frame_interval=self.frame_interval, examples=self.examples,
-                           starts=self.train_set)
+                           starts=self.train_set, units=self.units,
+                           resample=None if self.positions is None else self.resample)
+
+    def resample(self, rng: np.random.Generator) -> Tensor:
+        """The statistics of the data's tracks drawn with replacement (a bootstrap replicate of the target)."""
+        picks = torch.from_numpy(rng.integers(self.units, size=self.units))
+        return track_statistics(self.positions[picks], self.lags).float()
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from slm.errors import InputError, NonFiniteError
-from slm.train import train
+from slm.train import check_choices, train
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -23,4 +24,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_choices(sys.argv[1:])
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     main()

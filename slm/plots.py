@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,3 +191,38 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, scale: int = 4, dur
     """Save ``frames``, each ``(H, W, 3)`` uint8, as a looping GIF showing each for ``duration`` ms."""
     images = [Image.fromarray(_scaled(frame, scale)) for frame in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
+
+
+def uncertainty_figure(params: dict[str, Any], uncertainty: dict[str, Any], truth: dict[str, Any] | None = None
+                       ) -> Figure:
+    """Each fitted scalar with its interval (and the truth where known), one row each; a field as a map of
+    its interval widths beside its values."""
+    scalars, fields = [], []
+    for name, (lo, hi) in uncertainty["interval"].items():
+        value = np.asarray(params[name], dtype=float)
+        true = None if truth is None or name not in truth else np.asarray(truth[name], dtype=float)
+        if value.ndim == 2:
+            fields.append((name, value, np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float)))
+            continue
+        for i, (v, a, b) in enumerate(zip(value.reshape(-1), np.ravel(lo), np.ravel(hi), strict=True)):
+            label = name if value.ndim == 0 else f"{name}[{i}]"
+            scalars.append((label, v, a, b, None if true is None else float(np.ravel(true)[i])))
+    rows = len(scalars) + len(fields)
+    figure = Figure(figsize=(7, 1.0 + 0.9 * len(scalars) + 3.2 * len(fields)))
+    axes = figure.subplots(rows, 1, squeeze=False)[:, 0]
+    for ax, (label, v, a, b, true) in zip(axes, scalars, strict=False):
+        ax.plot([a, b], [0, 0], "|-", color="tab:blue", markersize=12, label="interval")  # a bootstrap's may
+        ax.plot([v], [0], "o", color="tab:blue", label="fit")                               # not hold the fit
+        if true is not None:
+            ax.plot([true], [0], "x", color="tab:red", markersize=9, label="truth")
+        ax.set_yticks([0], [label])
+        ax.margins(x=0.4)
+    for ax, (name, value, width) in zip(axes[len(scalars):], fields, strict=True):
+        image = ax.imshow(width, cmap="magma")
+        figure.colorbar(image, ax=ax, label=f"{name}: interval width")
+        ax.set_title(f"{name}: {value.size} block intervals")
+    if scalars and any(s[4] is not None for s in scalars):
+        axes[0].legend(loc="upper right", fontsize=8)
+    figure.suptitle(f"{uncertainty['level']:.0%} intervals ({uncertainty['method']})")
+    figure.tight_layout()
+    return figure

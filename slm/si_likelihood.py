@@ -111,3 +111,17 @@ def si_beta_least_squares(counts: Tensor | np.ndarray) -> float:
     result = minimize_scalar(lambda b: si_least_squares(b, counts), bounds=(1e-9, 1 - 1e-9), method="bounded",
                              options={"xatol": 1e-9})
     return float(result.x)
+
+
+def si_posterior_interval(counts: Tensor | np.ndarray, level: float = 0.9, points: int = 20_000) -> list[float]:
+    """The exact posterior's equal-tailed ``level`` interval of ``beta`` under a uniform prior on (0, 1), from
+    one table of ``counts (9, 2)`` (:func:`log_likelihood` on a grid of ``points``): the reference width that
+    an interval of the fit is compared with."""
+    beta = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64).clone()
+    counts[0] = 0  # sites with no aware neighbour carry no information on beta (and impossible turns, as the MLE)
+    log_post = log_likelihood(beta, counts[None])
+    cdf = torch.softmax(log_post - log_post.max(), 0).cumsum(0)
+    tail = (1 - level) / 2
+    upper = torch.searchsorted(cdf, 1 - tail).clamp_max(points - 1)
+    return [float(beta[torch.searchsorted(cdf, tail)]), float(beta[upper])]

@@ -18,9 +18,16 @@ from torch.utils.data import Dataset
 
 @dataclass(kw_only=True)
 class Target:
-    """``truth``: the true parameter values of simulated data, by name (``None`` for real data)."""
+    """``truth``: the true parameter values of simulated data, by name (``None`` for real data).
+
+    For the uncertainty of a fit (:mod:`slm.uncertainty`): ``units``, the number of independent units behind the
+    data's statistics (walkers, tracks, lattices), and ``resample(rng)``, the data's statistics again from its
+    units drawn with replacement (a nonparametric bootstrap of real data), or ``None`` where the data were
+    simulated (their spread then comes from simulations at the estimate)."""
 
     truth: dict | None = None
+    units: int = 0
+    resample: Callable[[np.random.Generator], Tensor] | None = None
 
 
 @dataclass(kw_only=True)

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import MofNCompleteColumn, Progress
 
 from slm.errors import InputError
+from slm.parameters import set_values
+from slm.plots import uncertainty_figure
+from slm.uncertainty import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,19 @@ def compose_config(*overrides: str) -> DictConfig:
     os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose("train", overrides=list(overrides))
+
+
+def draw(index: int, key: str, box: Any) -> float:
+    """``low + (high - low) u`` with ``u`` uniform in [0, 1) fixed by ``(key, index)``, for ``box = [low, high]``
+    (``high < low`` gives ``1 - x`` of the box reversed: a mixture's second weight): the resolver
+    ``${draw:index,key,box}`` that gives every job of a coverage study its own truth and start
+    (``configs/coverage/``)."""
+    low, high = (float(v) for v in box)
+    seed = np.random.SeedSequence([int(index), zlib.crc32(key.encode())])
+    return low + (high - low) * float(np.random.default_rng(seed).random())
+
+
+OmegaConf.register_new_resolver("draw", draw, replace=True)
 
 
 def build(node: DictConfig | dict, **kwargs: Any) -> Any:
@@ -62,6 +79,19 @@ def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
 
 #: Optimiser and scheduler settings that must be positive (all others there must be >= 0).
 POSITIVE = ("lr", "max_lr")
+
+
+def check_choices(arguments: list[str]) -> None:
+    """Refuse, in one line, a command-line choice of a config group that does not exist (``uq=foo``), before
+    Hydra composes (whose own message spans many lines)."""
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        group = CONFIG_DIR / key.lstrip("+~")
+        if not value or not group.is_dir() or value == "null" or "," in value or "(" in value:
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if value not in options:
+            raise InputError(f"{key}: unknown option {value!r}; expected one of {', '.join(options)}")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -106,39 +136,90 @@ def check_checkpoint(ckpt_path: str | None) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit ``cfg.model`` to ``cfg.data`` with ``cfg.task`` and return the ``results.json`` content.
+    """Fit ``cfg.model`` to ``cfg.data`` with ``cfg.task``, estimate the fit's uncertainty (``cfg.uq``,
+    :mod:`slm.uncertainty`) and return the ``results.json`` content.
 
-    Everything that can be checked (config values, data files, checkpoint) is checked before any
-    training compute; problems raise :class:`slm.InputError` with a one-line message.
+    Everything that can be checked (config values, data files, checkpoint, the uncertainty settings) is
+    checked before any training compute; problems raise :class:`slm.InputError` with a one-line message.
     """
     check_settings(cfg)
     items = getattr(build(cfg.data), "items", list)()
     if items:
         return train_each(cfg, items)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-    check_checkpoint(cfg.get("ckpt_path"))
-    task, datamodule = build_task_and_data(cfg)
-    # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
-    task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
-    callbacks = [build(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    logger = build(cfg.logger) if cfg.get("logger") else False
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
-
-    start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    seconds = time.perf_counter() - start
-
-    results = {**task.results(), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
-    results["metrics"].update(truth_metrics(results["params"], results["metrics"], task.target.truth))
+    uq = build(cfg.uq) if cfg.get("uq") and cfg.uq.get("_target_") else None
+    task, trainer, results = fit(cfg, uq)
+    if uq is not None:
+        results["uncertainty"] = uq(task, results["steps"], refit=lambda *args: refit(cfg, *args))
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         task.save_artifacts(out)
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**results["params"], **results["metrics"]}.items())
-        log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], seconds, out / "results.json")
+        log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], results["seconds"],
+                 out / "results.json")
+        if uq is not None:
+            report_uncertainty(task, results, out)
     return results
+
+
+def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) -> tuple[Any, L.Trainer, dict[str, Any]]:
+    """Build the task, data, callbacks, logger and trainer of ``cfg`` and fit; ``start``: parameter values to
+    start from instead of the config's (a warm start). Returns the task, the trainer and the results without
+    ``uncertainty``."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_checkpoint(cfg.get("ckpt_path"))
+    task, datamodule = build_task_and_data(cfg)
+    if start:
+        set_values(task.simulator, start, key="start")
+    if uq is not None:
+        uq.check(task)
+    # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
+    task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    begin = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    seconds = time.perf_counter() - begin
+
+    results = {**task.results(), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
+    results["metrics"].update(truth_metrics(results["params"], results["metrics"], task.target.truth))
+    if task.target.truth is not None:
+        results["truth"] = {name: np.asarray(value, dtype=float).tolist() for name, value in task.target.truth.items()}
+    return task, trainer, results
+
+
+def refit(cfg: DictConfig, replicate: int, seed: int, steps: int, parametric: bool, start: dict[str, Any]
+          ) -> dict[str, Any]:
+    """One bootstrap refit (:class:`slm.uncertainty.Bootstrap`): ``steps`` steps from ``start`` with noise
+    ``seed``, on data simulated again at ``start`` with data seed ``seed`` (``parametric``) or on the real data
+    resampled over its units (``data.bootstrap=replicate``); no logger, checkpoints or uncertainty. Returns
+    the fitted parameters."""
+    item = cfg.copy()
+    settings = {"uq": None, "logger": None, "callbacks": None, "seed": seed, "ckpt_path": None,
+                "trainer.max_steps": steps, "trainer.max_epochs": -1, "trainer.enable_progress_bar": False,
+                "trainer.enable_checkpointing": False}
+    if parametric:
+        settings |= {f"truth.{name}": value.tolist() for name, value in start.items()} | {"data.seed": seed}
+    else:
+        settings["data.bootstrap"] = replicate
+    for key, value in settings.items():
+        OmegaConf.update(item, key, value, force_add=True)
+    return fit(item, start=start)[2]["params"]
+
+
+def report_uncertainty(task: Any, results: dict[str, Any], out: Path) -> None:
+    """Log the intervals in one line, draw ``uncertainty.png`` and send it and the intervals to TensorBoard."""
+    uncertainty = results["uncertainty"]
+    log.info(summary_line(uncertainty, results["params"]))
+    figure = uncertainty_figure(results["params"], uncertainty, results.get("truth"))
+    figure.savefig(out / "uncertainty.png", dpi=110, bbox_inches="tight")
+    if task.tensorboard is not None:
+        task.tensorboard.add_figure("uncertainty", figure, task.global_step)
+        task.tensorboard.add_text("uncertainty", summary_line(uncertainty, results["params"]), task.global_step)
 
 
 def train_each(cfg: DictConfig, names: list[str]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def npe(problem, max_seconds: float, first_round: int = 100, max_epochs: int = 1
 
     Rounds of simulations from the prior, doubling in size (``first_round``, then twice that, ...). After each
     round the flow is trained on every simulation so far (at most ``max_epochs`` epochs, sbi's early
-    stopping) and the estimate is the mean of ``samples`` posterior samples at the observed summary (samples
+    stopping) and the estimate is the mean of ``samples`` posterior samples at the observed summary, its 90%
+    interval their 5% and 95% quantiles (samples
     outside the prior's box are clipped into it rather than rejected: a poor flow would make rejection
     sampling hang). A round stops simulating once ``max_seconds`` have passed, and the run ends with that
     round. Simulations run one at a time in this process; the trace has one estimate per round.
@@ -58,8 +59,11 @@ def npe(problem, max_seconds: float, first_round: int = 100, max_epochs: int = 1
         with warnings.catch_warnings():  # the draws outside the box are clipped below, as documented
             warnings.simplefilter("ignore")
             draws = posterior.sample((samples,), x=observed, reject_outside_prior=False, show_progress_bars=False)
-        mean = torch.minimum(torch.maximum(draws, low), high).mean(0)
-        trace.add(time.time() - start, problem.simulations, dict(zip(problem.names, mean.tolist(), strict=True)))
+        clipped = torch.minimum(torch.maximum(draws, low), high)
+        interval = dict(zip(problem.names, torch.quantile(clipped, torch.tensor([0.05, 0.95]), dim=0).T.tolist(),
+                            strict=True))
+        trace.add(time.time() - start, problem.simulations, dict(zip(problem.names, clipped.mean(0).tolist(),
+                                                                      strict=True)), interval)
         if time.time() - start > max_seconds:
             break
         size *= 2

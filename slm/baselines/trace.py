@@ -18,7 +18,7 @@ class Trace:
     """Estimates of a calibration run, one per round (ABC generation, CMA iteration, logged AD step).
 
     ``seconds`` and ``simulations`` are cumulative from the start of the run; ``estimates`` are
-    parameter dicts; ``intervals`` (ABC only) the 90% credible interval of each parameter; ``stopped`` why
+    parameter dicts; ``intervals`` (ABC, NPE) the 90% credible interval of each parameter; ``stopped`` why
     a run ended early, if it failed.
     """
 

@@ -274,9 +274,16 @@ class WalkSimulator(Simulator):
         return self.tracks(self.initial_state(n, None, generator=generator), frames, self.frame_steps, generator).frames
 
     @abstractmethod
+    def msd_per_walker(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """Per-walker squared displacements at lags ``1..lags`` frames of ``n`` walkers, ``(n, lags)``, whose
+        mean over walkers is the model's MSD (a walker's independent contribution: the unit that the
+        uncertainty of an MSD fit resamples, :mod:`slm.uncertainty`)."""
+
     def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """Simulated MSD at lags ``1..lags`` frames of ``n`` walkers, ``(lags,)``, batch mean; its gradient
-        includes the score-function term when an estimator records log-probabilities."""
+        """Simulated MSD at lags ``1..lags`` frames of ``n`` walkers, ``(lags,)``, the mean of
+        :meth:`msd_per_walker`; its gradient includes the score-function term when an estimator records
+        log-probabilities."""
+        return self.surrogate(self.msd_per_walker(n, lags, generator)).mean(0)
 
 
 class _Cache:

@@ -170,11 +170,11 @@ class OnePixelCPM(WalkSimulator):
         """``(n, 2)``: exact centroids, with the pathwise gradient of the growth decisions."""
         return state.anchor + self.centroid_offset[state.cell_type] + state.gradient_path
 
-    def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """MSD of the centroid from the start after ``1..lags`` frames of ``steps_per_frame`` sampling steps,
-        shape ``(lags,)``, batch mean over ``n`` cells each from a single pixel at the origin."""
+    def msd_per_walker(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """Squared displacement of each of ``n`` cells (each from a single pixel at the origin) from the start
+        after ``1..lags`` frames of ``steps_per_frame`` sampling steps, ``(n, lags)``."""
         frames = self.walk(n, lags, generator)
-        return self.surrogate(((frames[:, 1:] - frames[:, :1]) ** 2).sum(-1)).mean(0)
+        return ((frames[:, 1:] - frames[:, :1]) ** 2).sum(-1)
 
     def expected_msd(self, steps: int) -> Tensor:
         """Exact ``E|X_steps - X_0|^2`` (scalar, differentiable in ``T``) from the 9-type Markov chain."""

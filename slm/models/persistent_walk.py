@@ -148,14 +148,14 @@ class PersistentRandomWalk(WalkSimulator):
         """The walkers' positions ``(n, 2)`` in units of ``dx``."""
         return state.position * self.dx
 
-    def msd(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
-        """Simulated MSD at lags ``1..lags`` frames, shape ``(lags,)`` (all walkers and start times; a
-        mixture's classes weighted by their weights, see the module docstring), from ``n`` walkers recorded
-        over ``lags`` frames."""
+    def msd_per_walker(self, n: int, lags: int, generator: torch.Generator | None = None) -> Tensor:
+        """Each walker's squared displacement at lags ``1..lags`` frames over all its start times, ``(n, lags)``,
+        recorded over ``lags`` frames; a mixture's walkers are weighted by their class's weight over its share
+        of the walkers, so that the mean is the mixture's MSD (see the module docstring)."""
         per_walker = walker_msd(self.walk(n, lags, generator), lags)
         kind = self.walker_class(n)
         share = torch.bincount(kind, minlength=self.classes).to(per_walker.dtype) / n
-        return self.surrogate(per_walker * (self.class_weights() / share)[kind, None]).mean(0)
+        return per_walker * (self.class_weights() / share)[kind, None]
 
     def expected_msd(self, lags: int) -> Tensor:
         """Exact MSD at lags ``1..lags`` frames, shape ``(lags,)``, in ``dx`` units squared (a mixture: the

@@ -25,7 +25,14 @@ from slm.estimators import Estimator, StraightThrough, make_estimator
 from slm.lattice import block_field, block_index, moore_neighbour_sum
 from slm.models.base import Simulator
 from slm.parameters import Probability, check_values, register
-from slm.si_likelihood import MAX_NEIGHBOURS, log_likelihood, si_beta_least_squares, si_beta_mle, si_beta_mle_blocks
+from slm.si_likelihood import (
+    MAX_NEIGHBOURS,
+    log_likelihood,
+    si_beta_least_squares,
+    si_beta_mle,
+    si_beta_mle_blocks,
+    si_posterior_interval,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,10 @@ class SI(Simulator):
         beta = self.site_beta(prepared[0], *x.shape[-2:])
         return self.estimator.bernoulli(infection_probability(x, beta), generator)
 
+    def expected_transition(self, x: Tensor) -> Tensor:
+        """``E[x_{t+1} | x_t = x]``: each site's probability to be aware next step, differentiable in ``beta``."""
+        return infection_probability(x, self.site_beta(self.beta, *x.shape[-2:]))
+
     def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
                       generator: torch.Generator | None = None) -> Tensor:
         """One aware site in the centre of each lattice."""
@@ -104,7 +115,8 @@ class SI(Simulator):
     def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float | list]:
         """Exact references on the given transitions: the maximum-likelihood ``beta`` (``beta_mle``) and,
         for one ``beta``, the least-squares ``beta`` (``beta_lsq``, the fixed point of the pixelwise-MSE fit
-        with the straight-through estimator, see :mod:`slm.si_likelihood`). For a field, ``beta_mle`` is the
+        with the straight-through estimator, see :mod:`slm.si_likelihood`) and the exact posterior's 90% interval
+        under a uniform prior (``beta_posterior_90``). For a field, ``beta_mle`` is the
         per-block MLE as a ``by x bx`` nested list (NaN, written ``null``, for a block without information)."""
         counts = sum(transition_counts(x.float(), y, self.blocks) for x, y in transitions).cpu()
         impossible = int(counts[..., 0, 1].sum())
@@ -112,7 +124,8 @@ class SI(Simulator):
             log.warning("%d sites turned aware with no aware neighbour, which the SI model cannot do; "
                         "the MLE ignores them", impossible)
         if self.blocks is None:
-            return {"beta_mle": si_beta_mle(counts), "beta_lsq": si_beta_least_squares(counts)}
+            return {"beta_mle": si_beta_mle(counts), "beta_lsq": si_beta_least_squares(counts),
+                    "beta_posterior_90": si_posterior_interval(counts)}
         mle = si_beta_mle_blocks(counts).reshape(self.blocks)
         return {"beta_mle": [[None if v != v else float(v) for v in row] for row in mle.tolist()]}
 

@@ -18,6 +18,7 @@ from slm.errors import InputError, NonFiniteError
 from slm.models.base import Simulator
 from slm.parameters import constrained_grads
 from slm.targets import Target
+from slm.uncertainty import EstimatingEquation, Moments
 
 TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM = 0, 1, 2
 
@@ -80,6 +81,18 @@ class FittingTask(L.LightningModule):
     def final_metrics(self) -> dict[str, float]:
         """Metrics for ``results.json``, computed once after training."""
         return {}
+
+    def start_lattices(self, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` starting lattices ``(labels, cell_types)`` of the target's data set (``target.starts``), in order
+        (repeated if needed), on this module's device."""
+        starts = self.target.starts
+        picks = (starts[i % len(starts)] for i in range(n))
+        return tuple(torch.stack(parts).to(self.device) for parts in zip(*picks, strict=True))
+
+    def uncertainty_problem(self) -> Moments | EstimatingEquation:
+        """What the sandwich covariance of :mod:`slm.uncertainty` needs from this fit: its statistics and
+        weighting (:class:`slm.uncertainty.Moments`) or its estimating equation."""
+        raise InputError(f"uq: {type(self).__name__} has no uncertainty estimate; use uq=none")
 
     def derived_values(self) -> dict[str, Tensor]:
         """Quantities the simulator derives from its parameters (``simulator.derived()``), e.g. the CPM's

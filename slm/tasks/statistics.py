@@ -12,6 +12,7 @@ from slm.errors import InputError
 from slm.models.base import WalkSimulator
 from slm.plots import msd_figure
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
+from slm.uncertainty import Moments
 
 LOSSES = ("relative", "squared")
 
@@ -57,6 +58,13 @@ class StatisticsFitting(FittingTask):
         if self.loss_name == "relative":
             return (((simulated - target) / target) ** 2).sum()
         return ((simulated - target) ** 2).sum()
+
+    def uncertainty_problem(self) -> Moments:
+        """The MSD fit as a method of moments: per-walker squared displacements, the loss's weighting."""
+        target = self.target.msd.to(self.device)
+        weight = target ** -2 if self.loss_name == "relative" else torch.ones_like(target)
+        return Moments(target, weight, lambda n, generator: self.simulator.msd_per_walker(n, len(target), generator),
+                       units=20 * self.batch_size, fit_units=self.batch_size, unit="walkers")
 
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:

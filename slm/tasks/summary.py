@@ -27,6 +27,7 @@ from slm.errors import InputError
 from slm.models.base import Simulator
 from slm.plots import save_field, summary_figure
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
+from slm.uncertainty import Moments
 
 
 class SummaryFitting(FittingTask):
@@ -62,6 +63,7 @@ class SummaryFitting(FittingTask):
         self.eval_lattices = eval_lattices
         self.fitted: Tensor | None = None
         self.last_state = None
+        self.batch_units = 1  # lattices per training step (as last seen)
 
     def simulate(self, labels: Tensor, cell_types: Tensor, frames: int, generator: torch.Generator) -> Tensor:
         """Per-lattice summaries ``(B, frames, m)`` from the given starting lattices."""
@@ -77,6 +79,7 @@ class SummaryFitting(FittingTask):
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
+        self.batch_units = len(labels)
         target = self.target.summaries.to(self.device)
         simulated = self.simulator.surrogate(self.simulate(labels, cell_types, len(target), generator)).mean(0)
         for name, value in zip(self.names, simulated[-1].detach(), strict=True):
@@ -85,12 +88,21 @@ class SummaryFitting(FittingTask):
             self.log_image("lattice", self.simulator.observe(self.last_state)[0])
         return (self.weights * self.relative_error(simulated, target) ** 2).sum(1).mean()
 
+    def uncertainty_problem(self) -> Moments:
+        """The summary fit as a method of moments: per-lattice summaries of every frame ``(F m,)``, the loss's
+        weighting ``w_j / (F c_j^2)``."""
+        target = self.target.summaries.to(self.device)
+        frames = len(target)
+        weight = (self.weights / target.abs().mean(0).clamp_min(1e-6) ** 2 / frames).expand(frames, -1).reshape(-1)
+        return Moments(target.reshape(-1), weight,
+                       lambda n, generator: self.simulate(*self.start_lattices(n), frames, generator).flatten(1),
+                       units=64, fit_units=self.batch_units, unit="lattices")
+
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
         target = self.target.summaries.to(self.device)
-        starts = [self.target.starts[i] for i in range(self.eval_lattices)]
-        labels, cell_types = (torch.stack(parts).to(self.device) for parts in zip(*starts, strict=True))
-        self.fitted = self.simulate(labels, cell_types, len(target), self.noise(PREVIEW_STREAM, 0)).mean(0)
+        starts = self.start_lattices(self.eval_lattices)
+        self.fitted = self.simulate(*starts, len(target), self.noise(PREVIEW_STREAM, 0)).mean(0)
         return {"summary_rel_error": float(self.relative_error(self.fitted, target).abs().mean())}
 
     def save_artifacts(self, out_dir: Path) -> None:

@@ -31,6 +31,7 @@ from slm.models.base import Simulator
 from slm.plots import save_field, tracks_figure
 from slm.stats import TRACK_TERMS, track_loss, track_statistics
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
+from slm.uncertainty import Moments
 
 
 class TrackFitting(FittingTask):
@@ -63,6 +64,7 @@ class TrackFitting(FittingTask):
         self.fitted: Tensor | None = None
         self.fitted_tracks: Tensor | None = None
         self.last_state: tuple | None = None
+        self.batch_units = 1  # lattices per training step (as last seen)
 
     def simulate(self, labels: Tensor, cell_types: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
         """Per-lattice statistics ``(B, K + 2)``, the tracks ``(B, cells, F + 1, 2)`` and the final state."""
@@ -74,6 +76,7 @@ class TrackFitting(FittingTask):
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
+        self.batch_units = len(labels)
         target = self.target
         statistics, _, state = self.simulate(labels, cell_types, generator)
         simulated = self.simulator.surrogate(statistics).mean(0)
@@ -86,12 +89,21 @@ class TrackFitting(FittingTask):
                 self.tensorboard.add_figure("msd", self.msd_figure(simulated.detach()), self.global_step)
         return track_loss(simulated, target.statistics.to(self.device), self.weights)
 
+    def uncertainty_problem(self) -> Moments:
+        """The track fit as a method of moments: per-lattice track statistics, :func:`slm.stats.track_loss`'s
+        weighting."""
+        target = self.target.statistics.to(self.device)
+        lags = self.target.lags
+        weight = torch.cat([self.weights[0] / lags / target[:lags] ** 2, (self.weights[1] / target[lags] ** 2)[None],
+                            self.weights[2:]])
+        return Moments(target, weight, lambda n, generator: self.simulate(*self.start_lattices(n), generator)[0],
+                       units=64, fit_units=self.batch_units, unit="lattices")
+
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
         target = self.target.statistics.to(self.device)
-        starts = [self.target.starts[i] for i in range(self.eval_lattices)]
-        labels, cell_types = (torch.stack(parts).to(self.device) for parts in zip(*starts, strict=True))
-        statistics, tracks, self.last_state = self.simulate(labels, cell_types, self.noise(PREVIEW_STREAM, 0))
+        statistics, tracks, self.last_state = self.simulate(*self.start_lattices(self.eval_lattices),
+                                                            self.noise(PREVIEW_STREAM, 0))
         self.fitted, self.fitted_tracks = statistics.mean(0), tracks.flatten(0, 1)
         relative = ((self.fitted - target) / target).abs()
         physical = self.target.physical(self.fitted)

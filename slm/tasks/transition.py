@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from slm.errors import InputError
 from slm.plots import field_figure, field_image
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
+from slm.uncertainty import EstimatingEquation
 
 
 class TransitionFitting(FittingTask):
@@ -62,6 +64,18 @@ class TransitionFitting(FittingTask):
                 panels["MLE"] = np.asarray(mle, dtype=float)
             fields[name] = panels
         return fields
+
+    def uncertainty_problem(self) -> EstimatingEquation:
+        """The estimating equation of the straight-through fit: per transition ``1/2 |E[f(x)] - y|^2``, whose
+        gradient is the expected straight-through gradient (the simulator's ``expected_transition``)."""
+        expected = getattr(self.simulator, "expected_transition", None)
+        if expected is None:
+            raise InputError(f"uq: {type(self.simulator).__name__} has no expected_transition; use uq=none")
+
+        def unit_loss(x: Tensor, y: Tensor) -> Tensor:
+            return 0.5 * ((expected(x) - y) ** 2).sum((-2, -1))
+
+        return EstimatingEquation(unit_loss, self.target.transitions, passes=self.current_epoch)
 
     def final_metrics(self) -> dict[str, float]:
         return dict(self.references())

@@ -1,0 +1,192 @@
+r"""Coverage of the intervals: read a coverage multirun (``configs/coverage/``) and measure how often the
+intervals hold the truth.
+
+Each job of the sweep fitted one data set simulated at its own truth and wrote ``results.json`` with
+``truth``, ``params`` and ``uncertainty`` (:mod:`slm.uncertainty`). A job without them (a failed fit, an
+uncertainty that could not be computed) counts as a miss at every level. For level ``a`` a parameter is
+covered when ``|link(fit) - link(truth)| <= z_a se_link`` (the interval the job reported, at any level) and the
+whole vector is covered when ``Delta' C^+ Delta <= chi2_a(rank C)`` with ``C`` the link-space covariance.
+Coverage gets a Clopper-Pearson 95% band. Mixture classes are matched to the true classes first (the
+labels of a mixture are arbitrary): the permutation that brings the fitted class parameters closest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from slm.parameters import flat_values
+
+#: Levels at which coverage is measured.
+LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+FORWARD = {"logit": lambda v: np.log(v / (1 - v)), "log": np.log, "identity": lambda v: v}
+INVERSE = {"logit": lambda v: 1 / (1 + np.exp(-v)), "log": np.exp, "identity": lambda v: v}
+
+
+def read_jobs(sweep: Path) -> list[dict[str, Any] | None]:
+    """One entry per job folder of ``sweep`` (a folder with ``.hydra``): its ``results.json`` with an
+    ``uncertainty`` and a ``truth``, else ``None`` (a failed job)."""
+    jobs = []
+    for folder in sorted((p for p in Path(sweep).iterdir() if (p / ".hydra").is_dir()), key=_job_number):
+        path = folder / "results.json"
+        result = json.loads(path.read_text()) if path.is_file() else None
+        ok = result is not None and result.get("uncertainty") and result.get("truth")
+        jobs.append({**result, "job": folder.name} if ok else None)
+    return jobs
+
+
+def _job_number(path: Path) -> tuple[int, str]:
+    match = re.match(r"\d+", path.name)
+    return (int(match.group()) if match else 1 << 30, path.name)
+
+
+def flatten(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's scalars by flat name (``p_center[0]``): ``truth``, ``fit`` and ``se`` in link space, the links,
+    and the link covariance (``None`` for a field)."""
+    uncertainty = job["uncertainty"]
+    space = uncertainty["space"]
+    names = list(space)
+    fit = flat_values(job["params"])
+    truth = flat_values({k: v for k, v in job["truth"].items() if k in job["params"]})
+    se = flat_values(uncertainty["se_link"])
+    out = {"names": names, "links": [space[n] for n in names],
+           "truth": np.array([FORWARD[space[n]](truth[n]) for n in names]),
+           "fit": np.array([FORWARD[space[n]](fit[n]) for n in names]),
+           "se": np.array([se[n] for n in names]),
+           "cov": None if uncertainty.get("cov") is None else np.asarray(uncertainty["cov"], dtype=float)}
+    return align_classes(out)
+
+
+def align_classes(job: dict[str, Any]) -> dict[str, Any]:
+    """Permute a mixture's fitted classes (names ``<p>[k]`` for ``weights`` and its siblings) to the true ones."""
+    names = job["names"]
+    if "weights[0]" not in names:
+        return job
+    classes = sum(n.startswith("weights[") for n in names)
+    bases = sorted({n.split("[")[0] for n in names if "[" in n})
+    index = {n: i for i, n in enumerate(names)}
+
+    def cost(perm: tuple[int, ...]) -> float:
+        return sum((job["fit"][index[f"{b}[{p}]"]] - job["truth"][index[f"{b}[{k}]"]]) ** 2
+                   for b in bases if b != "weights" for k, p in enumerate(perm))
+
+    best = min(itertools.permutations(range(classes)), key=cost)
+    order = list(range(len(names)))
+    for b in bases:
+        for k, p in enumerate(best):
+            order[index[f"{b}[{k}]"]] = index[f"{b}[{p}]"]
+    out = dict(job)
+    out["fit"], out["se"] = job["fit"][order], job["se"][order]
+    if job["cov"] is not None:
+        out["cov"] = job["cov"][np.ix_(order, order)]
+    return out
+
+
+def band(k: int, n: int) -> list[float]:
+    """Clopper-Pearson 95% interval of a proportion ``k / n``."""
+    interval = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return [float(interval.low), float(interval.high)]
+
+
+def coverage(jobs: list[dict[str, Any] | None], levels: tuple[float, ...] = LEVELS) -> dict[str, Any]:
+    """Per-parameter (a field's blocks pooled) and joint coverage at each level with Clopper-Pearson bands,
+    median 90% width in the parameters' units, and the jobs that failed."""
+    done = [flatten(job) for job in jobs if job is not None]
+    n = len(jobs)
+    if not done:
+        return {"jobs": n, "failed": n}
+    names = done[0]["names"]
+    fields = len(names) > 16
+    groups = {"all blocks": list(range(len(names)))} if fields else {name: [i] for i, name in enumerate(names)}
+    out: dict[str, Any] = {"jobs": n, "failed": n - len(done), "levels": list(levels), "parameters": {}}
+    for group, columns in groups.items():
+        per_level = {}
+        for level in levels:
+            z = stats.norm.ppf(0.5 + level / 2)
+            hits = sum(int((np.abs(j["fit"][columns] - j["truth"][columns]) <= z * j["se"][columns]).sum())
+                       for j in done)
+            total = n * len(columns)
+            per_level[str(level)] = {"coverage": hits / total, "band": band(hits, total)}
+        z90 = stats.norm.ppf(0.95)
+        widths = [INVERSE[j["links"][c]](j["fit"][c] + z90 * j["se"][c]) -
+                  INVERSE[j["links"][c]](j["fit"][c] - z90 * j["se"][c]) for j in done for c in columns]
+        out["parameters"][group] = {"coverage": per_level, "median_width_90": float(np.median(widths)),
+                                    "intervals": n * len(columns)}
+    if not fields and all(j["cov"] is not None for j in done):
+        joint = {}
+        for level in levels:
+            hits = 0
+            for j in done:
+                delta = j["fit"] - j["truth"]
+                rank = np.linalg.matrix_rank(j["cov"], hermitian=True)
+                hits += int(delta @ np.linalg.pinv(j["cov"], hermitian=True) @ delta <= stats.chi2.ppf(level, rank))
+            joint[str(level)] = {"coverage": hits / n, "band": band(hits, n)}
+        out["joint"] = joint
+    out["max_abs_error_from_nominal"] = max(
+        abs(v["coverage"] - float(level)) for p in [*out["parameters"].values(), {"coverage": out.get("joint", {})}]
+        for level, v in p["coverage"].items())
+    out["seconds"] = {"fit_median": float(np.median([j["seconds"] for j in jobs if j])),
+                      "uncertainty_median": float(np.median([j["uncertainty"]["seconds"] for j in jobs if j]))}
+    return out
+
+
+def si_reference(jobs: list[dict[str, Any] | None]) -> dict[str, float]:
+    """SI only: the median ratio of the fit's 90% width to the exact posterior's (``beta_posterior_90``), and the
+    simulation noise left in the fit: ``mean (fit - beta_lsq)^2 / mean se_data^2`` in logit space, with
+    ``se_data`` the standard error without the Monte-Carlo correction (``beta_lsq`` is the noise-free root)."""
+    done = [j for j in jobs if j is not None and "beta_posterior_90" in j["metrics"]]
+    if not done:
+        return {}
+    ratios, squared, data = [], [], []
+    for job in done:
+        lo, hi = job["uncertainty"]["interval"]["beta"]
+        post = job["metrics"]["beta_posterior_90"]
+        ratios.append((hi - lo) / (post[1] - post[0]))
+        squared.append((FORWARD["logit"](job["params"]["beta"]) - FORWARD["logit"](job["metrics"]["beta_lsq"])) ** 2)
+        data.append(job["uncertainty"]["se_link"]["beta"] ** 2 / job["uncertainty"].get("mc_factor", 1.0))
+    return {"median_width_over_exact_posterior": float(np.median(ratios)),
+            "simulation_share_of_variance": float(np.mean(squared) / np.mean(data))}
+
+
+def se_ratio(sandwich: list[dict[str, Any] | None], bootstrap: list[dict[str, Any] | None]) -> dict[str, float]:
+    """Median over the truths both sweeps finished (paired by job number) of sandwich se / bootstrap se, per
+    parameter (in the parameters' units)."""
+    pairs = [(a, b) for a, b in zip(sandwich, bootstrap, strict=False) if a is not None and b is not None]
+    if not pairs:
+        return {}
+    names = list(flat_values(pairs[0][0]["uncertainty"]["se"]))
+    ratios = {name: [] for name in names}
+    for a, b in pairs:
+        se_a, se_b = flat_values(a["uncertainty"]["se"]), flat_values(b["uncertainty"]["se"])
+        for name in names:
+            ratios[name].append(se_a[name] / se_b[name])
+    return {name: float(np.median(values)) for name, values in ratios.items()} | {"truths": len(pairs)}
+
+
+def coverage_figure(result: dict[str, Any], title: str) -> Figure:
+    """Empirical against nominal coverage per parameter and joint, with Clopper-Pearson bands."""
+    figure = Figure(figsize=(5.2, 4.6))
+    ax = figure.subplots()
+    levels = np.array(result["levels"])
+    ax.fill_between(levels, levels - 0.05, levels + 0.05, color="0.9", label="nominal +- 0.05")
+    ax.plot(levels, levels, color="0.4", lw=1)
+    curves = dict(result["parameters"]) | ({"joint": {"coverage": result["joint"]}} if "joint" in result else {})
+    for i, (name, values) in enumerate(curves.items()):
+        cov = np.array([values["coverage"][str(level)]["coverage"] for level in levels])
+        bands = np.array([values["coverage"][str(level)]["band"] for level in levels])
+        shift = (i - (len(curves) - 1) / 2) * 0.004
+        ax.errorbar(levels + shift, cov, yerr=[cov - bands[:, 0], bands[:, 1] - cov], fmt="o-", ms=3, capsize=2,
+                    label=name)
+    ax.set_xlabel("nominal level")
+    ax.set_ylabel("coverage")
+    ax.set_title(f"{title}: {result['jobs']} truths, {result['failed']} failed", fontsize=10)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,508 @@
+r"""Uncertainty of a fit: an interval for every fitted parameter (the ``uq`` config group).
+
+**Coordinates.** Intervals are built in unconstrained coordinates ``phi`` (``d``) and mapped back, so they
+respect the bounds: a probability's logit, a positive value's log, a real value itself, and a mixture's
+``K`` weights by their ``K - 1`` log-ratios to the last one (softmax has one direction that changes
+nothing). Each reported scalar has a *link*: logit for probabilities and weights, log for positive values,
+the identity for reals. With ``V`` the covariance of ``phi`` and ``J = d link / d phi`` the link's covariance
+is ``J V J'``, and the interval ``link^-1(link(theta) -+ z se)`` at the requested level.
+
+**Simulated method of moments** (:class:`Moments`: MSD, track and summary fits). The fit minimises
+``(s(phi) - t)' W (s(phi) - t)`` with ``s`` the mean of per-unit simulated statistics (walkers, lattices) and
+``t`` the observed ones; ``W`` (diagonal) is the loss's own weighting. Then
+
+.. math::  V = (G'WG)^{-1} G'W \left(\Omega + \Sigma / S\right) W G (G'WG)^{-1}
+
+with ``G = ds/dphi`` by central finite differences with common random numbers (the approximate gradients
+are biased, so they are not used for ``G``; their Jacobian is reported beside it as a diagnostic, for up to
+:data:`AUTOGRAD_STATISTICS` statistics), ``Omega`` the covariance of ``t``: on real data a bootstrap over its
+independent units (``target.resample``, which stays valid when the model is misspecified), on simulated
+data ``Sigma / N`` with ``Sigma`` the per-unit covariance of simulations at the estimate and ``N`` the data's
+units. ``Sigma / S`` is the Monte-Carlo correction for the simulation noise left in the estimate, with
+``S`` the simulated units the estimate averages over: the fit's units per step times ``mc_window`` of its
+steps (the annealed end of the schedule). ``J = r' (Omega + Sigma/S)^+ r``, ``r = s - t``, tests the fit
+(chi-square with ``m - d`` degrees of freedom): a small p-value says the model cannot fit the data.
+
+**Estimating equation** (:class:`EstimatingEquation`: the SI transition fit with the straight-through
+estimator, whose expected gradient is ``sum_u psi_u(phi)``, ``psi_u`` the gradient of the unit's
+``1/2 |E[f(x_u)] - y_u|^2``). ``V = A^{-1} B A^{-T} (1 + 1 / (mc_window * passes))`` with ``A = sum_u dpsi_u/dphi``
+(exact, by automatic differentiation of the expectation) and ``B = sum_u psi_u psi_u'``; the transitions are
+a martingale difference sequence at the truth, so ``B`` needs no independence between them. The
+correction factor is the simulation noise of the fit, which at the estimate has the data's variance, averaged
+over ``mc_window`` of its ``passes`` over the data. Above :data:`FULL_DIMENSION` parameters (a field) ``A``
+and ``B`` are taken block-diagonal, exact for ``A`` when each site depends on one parameter.
+
+An ill-conditioned direction (the correlation matrix of ``V`` with condition number above
+:data:`RIDGE_CONDITION`) is named in a one-line warning: the data fix a combination (a ratio, in log space),
+not each parameter.
+
+:class:`Bootstrap` refits ``replicates`` data sets warm-started at the estimate: simulated data again at the
+estimate (parametric) or real data resampled over its units; the intervals are percentiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor, nn
+
+from slm.errors import InputError
+from slm.parameters import Positive, Probability, Simplex, flat_values
+
+log = logging.getLogger(__name__)
+
+#: Above this many coordinates the estimating equation's ``A`` and ``B`` are taken block-diagonal.
+FULL_DIMENSION = 64
+#: A covariance is reported in ``results.json`` (``cov``) up to this many reported scalars.
+REPORTED_COV = 16
+#: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
+AUTOGRAD_STATISTICS = 16
+#: Condition number of the correlation matrix above which a direction is reported as ill-conditioned.
+RIDGE_CONDITION = 50.0
+
+
+@dataclass
+class Moments:
+    """A simulated-method-of-moments fit (see the module docstring).
+
+    Attributes:
+        observed: the data's statistics ``t``, ``(m,)``.
+        weight: the diagonal of the loss's weighting ``W``, ``(m,)``.
+        simulate: ``(n, generator) -> (n, m)``, per-unit statistics of ``n`` units simulated at the simulator's
+            current parameters (with the estimators' graph when grad is enabled).
+        units: simulated units per evaluation by default.
+        fit_units: simulated units per step of the fit.
+        unit: what a unit is (``walkers``, ``lattices``), for messages.
+    """
+
+    observed: Tensor
+    weight: Tensor
+    simulate: Callable[[int, torch.Generator], Tensor]
+    units: int
+    fit_units: int
+    unit: str
+
+
+@dataclass
+class EstimatingEquation:
+    """A fit whose expected gradient is ``sum_u psi_u`` (see the module docstring).
+
+    Attributes:
+        unit_loss: ``(x, y) -> (B,)``, each unit's ``1/2 |E[f(x)] - y|^2``, differentiable in the parameters.
+        batches: iterates over the data's units in batches ``(x, y)``.
+        passes: passes of the fit over the data (its epochs).
+    """
+
+    unit_loss: Callable[[Tensor, Tensor], Tensor]
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]
+    passes: int
+
+
+class Coordinates:
+    """The unconstrained coordinates ``phi`` of a simulator's learnable parameters and their links.
+
+    ``names`` are the reported scalars (:func:`slm.parameters.flat_values` order), ``links`` their link names.
+    """
+
+    def __init__(self, simulator: nn.Module):
+        self.simulator = simulator
+        self.parts = [(name, simulator.parametrizations[name][0], tuple(getattr(simulator, name).shape))
+                      for name in simulator.parametrizations]
+        self.names = list(flat_values(simulator.parameter_values()))
+        self.links = []
+        for _, constraint, shape in self.parts:
+            link = "logit" if isinstance(constraint, Probability | Simplex) else "log" if isinstance(
+                constraint, Positive) else "identity"
+            self.links += [link] * math.prod(shape)
+
+    def original(self, name: str) -> Tensor:
+        return self.simulator.parametrizations[name].original
+
+    def get(self) -> Tensor:
+        """``phi``, float64 ``(d,)``."""
+        parts = []
+        for name, constraint, _ in self.parts:
+            theta = self.original(name).detach().double().flatten()
+            parts.append(theta[:-1] - theta[-1] if isinstance(constraint, Simplex) else theta)
+        return torch.cat(parts)
+
+    def _originals(self, phi: Tensor) -> list[Tensor]:
+        out, i = [], 0
+        for name, constraint, _ in self.parts:
+            size = self.original(name).numel() - isinstance(constraint, Simplex)
+            part = phi[i:i + size]
+            i += size
+            out.append(torch.cat([part, part.new_zeros(1)]) if isinstance(constraint, Simplex) else part)
+        return out
+
+    @torch.no_grad()
+    def set(self, phi: Tensor) -> None:
+        """Put the parameters at ``phi``."""
+        for (name, _, _), theta in zip(self.parts, self._originals(phi), strict=True):
+            original = self.original(name)
+            original.copy_(theta.reshape(original.shape).to(original.dtype))
+
+    def link(self, phi: Tensor) -> Tensor:
+        """The link of every reported scalar at ``phi`` (differentiable), ``(n,)``."""
+        out = []
+        for (_, constraint, shape), theta in zip(self.parts, self._originals(phi), strict=True):
+            value = constraint(theta.reshape(shape))
+            out.append(torch.logit(value).flatten() if isinstance(constraint, Simplex) else
+                       value.flatten() if not isinstance(constraint, Probability | Positive) else theta)
+        return torch.cat(out)
+
+    def unlink(self, link: Tensor | np.ndarray) -> np.ndarray:
+        """Reported values from link values."""
+        link = np.asarray(link, dtype=float)
+        inverse = {"logit": lambda v: 1 / (1 + np.exp(-v)), "log": np.exp, "identity": lambda v: v}
+        return np.array([inverse[kind](v) for kind, v in zip(self.links, link, strict=True)])
+
+    def shaped(self, flat: np.ndarray) -> dict[str, Any]:
+        """Per-scalar values back into the parameters' shapes (a scalar, or a nested list), by name."""
+        out, i = {}, 0
+        for name, _, shape in self.parts:
+            size = math.prod(shape)
+            out[name] = np.asarray(flat[i:i + size], dtype=float).reshape(shape).tolist()
+            i += size
+        return out
+
+
+def _check_level(level: float) -> None:
+    if not (isinstance(level, int | float) and 0 < level < 1):
+        raise InputError(f"uq.level: expected a level strictly inside (0, 1), got {level}")
+
+
+class Sandwich:
+    """``uq=sandwich``: the sandwich covariance (see the module docstring).
+
+    Args:
+        level: level of the reported intervals.
+        units: simulated units per evaluation of the statistics (``None``: the task's default).
+        step: central finite-difference step in the coordinates.
+        replicates: bootstrap replicates of real data's statistics (``Omega``).
+        mc_window: share of the fit's steps that its estimate averages the simulation noise over.
+        seed: seed of the simulations (common random numbers across the finite differences).
+    """
+
+    method = "sandwich"
+
+    def __init__(self, level: float = 0.9, units: int | None = None, step: float = 0.1, replicates: int = 200,
+                 mc_window: float = 0.1, seed: int = 0):
+        _check_level(level)
+        if units is not None and not (isinstance(units, int) and units >= 2):
+            raise InputError(f"uq.units: expected an integer >= 2 (or null), got {units}")
+        if not step > 0:
+            raise InputError(f"uq.step: expected a positive finite-difference step, got {step}")
+        if not (isinstance(replicates, int) and replicates >= 2):
+            raise InputError(f"uq.replicates: expected an integer >= 2, got {replicates}")
+        if not 0 < mc_window <= 1:
+            raise InputError(f"uq.mc_window: expected a share of the steps in (0, 1], got {mc_window}")
+        self.level, self.units, self.step, self.replicates = level, units, step, replicates
+        self.mc_window, self.seed = mc_window, seed
+
+    def check(self, task: Any) -> None:
+        """Refuse, before any compute, a task without an uncertainty problem."""
+        task.uncertainty_problem()
+
+    def __call__(self, task: Any, steps: int, refit: Callable | None = None) -> dict[str, Any]:
+        """The uncertainty of ``task``'s fitted parameters after ``steps`` steps (``results.json``'s
+        ``uncertainty``)."""
+        start = time.perf_counter()
+        problem = task.uncertainty_problem()
+        coords = Coordinates(task.simulator)
+        phi = coords.get()
+        if isinstance(problem, EstimatingEquation):
+            cov, simulations, extra = self.estimating_equation(task.simulator, coords, problem)
+        else:
+            cov, simulations, extra = self.moments(coords, problem, steps, task.target)
+        coords.set(phi)
+        return report(self.method, self.level, coords, phi, cov, time.perf_counter() - start, simulations, extra)
+
+    def moments(self, coords: Coordinates, problem: Moments, steps: int, target: Any
+                ) -> tuple[Tensor, int, dict[str, Any]]:
+        n = self.units or problem.units
+        phi = coords.get()
+
+        def simulate(at: Tensor) -> Tensor:
+            coords.set(at)
+            with torch.no_grad():
+                return problem.simulate(n, torch.Generator(problem.observed.device).manual_seed(self.seed)).double()
+
+        center = simulate(phi)
+        columns = []
+        for i in range(len(phi)):
+            shift = torch.zeros_like(phi)
+            shift[i] = self.step
+            columns.append((simulate(phi + shift).mean(0) - simulate(phi - shift).mean(0)) / (2 * self.step))
+        coords.set(phi)
+        G = torch.stack(columns, 1)
+        sigma = torch.cov(center.T).reshape(len(center.T), -1)
+        observed = problem.observed.double().cpu()
+        if target.resample is not None:
+            rng = np.random.default_rng(self.seed)
+            replicates = torch.stack([target.resample(rng).double().reshape(-1).cpu() for _ in range(self.replicates)])
+            omega, source = torch.cov(replicates.T), f"bootstrap over {target.units} data units"
+        elif target.units:
+            omega, source = sigma / target.units, f"simulations at the estimate ({target.units} data {problem.unit})"
+        else:
+            raise InputError("uq: the data have neither independent units to resample nor a size to simulate "
+                             "(a given target value); use uq=none")
+        sim_units = problem.fit_units * max(1.0, self.mc_window * steps)
+        total = omega + sigma / sim_units
+        W = torch.diag(problem.weight.double().cpu())
+        bread = torch.linalg.inv(G.T @ W @ G)
+        cov = bread @ G.T @ W @ total @ W @ G @ bread
+        residual = center.mean(0) - observed
+        j_stat = float(residual @ torch.linalg.pinv(total, hermitian=True) @ residual)
+        dof = len(observed) - len(phi)
+        extra = {"form": "method of moments", "omega": source, "units_per_evaluation": n,
+                 "mc_correction_units": round(sim_units),
+                 "j_test": {"statistic": j_stat, "dof": dof, "p_value": float(stats.chi2.sf(j_stat, dof)) if dof > 0
+                            else None}}
+        if len(observed) <= AUTOGRAD_STATISTICS:
+            extra["autograd_jacobian_rel_error"] = self.autograd_agreement(coords, problem, G)
+        return cov, n * (2 * len(phi) + 1), extra
+
+    def autograd_agreement(self, coords: Coordinates, problem: Moments, G: Tensor) -> float:
+        """``|G_autograd - G| / |G|`` (Frobenius) of the estimators' Jacobian on one step's worth of units."""
+        simulator = coords.simulator
+        simulator.reset_estimators()
+        originals = [coords.original(name) for name, _, _ in coords.parts]
+        generator = torch.Generator(problem.observed.device).manual_seed(self.seed + 1)
+        with torch.enable_grad():
+            mean = simulator.surrogate(problem.simulate(problem.fit_units, generator)).mean(0)
+            rows = []
+            for value in mean:
+                grads = torch.autograd.grad(value, originals, retain_graph=True, allow_unused=True)
+                parts = []
+                for (name, constraint, _), grad in zip(coords.parts, grads, strict=True):
+                    grad = torch.zeros_like(coords.original(name)) if grad is None else grad
+                    parts.append(grad.flatten()[:-1] if isinstance(constraint, Simplex) else grad.flatten())
+                rows.append(torch.cat(parts))
+        simulator.reset_estimators()
+        autograd = torch.stack(rows).double().cpu()
+        return float((autograd - G).norm() / G.norm().clamp_min(1e-300))
+
+    def estimating_equation(self, simulator: nn.Module, coords: Coordinates, problem: EstimatingEquation
+                            ) -> tuple[Tensor, int, dict[str, Any]]:
+        if any(isinstance(constraint, Simplex) for _, constraint, _ in coords.parts):
+            raise InputError("uq: the estimating-equation form does not take mixture weights")
+        names = [f"simulator.parametrizations.{name}.original" for name, _, _ in coords.parts]
+        originals = [coords.original(name).detach() for name, _, _ in coords.parts]
+        wrapper = _Call(simulator, problem.unit_loss)
+
+        def unit_loss(theta: tuple[Tensor, ...], x: Tensor, y: Tensor) -> Tensor:
+            return torch.func.functional_call(wrapper, dict(zip(names, theta, strict=True)), (x[None], y[None]))[0]
+
+        def total_loss(theta: tuple[Tensor, ...], x: Tensor, y: Tensor) -> Tensor:
+            return torch.func.functional_call(wrapper, dict(zip(names, theta, strict=True)), (x, y)).sum()
+
+        per_unit = torch.func.vmap(torch.func.grad(unit_loss), in_dims=(None, 0, 0))
+        theta = tuple(originals)
+        d = sum(t.numel() for t in theta)
+        full = d <= FULL_DIMENSION
+        A = torch.zeros(d, d, dtype=torch.float64) if full else torch.zeros(d, dtype=torch.float64)
+        B = torch.zeros_like(A)
+        units = 0
+        for x, y in problem.batches():
+            x, y = x.float().to(originals[0].device), y.float().to(originals[0].device)
+            psi = torch.cat([g.reshape(len(x), -1) for g in per_unit(theta, x, y)], 1).double().cpu()
+            units += len(psi)
+            if full:
+                B += psi.T @ psi
+                hessian = torch.func.hessian(total_loss)(theta, x, y)
+                A += torch.cat([torch.cat([h.reshape(a.numel(), b.numel()) for b, h in zip(theta, row, strict=True)],
+                                          1) for a, row in zip(theta, hessian, strict=True)]).double().cpu()
+            else:
+                B += (psi ** 2).sum(0)
+                ones = tuple(torch.ones_like(t) for t in theta)
+                _, diagonal = torch.func.jvp(lambda *t, x=x, y=y: torch.func.grad(total_loss)(t, x, y), theta, ones)
+                A += torch.cat([g.flatten() for g in diagonal]).double().cpu()
+        factor = 1 + 1 / (self.mc_window * max(problem.passes, 1))
+        if full:
+            bread = torch.linalg.inv(A)
+            cov = bread @ B @ bread.T * factor
+        else:
+            cov = torch.diag(B / A ** 2 * factor)
+        extra = {"form": "estimating equation A^-1 B A^-T" + ("" if full else " (block-diagonal)"),
+                 "units": units, "mc_factor": factor}
+        return cov, 0, extra
+
+
+class _Call(nn.Module):
+    """A module whose forward is ``fn`` on ``simulator``'s parameters (what ``functional_call`` swaps)."""
+
+    def __init__(self, simulator: nn.Module, fn: Callable[..., Tensor]):
+        super().__init__()
+        self.simulator = simulator
+        self.fn = fn
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.fn(*args)
+
+
+def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi: Tensor, seconds: float,
+           simulations: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """``results.json``'s ``uncertainty`` from the covariance of ``phi`` (see the module docstring); logs a
+    warning naming an ill-conditioned direction."""
+    J = torch.func.jacrev(coords.link)(phi)
+    cov = J @ cov_phi @ J.T
+    link = coords.link(phi).detach().numpy()
+    se_link = cov.diagonal().clamp_min(0).sqrt().numpy()
+    out = intervals(coords, link, se_link, level)
+    warnings = ridges(coords, cov_phi)
+    for line in warnings:
+        log.warning(line)
+    small = len(link) <= REPORTED_COV
+    return {"method": method, "level": level, **out, "cov": cov.tolist() if small else None,
+            "cov_names": coords.names if small else None, "space": dict(zip(coords.names, coords.links, strict=True)),
+            "cond": condition(cov_phi), "seconds": round(seconds, 3), "simulations": simulations,
+            "warnings": warnings, **extra}
+
+
+def intervals(coords: Coordinates, link: np.ndarray, se_link: np.ndarray, level: float) -> dict[str, Any]:
+    """``se`` (delta method, in the parameters' units), ``se_link`` and the ``interval`` per parameter."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    value = coords.unlink(link)
+    slope = np.array([v * (1 - v) if kind == "logit" else v if kind == "log" else 1.0
+                      for kind, v in zip(coords.links, value, strict=True)])
+    lo, hi = coords.unlink(link - z * se_link), coords.unlink(link + z * se_link)
+    low, high = coords.shaped(lo), coords.shaped(hi)
+    return {"se": coords.shaped(se_link * slope), "se_link": coords.shaped(se_link),
+            "interval": {name: [low[name], high[name]] for name in low}}
+
+
+def condition(cov: Tensor) -> float:
+    """Condition number of the correlation matrix of ``cov`` (1 for independent parameters)."""
+    sd = cov.diagonal().clamp_min(1e-300).sqrt()
+    eigenvalues = torch.linalg.eigvalsh(cov / sd[:, None] / sd[None, :])
+    return float(eigenvalues[-1] / eigenvalues[0].clamp_min(1e-300))
+
+
+def ridges(coords: Coordinates, cov: Tensor) -> list[str]:
+    """A one-line warning for the weakest direction when the correlation matrix is ill-conditioned."""
+    if len(cov) < 2 or len(cov) > FULL_DIMENSION or condition(cov) <= RIDGE_CONDITION:
+        return []
+    sd = cov.diagonal().clamp_min(1e-300).sqrt()
+    eigenvalues, vectors = torch.linalg.eigh(cov / sd[:, None] / sd[None, :])
+    direction = vectors[:, -1]  # the correlation's largest eigenvector: where V is long
+    labels = coordinate_labels(coords)
+    big = [(float(w), label) for w, label in zip(direction, labels, strict=True) if abs(w) > 0.3]
+    combo = " ".join(f"{w:+.2f} {label}" for w, label in big)
+    kind = ""
+    if len(big) == 2 and big[0][0] * big[1][0] > 0:
+        kind = "; the data fix mostly the ratio of the two"
+    elif len(big) == 2:
+        kind = "; the data fix mostly the product of the two"
+    return [f"uq: ill-conditioned direction {combo} (correlation condition number {condition(cov):.0f}): the "
+            f"intervals along it are wide and each parameter's interval is not separately determined{kind}"]
+
+
+def coordinate_labels(coords: Coordinates) -> list[str]:
+    """A name per coordinate, ``logit(p_center)``, ``log(lambda_act)``, ``log(weights[0]/weights[1])``."""
+    labels = []
+    for name, constraint, shape in coords.parts:
+        size = math.prod(shape)
+        names = [name] if size == 1 and not shape else [f"{name}[{i}]" for i in range(size)]
+        if isinstance(constraint, Simplex):
+            labels += [f"log({n}/{names[-1]})" for n in names[:-1]]
+        else:
+            kind = "logit" if isinstance(constraint, Probability) else "log" if isinstance(constraint, Positive) else ""
+            labels += [f"{kind}({n})" if kind else n for n in names]
+    return labels
+
+
+class Bootstrap:
+    """``uq=bootstrap``: ``replicates`` refits warm-started at the estimate, each on a new data set: simulated
+    again at the estimate (parametric) or the real data resampled over its units; percentile intervals.
+
+    Args:
+        level: level of the intervals.
+        replicates: number of refits (at least 2).
+        steps: steps of each refit (``None``: a quarter of the fit's, at least 50).
+        seed: first seed of the replicates' data and noise.
+    """
+
+    method = "bootstrap"
+
+    def __init__(self, level: float = 0.9, replicates: int = 20, steps: int | None = None, seed: int = 1000):
+        _check_level(level)
+        if not (isinstance(replicates, int) and replicates >= 2):
+            raise InputError(f"uq.replicates: expected an integer >= 2, got {replicates}")
+        if steps is not None and not (isinstance(steps, int) and steps >= 20):
+            raise InputError(f"uq.steps: expected an integer >= 20 (a refit's one-cycle schedule) or null, got "
+                             f"{steps}")
+        self.level, self.replicates, self.steps, self.seed = level, replicates, steps, seed
+
+    def check(self, task: Any) -> None:
+        """Refuse, before any compute, data with neither units to resample nor a truth to simulate again, and
+        fields (one refit per replicate cannot be afforded there; ``uq=sandwich`` is their form)."""
+        target = task.target
+        if target.resample is None and target.truth is None:
+            raise InputError("uq=bootstrap: these data have no independent units to resample and no truth to "
+                             "simulate again; use uq=sandwich")
+        if any(value.ndim > 1 for value in task.simulator.parameter_values().values()):
+            raise InputError("uq=bootstrap: not for a field of parameters; use uq=sandwich (block form)")
+
+    def __call__(self, task: Any, steps: int, refit: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        """Run the refits through ``refit(replicate, seed, steps, parametric, start)``, which returns the refitted
+        parameters by name (``start``: the fitted values, the warm start and, parametric, the new truth)."""
+        start = time.perf_counter()
+        coords = Coordinates(task.simulator)
+        phi = coords.get()
+        link = coords.link(phi).detach().numpy()
+        fitted = task.simulator.parameter_values()
+        parametric = task.target.resample is None
+        refit_steps = self.steps or max(50, steps // 4)
+        estimates = []
+        for b in range(self.replicates):
+            params = refit(b, self.seed + b, refit_steps, parametric, fitted)
+            values = np.array(list(flat_values(params).values()))
+            estimates.append(values)
+        values = np.stack(estimates)
+        links = np.stack([_link(coords, row) for row in values])
+        cov = np.cov(links.T).reshape(len(link), len(link))
+        se_link = np.sqrt(np.diag(cov))
+        tail = (1 - self.level) / 2
+        lo, hi = np.quantile(values, tail, axis=0), np.quantile(values, 1 - tail, axis=0)
+        low, high = coords.shaped(lo), coords.shaped(hi)
+        slope = np.array([v * (1 - v) if k == "logit" else v if k == "log" else 1.0
+                          for k, v in zip(coords.links, coords.unlink(link), strict=True)])
+        small = len(link) <= REPORTED_COV
+        return {"method": self.method, "level": self.level, "se": coords.shaped(values.std(0, ddof=1)),
+                "se_delta": coords.shaped(se_link * slope), "se_link": coords.shaped(se_link),
+                "interval": {name: [low[name], high[name]] for name in low},
+                "cov": cov.tolist() if small else None, "cov_names": coords.names if small else None,
+                "space": dict(zip(coords.names, coords.links, strict=True)),
+                "cond": condition(torch.as_tensor(cov)), "seconds": round(time.perf_counter() - start, 3),
+                "simulations": None, "replicates": self.replicates, "refit_steps": refit_steps,
+                "kind": "parametric" if parametric else "data", "estimates": values.tolist()}
+
+
+def _link(coords: Coordinates, values: np.ndarray) -> np.ndarray:
+    forward = {"logit": lambda v: np.log(v / (1 - v)), "log": np.log, "identity": lambda v: v}
+    return np.array([forward[kind](v) for kind, v in zip(coords.links, values, strict=True)])
+
+
+def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:
+    """``beta=0.4000 [0.3910, 0.4090]`` per scalar; a field as its count and median width."""
+    parts = []
+    for name, (lo, hi) in uncertainty["interval"].items():
+        value = np.asarray(params[name], dtype=float)
+        if value.size == 1:
+            parts.append(f"{name}={float(value):.4f} [{float(np.asarray(lo)):.4f}, {float(np.asarray(hi)):.4f}]")
+        elif value.size <= 4:
+            parts += [f"{name}[{i}]={v:.4f} [{a:.4f}, {b:.4f}]" for i, (v, a, b) in
+                      enumerate(zip(value.flatten(), np.ravel(lo), np.ravel(hi), strict=True))]
+        else:
+            width = np.median(np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float))
+            parts.append(f"{name}: {value.size} intervals, median width {width:.4f}")
+    return f"{uncertainty['level']:.0%} intervals ({uncertainty['method']}): " + ", ".join(parts)
