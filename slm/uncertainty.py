@@ -32,6 +32,10 @@ correction factor is the simulation noise of the fit, which at the estimate has 
 over ``mc_window`` of its ``passes`` over the data. Above :data:`FULL_DIMENSION` parameters (a field) ``A``
 and ``B`` are taken block-diagonal, exact for ``A`` when each site depends on one parameter.
 
+**Convergence.** One Newton (Gauss-Newton) step from the fit, ``-A^{-1} sum_u psi_u`` or
+``-(G'WG)^{-1} G'W r``, is how far the fit is from the root of its own equation; farther than
+:data:`CONVERGED_SE` standard errors in any coordinate, ``converged`` is false and a warning says so.
+
 An ill-conditioned direction (the correlation matrix of ``V`` with condition number above
 :data:`RIDGE_CONDITION`) is named in a one-line warning: the data fix a combination (a ratio, in log space),
 not each parameter.
@@ -65,6 +69,8 @@ FULL_DIMENSION = 64
 REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
 AUTOGRAD_STATISTICS = 16
+#: A fit farther than this many standard errors from the root of its equation is reported as not converged.
+CONVERGED_SE = 2.0
 #: Condition number of the correlation matrix above which a direction is reported as ill-conditioned.
 RIDGE_CONDITION = 50.0
 
@@ -269,6 +275,7 @@ class Sandwich:
                             else None}}
         if len(observed) <= AUTOGRAD_STATISTICS:
             extra["autograd_jacobian_rel_error"] = self.autograd_agreement(coords, problem, G)
+        extra["newton_step"] = -bread @ G.T @ W @ residual
         return cov, n * (2 * len(phi) + 1), extra
 
     def autograd_agreement(self, coords: Coordinates, problem: Moments, G: Tensor) -> float:
@@ -311,11 +318,13 @@ class Sandwich:
         full = d <= FULL_DIMENSION
         A = torch.zeros(d, d, dtype=torch.float64) if full else torch.zeros(d, dtype=torch.float64)
         B = torch.zeros_like(A)
+        score = torch.zeros(d, dtype=torch.float64)
         units = 0
         for x, y in problem.batches():
             x, y = x.float().to(originals[0].device), y.float().to(originals[0].device)
             psi = torch.cat([g.reshape(len(x), -1) for g in per_unit(theta, x, y)], 1).double().cpu()
             units += len(psi)
+            score += psi.sum(0)
             if full:
                 B += psi.T @ psi
                 hessian = torch.func.hessian(total_loss)(theta, x, y)
@@ -330,10 +339,12 @@ class Sandwich:
         if full:
             bread = torch.linalg.inv(A)
             cov = bread @ B @ bread.T * factor
+            step = -bread @ score
         else:
             cov = torch.diag(B / A ** 2 * factor)
+            step = -score / A
         extra = {"form": "estimating equation A^-1 B A^-T" + ("" if full else " (block-diagonal)"),
-                 "units": units, "mc_factor": factor}
+                 "units": units, "mc_factor": factor, "newton_step": step}
         return cov, 0, extra
 
 
@@ -359,6 +370,13 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
     se_link = cov.diagonal().clamp_min(0).sqrt().numpy()
     out = intervals(coords, link, se_link, level)
     warnings = ridges(coords, cov_phi)
+    step = extra.pop("newton_step", None)
+    if step is not None:  # how far the fit is from the root of its own equation, in standard errors
+        distance = float((step.abs() / cov_phi.diagonal().clamp_min(1e-300).sqrt()).max())
+        extra |= {"fit_to_root_se": distance, "converged": distance <= CONVERGED_SE}
+        if distance > CONVERGED_SE:
+            warnings.append(f"uq: the fit has not converged: it is {distance:.1f} standard errors from the root of "
+                            f"its own equation (one Newton step away); fit longer (trainer.max_epochs)")
     for line in warnings:
         log.warning(line)
     small = len(link) <= REPORTED_COV

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from scipy import stats
 from slm.errors import InputError
 from slm.models import SI, PersistentRandomWalk
 from slm.models.si import transition_counts
+from slm.si_likelihood import si_beta_least_squares
 from slm.studies.coverage import coverage, read_jobs
 from slm.targets import Target
 from slm.train import train
@@ -93,6 +95,22 @@ def test_si_estimating_equation_matches_the_closed_form():
     A = float((unaware * (dp ** 2 + p * d2p) - turned * d2p).sum())
     assert math.isclose(float(cov[0, 0]), float((psi ** 2).sum()) / A ** 2, rel_tol=1e-4)
     assert extra["units"] == 40
+
+
+def test_a_fit_away_from_the_root_of_its_equation_is_reported_as_not_converged():
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.rand(60, 16, 16, generator=gen) < 0.3).float()
+    with torch.no_grad():
+        y = SI(0.3)(x, gen)
+    root = si_beta_least_squares(transition_counts(x, y))
+    for beta, converged in ((root, True), (0.36, False)):
+        model = SI(beta)
+        problem = EstimatingEquation(lambda a, b, m=model: 0.5 * ((m.expected_transition(a) - b) ** 2).sum((-2, -1)),
+                                     lambda: [(x, y)], passes=20)
+        result = Sandwich()(SimpleNamespace(simulator=model, uncertainty_problem=lambda p=problem: p), steps=100)
+        assert result["converged"] is converged
+        assert (result["fit_to_root_se"] < 0.01) is converged
+        assert any("has not converged" in w for w in result["warnings"]) is not converged
 
 
 def test_ridge_is_named_as_a_ratio():

@@ -132,27 +132,40 @@ def coverage(jobs: list[dict[str, Any] | None], levels: tuple[float, ...] = LEVE
     out["max_abs_error_from_nominal"] = max(
         abs(v["coverage"] - float(level)) for p in [*out["parameters"].values(), {"coverage": out.get("joint", {})}]
         for level, v in p["coverage"].items())
+    out["not_converged"] = sum(j["uncertainty"].get("converged") is False for j in jobs if j)
     out["seconds"] = {"fit_median": float(np.median([j["seconds"] for j in jobs if j])),
                       "uncertainty_median": float(np.median([j["uncertainty"]["seconds"] for j in jobs if j]))}
     return out
 
 
 def si_reference(jobs: list[dict[str, Any] | None]) -> dict[str, float]:
-    """SI only: the median ratio of the fit's 90% width to the exact posterior's (``beta_posterior_90``), and the
+    """SI only: the median ratio of the fit's 90% width to the exact posterior's (``beta_posterior_90``), the
     simulation noise left in the fit: ``mean (fit - beta_lsq)^2 / mean se_data^2`` in logit space, with
-    ``se_data`` the standard error without the Monte-Carlo correction (``beta_lsq`` is the noise-free root)."""
+    ``se_data`` the standard error without the Monte-Carlo correction (``beta_lsq`` is the noise-free root of
+    the fit's equation), also without the fits farther than 2 ``se`` from it (not converged), their number, and
+    the 90% coverage of the others."""
     done = [j for j in jobs if j is not None and "beta_posterior_90" in j["metrics"]]
     if not done:
         return {}
-    ratios, squared, data = [], [], []
+    ratios, squared, data, far, hits = [], [], [], [], 0
+    z90 = stats.norm.ppf(0.95)
     for job in done:
         lo, hi = job["uncertainty"]["interval"]["beta"]
         post = job["metrics"]["beta_posterior_90"]
         ratios.append((hi - lo) / (post[1] - post[0]))
         squared.append((FORWARD["logit"](job["params"]["beta"]) - FORWARD["logit"](job["metrics"]["beta_lsq"])) ** 2)
         data.append(job["uncertainty"]["se_link"]["beta"] ** 2 / job["uncertainty"].get("mc_factor", 1.0))
+        se = job["uncertainty"]["se_link"]["beta"]
+        far.append(squared[-1] > (2 * se) ** 2)
+        hits += not far[-1] and abs(FORWARD["logit"](job["params"]["beta"]) - FORWARD["logit"](job["truth"]["beta"])) \
+            <= z90 * se
+    near = ~np.array(far)
     return {"median_width_over_exact_posterior": float(np.median(ratios)),
-            "simulation_share_of_variance": float(np.mean(squared) / np.mean(data))}
+            "simulation_share_of_variance": float(np.mean(squared) / np.mean(data)),
+            "simulation_share_of_variance_converged": float(np.mean(np.array(squared)[near]) /
+                                                            np.mean(np.array(data)[near])),
+            "fits_more_than_2se_from_root": int(sum(far)),
+            "coverage_90_of_the_others": {"coverage": hits / int(near.sum()), "band": band(hits, int(near.sum()))}}
 
 
 def se_ratio(sandwich: list[dict[str, Any] | None], bootstrap: list[dict[str, Any] | None]) -> dict[str, float]:
