@@ -5,36 +5,39 @@ respect the bounds: a probability's logit, a positive value's log, a real value 
 ``K`` weights by their ``K - 1`` log-ratios to the last one (softmax has one direction that changes
 nothing). Each reported scalar has a *link*: logit for probabilities and weights, log for positive values,
 the identity for reals. With ``V`` the covariance of ``phi`` and ``J = d link / d phi`` the link's covariance
-is ``J V J'``, and the interval ``link^-1(link(theta) -+ z se)`` at the requested level.
+is ``J V J'``, and the interval ``link^-1(link(theta*) -+ z se)`` at the requested level.
+
+**One step.** A stochastic-gradient fit ends near the root of its own equation, not on it: the simulation
+noise of its last steps (and, with a biased estimator such as Gumbel-softmax, the bias) leaves it a fraction of
+a standard error away, more when it has not converged. The intervals are therefore centred on the one-step
+estimate ``theta* = theta + Delta``, one Newton (Gauss-Newton) step from the fit, whose variance is known
+exactly; ``center`` in the report. ``|Delta|`` in standard errors is how far the fit is from the root
+(``fit_to_root_se``); above :data:`CONVERGED_SE`, ``converged`` is false and a warning says so.
 
 **Simulated method of moments** (:class:`Moments`: MSD, track and summary fits). The fit minimises
 ``(s(phi) - t)' W (s(phi) - t)`` with ``s`` the mean of per-unit simulated statistics (walkers, lattices) and
 ``t`` the observed ones; ``W`` (diagonal) is the loss's own weighting. Then
 
-.. math::  V = (G'WG)^{-1} G'W \left(\Omega + \Sigma / S\right) W G (G'WG)^{-1}
+.. math::  V = (G'WG)^{-1} G'W \left(\Omega + \Sigma / n\right) W G (G'WG)^{-1}
 
 with ``G = ds/dphi`` by central finite differences with common random numbers (the approximate gradients
 are biased, so they are not used for ``G``; their Jacobian is reported beside it as a diagnostic, for up to
 :data:`AUTOGRAD_STATISTICS` statistics), ``Omega`` the covariance of ``t``: on real data a bootstrap over its
 independent units (``target.resample``, which stays valid when the model is misspecified), on simulated
 data ``Sigma / N`` with ``Sigma`` the per-unit covariance of simulations at the estimate and ``N`` the data's
-units. ``Sigma / S`` is the Monte-Carlo correction for the simulation noise left in the estimate, with
-``S`` the simulated units the estimate averages over: the fit's units per step times ``mc_window`` of its
-steps (the annealed end of the schedule). ``J = r' (Omega + Sigma/S)^+ r``, ``r = s - t``, tests the fit
-(chi-square with ``m - d`` degrees of freedom): a small p-value says the model cannot fit the data.
+units. ``Sigma / n`` is the Monte-Carlo correction: the simulation noise of the one-step estimate, whose
+``Delta = -(G'WG)^{-1} G'W r`` takes the residual ``r = s - t`` from ``n`` simulated units.
+``J = r' (Omega + Sigma/n)^+ r`` tests the fit (chi-square with ``m - d`` degrees of freedom): a small p-value
+says the model cannot fit the data.
 
 **Estimating equation** (:class:`EstimatingEquation`: the SI transition fit with the straight-through
 estimator, whose expected gradient is ``sum_u psi_u(phi)``, ``psi_u`` the gradient of the unit's
-``1/2 |E[f(x_u)] - y_u|^2``). ``V = A^{-1} B A^{-T} (1 + 1 / (mc_window * passes))`` with ``A = sum_u dpsi_u/dphi``
-(exact, by automatic differentiation of the expectation) and ``B = sum_u psi_u psi_u'``; the transitions are
-a martingale difference sequence at the truth, so ``B`` needs no independence between them. The
-correction factor is the simulation noise of the fit, which at the estimate has the data's variance, averaged
-over ``mc_window`` of its ``passes`` over the data. Above :data:`FULL_DIMENSION` parameters (a field) ``A``
-and ``B`` are taken block-diagonal, exact for ``A`` when each site depends on one parameter.
-
-**Convergence.** One Newton (Gauss-Newton) step from the fit, ``-A^{-1} sum_u psi_u`` or
-``-(G'WG)^{-1} G'W r``, is how far the fit is from the root of its own equation; farther than
-:data:`CONVERGED_SE` standard errors in any coordinate, ``converged`` is false and a warning says so.
+``1/2 |E[f(x_u)] - y_u|^2``). ``V = A^{-1} B A^{-T}`` with ``A = sum_u dpsi_u/dphi`` (exact, by automatic
+differentiation of the expectation) and ``B = sum_u psi_u psi_u'``; the transitions are a martingale
+difference sequence at the truth, so ``B`` needs no independence between them. The Newton step
+``Delta = -A^{-1} sum_u psi_u`` is exact (no simulation), so the one-step estimate is the root itself up to
+the equation's curvature. Above :data:`FULL_DIMENSION` parameters (a field) ``A`` and ``B`` are taken
+block-diagonal, exact for ``A`` when each site depends on one parameter.
 
 An ill-conditioned direction (the correlation matrix of ``V`` with condition number above
 :data:`RIDGE_CONDITION`) is named in a one-line warning: the data fix a combination (a ratio, in log space),
@@ -104,12 +107,10 @@ class EstimatingEquation:
     Attributes:
         unit_loss: ``(x, y) -> (B,)``, each unit's ``1/2 |E[f(x)] - y|^2``, differentiable in the parameters.
         batches: iterates over the data's units in batches ``(x, y)``.
-        passes: passes of the fit over the data (its epochs).
     """
 
     unit_loss: Callable[[Tensor, Tensor], Tensor]
     batches: Callable[[], Iterable[tuple[Tensor, Tensor]]]
-    passes: int
 
 
 class Coordinates:
@@ -194,14 +195,13 @@ class Sandwich:
         units: simulated units per evaluation of the statistics (``None``: the task's default).
         step: central finite-difference step in the coordinates.
         replicates: bootstrap replicates of real data's statistics (``Omega``).
-        mc_window: share of the fit's steps that its estimate averages the simulation noise over.
         seed: seed of the simulations (common random numbers across the finite differences).
     """
 
     method = "sandwich"
 
     def __init__(self, level: float = 0.9, units: int | None = None, step: float = 0.1, replicates: int = 200,
-                 mc_window: float = 0.1, seed: int = 0):
+                 seed: int = 0):
         _check_level(level)
         if units is not None and not (isinstance(units, int) and units >= 2):
             raise InputError(f"uq.units: expected an integer >= 2 (or null), got {units}")
@@ -209,10 +209,7 @@ class Sandwich:
             raise InputError(f"uq.step: expected a positive finite-difference step, got {step}")
         if not (isinstance(replicates, int) and replicates >= 2):
             raise InputError(f"uq.replicates: expected an integer >= 2, got {replicates}")
-        if not 0 < mc_window <= 1:
-            raise InputError(f"uq.mc_window: expected a share of the steps in (0, 1], got {mc_window}")
-        self.level, self.units, self.step, self.replicates = level, units, step, replicates
-        self.mc_window, self.seed = mc_window, seed
+        self.level, self.units, self.step, self.replicates, self.seed = level, units, step, replicates, seed
 
     def check(self, task: Any) -> None:
         """Refuse, before any compute, a task without an uncertainty problem."""
@@ -228,12 +225,11 @@ class Sandwich:
         if isinstance(problem, EstimatingEquation):
             cov, simulations, extra = self.estimating_equation(task.simulator, coords, problem)
         else:
-            cov, simulations, extra = self.moments(coords, problem, steps, task.target)
+            cov, simulations, extra = self.moments(coords, problem, task.target)
         coords.set(phi)
         return report(self.method, self.level, coords, phi, cov, time.perf_counter() - start, simulations, extra)
 
-    def moments(self, coords: Coordinates, problem: Moments, steps: int, target: Any
-                ) -> tuple[Tensor, int, dict[str, Any]]:
+    def moments(self, coords: Coordinates, problem: Moments, target: Any) -> tuple[Tensor, int, dict[str, Any]]:
         n = self.units or problem.units
         phi = coords.get()
 
@@ -261,8 +257,7 @@ class Sandwich:
         else:
             raise InputError("uq: the data have neither independent units to resample nor a size to simulate "
                              "(a given target value); use uq=none")
-        sim_units = problem.fit_units * max(1.0, self.mc_window * steps)
-        total = omega + sigma / sim_units
+        total = omega + sigma / n
         W = torch.diag(problem.weight.double().cpu())
         bread = torch.linalg.inv(G.T @ W @ G)
         cov = bread @ G.T @ W @ total @ W @ G @ bread
@@ -270,7 +265,6 @@ class Sandwich:
         j_stat = float(residual @ torch.linalg.pinv(total, hermitian=True) @ residual)
         dof = len(observed) - len(phi)
         extra = {"form": "method of moments", "omega": source, "units_per_evaluation": n,
-                 "mc_correction_units": round(sim_units),
                  "j_test": {"statistic": j_stat, "dof": dof, "p_value": float(stats.chi2.sf(j_stat, dof)) if dof > 0
                             else None}}
         if len(observed) <= AUTOGRAD_STATISTICS:
@@ -335,16 +329,15 @@ class Sandwich:
                 ones = tuple(torch.ones_like(t) for t in theta)
                 _, diagonal = torch.func.jvp(lambda *t, x=x, y=y: torch.func.grad(total_loss)(t, x, y), theta, ones)
                 A += torch.cat([g.flatten() for g in diagonal]).double().cpu()
-        factor = 1 + 1 / (self.mc_window * max(problem.passes, 1))
         if full:
             bread = torch.linalg.inv(A)
-            cov = bread @ B @ bread.T * factor
+            cov = bread @ B @ bread.T
             step = -bread @ score
         else:
-            cov = torch.diag(B / A ** 2 * factor)
+            cov = torch.diag(B / A ** 2)
             step = -score / A
         extra = {"form": "estimating equation A^-1 B A^-T" + ("" if full else " (block-diagonal)"),
-                 "units": units, "mc_factor": factor, "newton_step": step}
+                 "units": units, "newton_step": step}
         return cov, 0, extra
 
 
@@ -362,21 +355,23 @@ class _Call(nn.Module):
 
 def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi: Tensor, seconds: float,
            simulations: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """``results.json``'s ``uncertainty`` from the covariance of ``phi`` (see the module docstring); logs a
-    warning naming an ill-conditioned direction."""
-    J = torch.func.jacrev(coords.link)(phi)
+    """``results.json``'s ``uncertainty`` from the covariance of ``phi`` around the one-step estimate ``phi +
+    extra["newton_step"]`` (see the module docstring); logs a warning naming an ill-conditioned direction or an
+    unconverged fit."""
+    step = extra.pop("newton_step")
+    center = phi + step
+    J = torch.func.jacrev(coords.link)(center)
     cov = J @ cov_phi @ J.T
-    link = coords.link(phi).detach().numpy()
+    link = coords.link(center).detach().numpy()
     se_link = cov.diagonal().clamp_min(0).sqrt().numpy()
     out = intervals(coords, link, se_link, level)
     warnings = ridges(coords, cov_phi)
-    step = extra.pop("newton_step", None)
-    if step is not None:  # how far the fit is from the root of its own equation, in standard errors
-        distance = float((step.abs() / cov_phi.diagonal().clamp_min(1e-300).sqrt()).max())
-        extra |= {"fit_to_root_se": distance, "converged": distance <= CONVERGED_SE}
-        if distance > CONVERGED_SE:
-            warnings.append(f"uq: the fit has not converged: it is {distance:.1f} standard errors from the root of "
-                            f"its own equation (one Newton step away); fit longer (trainer.max_epochs)")
+    distance = float((step.abs() / cov_phi.diagonal().clamp_min(1e-300).sqrt()).max())
+    extra |= {"center": coords.shaped(coords.unlink(link)), "fit_to_root_se": distance,
+              "converged": distance <= CONVERGED_SE}
+    if distance > CONVERGED_SE:
+        warnings.append(f"uq: the fit has not converged: it is {distance:.1f} standard errors from the root of its "
+                        f"own equation (one Newton step away, the intervals' centre); fit longer (trainer.max_epochs)")
     for line in warnings:
         log.warning(line)
     small = len(link) <= REPORTED_COV
@@ -445,7 +440,8 @@ class Bootstrap:
     Args:
         level: level of the intervals.
         replicates: number of refits (at least 2).
-        steps: steps of each refit (``None``: a quarter of the fit's, at least 50).
+        steps: steps of each refit (``None``: the fit's own, so that a refit keeps the fit's simulation noise;
+            fewer steps make noisier refits: a quarter of them gave SI refits 2.4x the spread, docs/uncertainty.md).
         seed: first seed of the replicates' data and noise.
     """
 
@@ -479,7 +475,7 @@ class Bootstrap:
         link = coords.link(phi).detach().numpy()
         fitted = task.simulator.parameter_values()
         parametric = task.target.resample is None
-        refit_steps = self.steps or max(50, steps // 4)
+        refit_steps = self.steps or steps
         estimates = []
         for b in range(self.replicates):
             params = refit(b, self.seed + b, refit_steps, parametric, fitted)

@@ -43,7 +43,7 @@ def prw_sandwich(walk: PersistentRandomWalk, data_walkers: int) -> tuple:
     problem = Moments(target, target ** -2, lambda n, g: walk.msd_per_walker(n, 10, g), units=40_000,
                       fit_units=1500, unit="walkers")
     coords = Coordinates(walk)
-    cov, _, extra = Sandwich().moments(coords, problem, steps=10**6, target=Target(units=data_walkers))
+    cov, _, extra = Sandwich().moments(coords, problem, target=Target(units=data_walkers))
     return cov, extra
 
 
@@ -59,17 +59,19 @@ def test_finite_differences_agree_with_the_exact_jacobian_and_the_sandwich_with_
         units = walk.msd_per_walker(40_000, 10, torch.Generator().manual_seed(0)).double()
     W = torch.diag(expected.detach().double() ** -2)
     bread = torch.linalg.inv(G.T @ W @ G)
-    exact = bread @ G.T @ W @ (torch.cov(units.T) / 15_000) @ W @ G @ bread
+    sigma = torch.cov(units.T)  # the data's 15,000 walkers and the one-step estimate's 40,000 simulated ones
+    exact = bread @ G.T @ W @ (sigma / 15_000 + sigma / 40_000) @ W @ G @ bread
     np.testing.assert_allclose(cov.diagonal().sqrt(), exact.diagonal().sqrt(), rtol=0.05)
     assert extra["j_test"]["dof"] == 8
     assert extra["autograd_jacobian_rel_error"] > 0.2  # Gumbel-softmax at tau 1 is biased: why G is not autograd
 
 
-def test_more_data_gives_proportionally_narrower_intervals():
+def test_more_data_gives_narrower_intervals_as_the_formula_says():
     walk = PersistentRandomWalk(0.3, 0.2, estimator="gumbel")
     small, _ = prw_sandwich(walk, 4_000)
     large, _ = prw_sandwich(walk, 16_000)
-    np.testing.assert_allclose((small.diagonal() / large.diagonal()).sqrt(), 2.0, rtol=0.05)
+    expected = math.sqrt((1 / 4_000 + 1 / 40_000) / (1 / 16_000 + 1 / 40_000))  # data plus the 40,000 simulated
+    np.testing.assert_allclose((small.diagonal() / large.diagonal()).sqrt(), expected, rtol=0.05)
 
 
 def test_si_estimating_equation_matches_the_closed_form():
@@ -80,7 +82,7 @@ def test_si_estimating_equation_matches_the_closed_form():
     with torch.no_grad():
         y = model(x, gen)
     problem = EstimatingEquation(lambda a, b: 0.5 * ((model.expected_transition(a) - b) ** 2).sum((-2, -1)),
-                                 lambda: [(x[:25], y[:25]), (x[25:], y[25:])], passes=10**6)
+                                 lambda: [(x[:25], y[:25]), (x[25:], y[25:])])
     cov, _, extra = Sandwich().estimating_equation(model, Coordinates(model), problem)
     beta = 0.3
     n = torch.arange(9, dtype=torch.float64)
@@ -106,7 +108,7 @@ def test_a_fit_away_from_the_root_of_its_equation_is_reported_as_not_converged()
     for beta, converged in ((root, True), (0.36, False)):
         model = SI(beta)
         problem = EstimatingEquation(lambda a, b, m=model: 0.5 * ((m.expected_transition(a) - b) ** 2).sum((-2, -1)),
-                                     lambda: [(x, y)], passes=20)
+                                     lambda: [(x, y)])
         result = Sandwich()(SimpleNamespace(simulator=model, uncertainty_problem=lambda p=problem: p), steps=100)
         assert result["converged"] is converged
         assert (result["fit_to_root_se"] < 0.01) is converged

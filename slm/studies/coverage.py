@@ -48,12 +48,13 @@ def _job_number(path: Path) -> tuple[int, str]:
 
 
 def flatten(job: dict[str, Any]) -> dict[str, Any]:
-    """A job's scalars by flat name (``p_center[0]``): ``truth``, ``fit`` and ``se`` in link space, the links,
+    """A job's scalars by flat name (``p_center[0]``): ``truth``, ``fit`` (the intervals' centre, the one-step
+    estimate) and ``se`` in link space, the links,
     and the link covariance (``None`` for a field)."""
     uncertainty = job["uncertainty"]
     space = uncertainty["space"]
     names = list(space)
-    fit = flat_values(job["params"])
+    fit = flat_values(uncertainty.get("center", job["params"]))  # the intervals' centre
     truth = flat_values({k: v for k, v in job["truth"].items() if k in job["params"]})
     se = flat_values(uncertainty["se_link"])
     out = {"names": names, "links": [space[n] for n in names],

@@ -75,7 +75,7 @@ class TransitionFitting(FittingTask):
         def unit_loss(x: Tensor, y: Tensor) -> Tensor:
             return 0.5 * ((expected(x) - y) ** 2).sum((-2, -1))
 
-        return EstimatingEquation(unit_loss, self.target.transitions, passes=self.current_epoch)
+        return EstimatingEquation(unit_loss, self.target.transitions)
 
     def final_metrics(self) -> dict[str, float]:
         return dict(self.references())

@@ -1,0 +1,35 @@
+"""Intervals for finished runs, again: ``python scripts/uncertainty.py RUN_DIR... [--set uq=bootstrap uq.level=0.95]``.
+
+Reads the run's config and latest checkpoint, computes ``uq`` (default: the run's own, else ``uq=sandwich``) and
+writes ``uncertainty`` into its ``results.json`` (docs/uncertainty.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from slm.errors import InputError
+from slm.train import CONFIG_DIR, check_choices, estimate_uncertainty
+
+os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (.hydra/, checkpoints/, results.json)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. uq=bootstrap")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        check_choices(args.set)
+        for run in args.runs:
+            estimate_uncertainty(run, args.set)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()
