@@ -197,7 +197,7 @@ def refit(cfg: DictConfig, replicate: int, seed: int, steps: int, parametric: bo
     """One bootstrap refit (:class:`slm.uncertainty.Bootstrap`): ``steps`` steps from ``start`` with noise
     ``seed``, on data simulated again at ``start`` with data seed ``seed`` (``parametric``) or on the real data
     resampled over its units (``data.bootstrap=replicate``); no logger, checkpoints or uncertainty. Returns
-    the fitted parameters."""
+    the refitted task."""
     item = cfg.copy()
     settings = {"uq": None, "logger": None, "callbacks": None, "seed": seed, "ckpt_path": None,
                 "trainer.max_steps": steps, "trainer.max_epochs": -1, "trainer.enable_progress_bar": False,
@@ -208,7 +208,7 @@ def refit(cfg: DictConfig, replicate: int, seed: int, steps: int, parametric: bo
         settings["data.bootstrap"] = replicate
     for key, value in settings.items():
         OmegaConf.update(item, key, value, force_add=True)
-    return fit(item, start=start)[2]["params"]
+    return fit(item, start=start)[0]
 
 
 def estimate_uncertainty(run: Path, overrides: list[str]) -> dict[str, Any]:

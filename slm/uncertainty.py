@@ -195,13 +195,13 @@ class Sandwich:
         units: simulated units per evaluation of the statistics (``None``: the task's default).
         step: central finite-difference step in the coordinates.
         replicates: bootstrap replicates of real data's statistics (``Omega``).
-        seed: seed of the simulations (common random numbers across the finite differences).
+        seed: seed of the simulations (common random numbers across the finite differences); ``None``: 0.
     """
 
     method = "sandwich"
 
     def __init__(self, level: float = 0.9, units: int | None = None, step: float = 0.1, replicates: int = 200,
-                 seed: int = 0):
+                 seed: int | None = 0):
         _check_level(level)
         if units is not None and not (isinstance(units, int) and units >= 2):
             raise InputError(f"uq.units: expected an integer >= 2 (or null), got {units}")
@@ -209,7 +209,8 @@ class Sandwich:
             raise InputError(f"uq.step: expected a positive finite-difference step, got {step}")
         if not (isinstance(replicates, int) and replicates >= 2):
             raise InputError(f"uq.replicates: expected an integer >= 2, got {replicates}")
-        self.level, self.units, self.step, self.replicates, self.seed = level, units, step, replicates, seed
+        self.level, self.units, self.step, self.replicates = level, units, step, replicates
+        self.seed = 0 if seed is None else seed
 
     def check(self, task: Any) -> None:
         """Refuse, before any compute, a task without an uncertainty problem."""
@@ -435,7 +436,8 @@ def coordinate_labels(coords: Coordinates) -> list[str]:
 
 class Bootstrap:
     """``uq=bootstrap``: ``replicates`` refits warm-started at the estimate, each on a new data set: simulated
-    again at the estimate (parametric) or the real data resampled over its units; percentile intervals.
+    again at the estimate (parametric) or the real data resampled over its units; percentile intervals of the
+    refits' one-step estimates (:class:`Sandwich`'s centre, the estimator whose spread the sandwich predicts).
 
     Args:
         level: level of the intervals.
@@ -468,7 +470,7 @@ class Bootstrap:
 
     def __call__(self, task: Any, steps: int, refit: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         """Run the refits through ``refit(replicate, seed, steps, parametric, start)``, which returns the refitted
-        parameters by name (``start``: the fitted values, the warm start and, parametric, the new truth)."""
+        task (``start``: the fitted values, the warm start and, parametric, the new truth)."""
         start = time.perf_counter()
         coords = Coordinates(task.simulator)
         phi = coords.get()
@@ -478,9 +480,9 @@ class Bootstrap:
         refit_steps = self.steps or steps
         estimates = []
         for b in range(self.replicates):
-            params = refit(b, self.seed + b, refit_steps, parametric, fitted)
-            values = np.array(list(flat_values(params).values()))
-            estimates.append(values)
+            replica = refit(b, self.seed + b, refit_steps, parametric, fitted)
+            center = Sandwich(self.level, seed=self.seed + b)(replica, refit_steps)["center"]
+            estimates.append(np.array(list(flat_values(center).values())))
         values = np.stack(estimates)
         links = np.stack([_link(coords, row) for row in values])
         cov = np.cov(links.T).reshape(len(link), len(link))

@@ -64,7 +64,7 @@ class StatisticsFitting(FittingTask):
         target = self.target.msd.to(self.device)
         weight = target ** -2 if self.loss_name == "relative" else torch.ones_like(target)
         return Moments(target, weight, lambda n, generator: self.simulator.msd_per_walker(n, len(target), generator),
-                       units=20 * self.batch_size, fit_units=self.batch_size, unit="walkers")
+                       units=100 * self.batch_size, fit_units=self.batch_size, unit="walkers")
 
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
