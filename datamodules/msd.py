@@ -69,8 +69,10 @@ class MSDDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         #: the true walk of a synthetic target (``param_rel_error`` in ``results.json``)
         self.truth = None
-        if target is None and not path:
-            self.truth = {name: value.tolist() for name, value in self.walk().parameter_values().items()}
+        if target is None and not path:  # as given (a mixture's as the walk spreads them over its classes)
+            walk = self.walk()
+            self.truth = ({"p_center": float(p_center), "p_resample": float(p_resample)} if classes == 1 else
+                          {name: value.tolist() for name, value in walk.parameter_values().items()})
         self.target: Tensor | None = None
         self.frame_interval: float | None = None
         self.tracks: Tracks | None = None

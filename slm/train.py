@@ -83,13 +83,20 @@ POSITIVE = ("lr", "max_lr")
 
 def check_choices(arguments: list[str]) -> None:
     """Refuse, in one line, a command-line choice of a config group that does not exist (``uq=foo``), before
-    Hydra composes (whose own message spans many lines)."""
+    Hydra composes (whose own message spans many lines); a ``--config-dir`` adds its options."""
+    folders = [CONFIG_DIR]
+    for i, argument in enumerate(arguments):
+        if argument in ("--config-dir", "-cd") and i + 1 < len(arguments):
+            folders.append(Path(arguments[i + 1]))
+        elif argument.startswith("--config-dir="):
+            folders.append(Path(argument.split("=", 1)[1]))
     for argument in arguments:
         key, _, value = argument.partition("=")
-        group = CONFIG_DIR / key.lstrip("+~")
-        if not value or not group.is_dir() or value == "null" or "," in value or "(" in value:
+        groups = [folder / key.lstrip("+~") for folder in folders]
+        if argument.startswith("-") or not value or not groups[0].is_dir() or value == "null" or "," in value \
+                or "(" in value:
             continue
-        options = sorted(p.stem for p in group.glob("*.yaml"))
+        options = sorted({p.stem for group in groups if group.is_dir() for p in group.glob("*.yaml")})
         if value not in options:
             raise InputError(f"{key}: unknown option {value!r}; expected one of {', '.join(options)}")
 

@@ -142,6 +142,6 @@ def test_si_field_with_one_beta_per_site_is_close_to_the_mle(make_cfg, tmp_path)
 
 
 def tensorboard_events(folder):
-    events = EventAccumulator(str(next(folder.rglob("events.out.tfevents.*"))))
+    events = EventAccumulator(str(next(folder.rglob("events.out.tfevents.*")).parent))  # every file of the run
     events.Reload()
     return events

@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 
 def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
     results = train(make_cfg())
-    assert set(results) == {"params", "metrics", "steps", "seconds"}
+    assert set(results) == {"params", "metrics", "steps", "seconds", "truth", "uncertainty"}
     assert 0 < results["params"]["beta"] < 1 and 0 < results["metrics"]["beta_mle"] < 1
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -22,6 +22,7 @@ def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "param/beta", "grad/beta"} <= scalars
     assert any(tag.startswith("transition/") for tag in events.Tags()["images"])
+    assert "uncertainty" in events.Tags()["images"]  # the interval figure
     assert len(events.Scalars("param/beta")) > 1
 
 

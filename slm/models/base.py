@@ -25,8 +25,9 @@ and gets from this base class:
   score function's included, see :mod:`slm.estimators`).
 
 Optional statistics that tasks use when a model has them: ``positions(state) -> (B, ..., D)`` (walkers'
-or cells' positions, what :meth:`Simulator.rollout` records by default), ``msd(n, lags, generator) -> (lags,)``
-(:class:`WalkSimulator`, for statistics fitting), :meth:`Simulator.reference_metrics` (exact
+or cells' positions, what :meth:`Simulator.rollout` records by default), ``msd_per_walker(n, lags, generator)
+-> (n, lags)`` (:class:`WalkSimulator`, for statistics fitting), ``expected_transition(x)`` (``E[x_{t+1} | x_t]``,
+differentiable: the intervals of transition fits, :mod:`slm.uncertainty`), :meth:`Simulator.reference_metrics` (exact
 reference estimates from observed transitions, e.g. the SI MLE), :meth:`Simulator.observe` (the
 lattice as an image), :meth:`Simulator.initial_state`, and :meth:`Simulator.state` /
 :meth:`Simulator.summary` (a state from data arrays and summary statistics, for summary fitting).
