@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 #: Above this many coordinates the estimating equation's ``A`` and ``B`` are taken block-diagonal.
 FULL_DIMENSION = 64
+#: Each link and its inverse, on numbers or arrays.
+LINK = {"logit": lambda v: np.log(v / (1 - v)), "log": np.log, "identity": lambda v: v}
+UNLINK = {"logit": lambda v: 1 / (1 + np.exp(-v)), "log": np.exp, "identity": lambda v: v}
 #: A covariance is reported in ``results.json`` (``cov``) up to this many reported scalars.
 REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
@@ -169,8 +172,13 @@ class Coordinates:
     def unlink(self, link: Tensor | np.ndarray) -> np.ndarray:
         """Reported values from link values."""
         link = np.asarray(link, dtype=float)
-        inverse = {"logit": lambda v: 1 / (1 + np.exp(-v)), "log": np.exp, "identity": lambda v: v}
-        return np.array([inverse[kind](v) for kind, v in zip(self.links, link, strict=True)])
+        return np.array([UNLINK[kind](v) for kind, v in zip(self.links, link, strict=True)])
+
+    def slope(self, link: np.ndarray) -> np.ndarray:
+        """``d value / d link`` of every reported scalar at ``link`` (the delta method's factor)."""
+        value = self.unlink(link)
+        return np.array([v * (1 - v) if kind == "logit" else v if kind == "log" else 1.0
+                         for kind, v in zip(self.links, value, strict=True)])
 
     def shaped(self, flat: np.ndarray) -> dict[str, Any]:
         """Per-scalar values back into the parameters' shapes (a scalar, or a nested list), by name."""
@@ -385,28 +393,29 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
 def intervals(coords: Coordinates, link: np.ndarray, se_link: np.ndarray, level: float) -> dict[str, Any]:
     """``se`` (delta method, in the parameters' units), ``se_link`` and the ``interval`` per parameter."""
     z = float(stats.norm.ppf(0.5 + level / 2))
-    value = coords.unlink(link)
-    slope = np.array([v * (1 - v) if kind == "logit" else v if kind == "log" else 1.0
-                      for kind, v in zip(coords.links, value, strict=True)])
     lo, hi = coords.unlink(link - z * se_link), coords.unlink(link + z * se_link)
     low, high = coords.shaped(lo), coords.shaped(hi)
-    return {"se": coords.shaped(se_link * slope), "se_link": coords.shaped(se_link),
+    return {"se": coords.shaped(se_link * coords.slope(link)), "se_link": coords.shaped(se_link),
             "interval": {name: [low[name], high[name]] for name in low}}
+
+
+def correlation(cov: Tensor) -> Tensor:
+    """The correlation matrix of ``cov``."""
+    sd = cov.diagonal().clamp_min(1e-300).sqrt()
+    return cov / sd[:, None] / sd[None, :]
 
 
 def condition(cov: Tensor) -> float:
     """Condition number of the correlation matrix of ``cov`` (1 for independent parameters)."""
-    sd = cov.diagonal().clamp_min(1e-300).sqrt()
-    eigenvalues = torch.linalg.eigvalsh(cov / sd[:, None] / sd[None, :])
+    eigenvalues = torch.linalg.eigvalsh(correlation(cov))
     return float(eigenvalues[-1] / eigenvalues[0].clamp_min(1e-300))
 
 
 def ridges(coords: Coordinates, cov: Tensor) -> list[str]:
-    """A one-line warning for the weakest direction when the correlation matrix is ill-conditioned."""
+    """A one-line warning for the least determined direction when the correlation matrix is ill-conditioned."""
     if len(cov) < 2 or len(cov) > FULL_DIMENSION or condition(cov) <= RIDGE_CONDITION:
         return []
-    sd = cov.diagonal().clamp_min(1e-300).sqrt()
-    eigenvalues, vectors = torch.linalg.eigh(cov / sd[:, None] / sd[None, :])
+    _, vectors = torch.linalg.eigh(correlation(cov))
     direction = vectors[:, -1]  # the correlation's largest eigenvector: where V is long
     labels = coordinate_labels(coords)
     big = [(float(w), label) for w, label in zip(direction, labels, strict=True) if abs(w) > 0.3]
@@ -484,28 +493,21 @@ class Bootstrap:
             center = Sandwich(self.level, seed=self.seed + b)(replica, refit_steps)["center"]
             estimates.append(np.array(list(flat_values(center).values())))
         values = np.stack(estimates)
-        links = np.stack([_link(coords, row) for row in values])
+        links = np.stack([[LINK[kind](v) for kind, v in zip(coords.links, row, strict=True)] for row in values])
         cov = np.cov(links.T).reshape(len(link), len(link))
         se_link = np.sqrt(np.diag(cov))
         tail = (1 - self.level) / 2
         lo, hi = np.quantile(values, tail, axis=0), np.quantile(values, 1 - tail, axis=0)
         low, high = coords.shaped(lo), coords.shaped(hi)
-        slope = np.array([v * (1 - v) if k == "logit" else v if k == "log" else 1.0
-                          for k, v in zip(coords.links, coords.unlink(link), strict=True)])
         small = len(link) <= REPORTED_COV
         return {"method": self.method, "level": self.level, "se": coords.shaped(values.std(0, ddof=1)),
-                "se_delta": coords.shaped(se_link * slope), "se_link": coords.shaped(se_link),
+                "se_delta": coords.shaped(se_link * coords.slope(link)), "se_link": coords.shaped(se_link),
                 "interval": {name: [low[name], high[name]] for name in low},
                 "cov": cov.tolist() if small else None, "cov_names": coords.names if small else None,
                 "space": dict(zip(coords.names, coords.links, strict=True)),
                 "cond": condition(torch.as_tensor(cov)), "seconds": round(time.perf_counter() - start, 3),
                 "simulations": None, "replicates": self.replicates, "refit_steps": refit_steps,
                 "kind": "parametric" if parametric else "data", "estimates": values.tolist()}
-
-
-def _link(coords: Coordinates, values: np.ndarray) -> np.ndarray:
-    forward = {"logit": lambda v: np.log(v / (1 - v)), "log": np.log, "identity": lambda v: v}
-    return np.array([forward[kind](v) for kind, v in zip(coords.links, values, strict=True)])
 
 
 def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:
