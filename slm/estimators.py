@@ -163,6 +163,10 @@ class Estimator(ABC):
         """Per-sample outcomes ``(n, ...)`` whose mean carries this estimator's gradient (unchanged here)."""
         return values
 
+    def record_log_prob(self, per_sample: Tensor) -> None:  # noqa: B027 (a hook, as reset)
+        """Take a stand-in ``(n,)`` for ``log P`` per sample of draws made elsewhere (a compiled engine), whose
+        gradient is that of ``log P``; only the score function uses it."""
+
     def reset(self) -> None:  # noqa: B027 (a hook: only estimators that record something override it)
         """Forget what was recorded since the last :meth:`surrogate` (nothing here)."""
 
@@ -298,6 +302,9 @@ class ScoreFunction(Estimator):
                                  f"the first dimension of every draw must be the sample")
             total = per_sample if total is None else total + per_sample
         return total
+
+    def record_log_prob(self, per_sample: Tensor) -> None:
+        self._sums.append(per_sample)
 
     def surrogate(self, values: Tensor) -> Tensor:
         log_prob = self._log_prob()

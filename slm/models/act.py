@@ -50,6 +50,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.estimators import Estimator
+from slm.models import potts_engine
 from slm.models.potts import MOORE, CellularPotts
 from slm.parameters import Positive, register
 
@@ -84,6 +85,7 @@ class ActPotts(CellularPotts):
     """
 
     more_parameters = ("lambda_act", "max_act")
+    kernel_terms = (*CellularPotts.kernel_terms, "act")
 
     def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 250.0,
                  max_act: float = 20.0, volume_target: float | Sequence[float] = 60.0,
@@ -91,10 +93,10 @@ class ActPotts(CellularPotts):
                  lambda_surface: float | Sequence[float] = 1.0, temperature: float = 20.0,
                  type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
-                 estimator: Estimator | str = "ste"):
+                 estimator: Estimator | str = "ste", engine: str = "auto"):
         learn = list(self.more_parameters) if learn is None else list(learn)
         super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
-                         type_names, learn, neighbourhood, cells, fractions, estimator)
+                         type_names, learn, neighbourhood, cells, fractions, estimator, engine)
         for key, value, low in (("lambda_act", lambda_act, 0.0), ("max_act", max_act, 0.0)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
                     value < low or (key == "max_act" and value == 0)):
@@ -124,6 +126,10 @@ class ActPotts(CellularPotts):
             source = padded.flatten(1).gather(1, where).view_as(gm[:, a::2, b::2])
             d_h = d_h - weight * (lambda_act / memory) * (source - gm[:, a::2, b::2])
         return d_h
+
+    def _kernel_mcs(self, state: ActState, prepared: tuple[Tensor, ...], noise: Tensor) -> ActState:
+        labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, noise, act=True)
+        return ActState(labels, state.cell_types, volume, surface, path, age, moment)
 
     def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> ActState:
         age, moment = state.age.clone(), state.moment

@@ -28,6 +28,10 @@ random order. An MCS is therefore the literal sequential algorithm with the atte
 one-attempt-at-a-time CPM, agrees with it in distribution (``tests/test_potts.py``). The rounds are the
 price: their number grows with the proposals per cell per class (about 20 for cells of 64 sites).
 
+Engines. This sweep in tensor operations is the reference (``engine="torch"``, any device); on the CPU
+``engine="auto"`` runs the same MCS, with the same noise and the same decisions, as a compiled loop
+(:mod:`slm.models.potts_engine`), whose backward pass gives the same gradients.
+
 Gradients. The acceptance ``z ~ Bernoulli(p)`` of every attempt is drawn through the estimator, with
 ``p`` differentiable in every energy parameter and ``T``. The state carries float volumes and surfaces
 updated by ``z`` (so later ``dH`` depend on earlier decisions) and, with autograd on, a zero-valued
@@ -52,6 +56,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.estimators import Estimator, gradient_only, make_estimator
+from slm.models import potts_engine
 from slm.models.base import Simulator
 from slm.parameters import Positive, Real, register
 
@@ -97,8 +102,13 @@ class CellularPotts(Simulator):
         cells, fractions: what :meth:`initial_state` places: ``cells`` square cells of about
             ``volume_target`` sites with types drawn in the proportions ``fractions`` (default equal).
         estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
+        engine: ``auto`` (default), ``kernel`` or ``torch``: which implementation runs an MCS
+            (:mod:`slm.models.potts_engine`).
     """
 
+    #: The energy terms the compiled engine computes for this class itself (subclasses run the torch engine
+    #: unless they declare theirs).
+    kernel_terms = ("contact", "volume", "surface")
     #: Parameters of more energy terms that a subclass registers itself (names ``learn`` may hold).
     more_parameters: tuple[str, ...] = ()
 
@@ -107,8 +117,11 @@ class CellularPotts(Simulator):
                  lambda_surface: float | Sequence[float] = 0.0, temperature: float = 10.0,
                  type_names: Sequence[str] | None = None, learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 200, fractions: Sequence[float] | None = None,
-                 estimator: Estimator | str = "ste"):
+                 estimator: Estimator | str = "ste", engine: str = "auto"):
         super().__init__()
+        if engine not in potts_engine.ENGINES:
+            raise InputError(f"model.engine: expected one of {', '.join(potts_engine.ENGINES)}, got {engine!r}")
+        self.engine = engine
         matrix = _contact_matrix(contact)
         n_types = len(matrix) - 1
         names = ["medium", *(type_names if type_names is not None else [str(k) for k in range(1, n_types + 1)])]
@@ -187,14 +200,21 @@ class CellularPotts(Simulator):
 
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
-        """One MCS: the four site classes in turn."""
-        state = state._replace(labels=state.labels.clone())
-        per_cell = [term[state.cell_types] for term in prepared[1:5]]
+        """One MCS: the four site classes in turn, by the engine :func:`slm.models.potts_engine.choose` picks."""
         noise = torch.rand(len(CLASSES), 2, *state.labels[:, ::2, ::2].shape, generator=generator,
                            device=state.labels.device)
+        if potts_engine.choose(self, state) == "kernel":
+            return self._kernel_mcs(state, prepared, noise)
+        state = state._replace(labels=state.labels.clone())
+        per_cell = [term[state.cell_types] for term in prepared[1:5]]
         for (a, b), u in zip(CLASSES, noise, strict=True):
             state = self._sweep(state, prepared, per_cell, a, b, u)
         return self._after_mcs(state, prepared)
+
+    def _kernel_mcs(self, state: PottsState, prepared: tuple[Tensor, ...], noise: Tensor) -> PottsState:
+        """One MCS by the compiled engine, with the noise the torch path would use."""
+        labels, volume, surface, path, _, _ = potts_engine.mcs(self, state, prepared, noise)
+        return state._replace(labels=labels, volume=volume, surface=surface, path=path)
 
     # -- what a CPM with more terms overrides (the act model, slm.models.act) -----------------------
 
@@ -466,11 +486,16 @@ def count_ids(labels: Tensor, ids: int) -> Tensor:
         1, labels.flatten(1), torch.ones_like(labels.flatten(1)))
 
 
-def count_clusters(types: Tensor) -> Tensor:
+def count_clusters(types: Tensor, compiled: bool = True) -> Tensor:
     """Number of 4-connected clusters of equal non-zero values on the torus, per lattice ``(B,)``.
 
-    Minimum-label propagation with pointer jumping (a few dozen sweeps at 100x100), all in torch.
+    On the CPU by the compiled kernel's union-find (:func:`slm.models.potts_engine.compiled_clusters`); elsewhere,
+    or with ``compiled=False``, minimum-label propagation with pointer jumping (a few dozen sweeps at 100x100),
+    all in torch.
     """
+    counted = potts_engine.compiled_clusters(types) if compiled else None
+    if counted is not None:
+        return counted
     batch, height, width = types.shape
     size = height * width
     index = torch.arange(size, device=types.device).expand(batch, -1).reshape_as(types)

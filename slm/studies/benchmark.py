@@ -9,6 +9,8 @@ so that its peak memory (CUDA: allocated; CPU: resident set above the process's 
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing as mp
 import resource
 import statistics
@@ -165,20 +167,30 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
             "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
 
 
+#: The cellsort energies of the CPM cases, and the type names glazier's description gives them.
+CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
+
+
 def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device: torch.device, repeats: int
                ) -> Row:
-    """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites): ``forward`` MCS/s and copy
-    attempts/s of the vectorised sweep, ``sequential`` the same for the literal one-attempt-at-a-time
-    reference (:mod:`slm.studies.potts_reference`, CPU, one lattice), or ``grad`` (``grad+checkpoint``:
-    checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS, next to that forward."""
+    """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites, half of each type):
+
+    * ``kernel`` / ``torch``: MCS/s and copy attempts/s of that engine (``model.engine``), no gradient;
+    * ``glazier``: the same for glazier's serial Rust engine (``pip install -e ".[bench]"``) on the same lattice
+      with the same cells tiled from a corner, per MCS from the difference of two run lengths (its start-up
+      excluded);
+    * ``sequential``: the literal one-attempt-at-a-time reference (:mod:`slm.studies.potts_reference`, one lattice);
+    * ``grad`` (``grad+checkpoint``: checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS, next
+      to the same forward pass (rollout and summaries) without gradients."""
     from slm.models.potts import CellularPotts
 
-    contact = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
     learn = ["J_1_2", "J_2_2", "lambda_volume"]
-    model = CellularPotts(contact, volume_target=volume, cells=cells, learn=learn).to(device)
+    engine = mode if mode in ("kernel", "torch") else "auto"
+    model = CellularPotts(CELLSORT, volume_target=volume, cells=cells, learn=learn, engine=engine).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     start = model.initial_state(batch, size, device=device, generator=generator)
-    row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch}
+    row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch,
+           "engine": mode, "sites": size * size}
     if mode == "sequential":
         import numpy as np
 
@@ -189,35 +201,71 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
         rng = np.random.default_rng(0)
         seconds = _median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
         row["model"] += ", literal sequential (Python)"
-    elif mode == "forward":
+    elif mode == "glazier":
+        seconds = _glazier_mcs_seconds(size, cells, volume, repeats)
+        row["model"] += ", glazier 0.3 serial (Rust)"
+    elif mode in ("kernel", "torch"):
+        steps = max(2, min(50, int(2e6 // (batch * size * size))))
         with torch.no_grad():
-            seconds = _median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
-        row["model"] += ", vectorised"
+            seconds = _median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
+        row["model"] += f", {mode} engine"
     else:
         mcs = 100
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
+        def forward() -> torch.Tensor:
+            out = model.rollout(start, mcs, generator, 10 if mode == "grad+checkpoint" else None)
+            return model.summary(out)[:, [0, 1, 2, 4]].mean(0).sum()
+
         def grad_step() -> None:
             optimizer.zero_grad()
-            out = model.rollout(start, mcs, generator, 10 if mode == "grad+checkpoint" else None)
-            model.summary(out)[:, [0, 1, 2, 4]].mean(0).sum().backward()
+            forward().backward()
             optimizer.step()
 
         with torch.no_grad():
-            forward = _median_seconds(lambda: model.rollout(start, mcs, generator), max(3, repeats // 2), device, 1)
+            plain = _median_seconds(forward, max(3, repeats // 2), device, 1)
         grad = _median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
         row["model"] += f", {mcs} MCS" + (", checkpoints every 10" if mode == "grad+checkpoint" else "")
-        row["gradient step"] = f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s)"
+        row["gradient step"] = f"{grad:.2f} s ({grad / plain:.1f}x the forward {plain:.2f} s)"
         return row
     row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
     row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
     return row
 
 
+def _glazier_mcs_seconds(size: int, cells: int, volume: int, repeats: int) -> float:
+    """Seconds per MCS of glazier's serial engine: cellsort energies, ``cells`` square cells of ``volume`` sites
+    tiled from a corner, half of each type; (time of ``n`` MCS - time of 1 MCS) / (n - 1), median of ``repeats``."""
+    try:
+        from glazier import _native
+    except ImportError:
+        raise CaseError('glazier is not installed: pip install -e ".[bench]"') from None
+    side = round(math.sqrt(volume))
+    across = size // side
+    kinds = [{"name": name, "target_volume": volume, "lambda_volume": 2.0} for name in ("dark", "light")]
+    description = {
+        "name": "cellsort", "width": size, "height": size, "types": kinds,
+        "contact": [value for line in CELLSORT for value in line], "temperature": 10.0, "neighbour_order": 2,
+        "seed": 1, "steps": 1, "dump_every": 0, "units": {"micron_per_site": 1.0, "minute_per_step": 1.0},
+        "initial": {"side": side, "nx": across, "ny": -(-cells // across), "fractions": {"dark": 0.5, "light": 0.5}},
+    }
+    text = json.dumps(description)
+    steps = max(3, min(60, int(4e6 // (size * size))))
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        _native.run(text, n)
+        return time.perf_counter() - start
+
+    return statistics.median((run(steps) - run(1)) / (steps - 1) for _ in range(repeats))
+
+
 POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, volume, batch)
                for mode, size, cells, volume, batch in [
-                   ("sequential", 64, 60, 25, 1), ("forward", 64, 60, 25, 1), ("forward", 256, 1000, 64, 1),
-                   ("forward", 256, 1000, 64, 4), ("forward", 256, 1000, 64, 32), ("grad", 128, 100, 64, 8),
+                   ("sequential", 64, 60, 25, 1), ("glazier", 64, 60, 25, 1), ("torch", 64, 60, 25, 1),
+                   ("kernel", 64, 60, 25, 1), ("glazier", 256, 1024, 64, 1), ("torch", 256, 1024, 64, 1),
+                   ("kernel", 256, 1024, 64, 1), ("kernel", 256, 1024, 64, 4), ("kernel", 256, 1024, 64, 16),
+                   ("glazier", 1024, 16384, 64, 1), ("kernel", 1024, 16384, 64, 1), ("grad", 128, 100, 64, 8),
                    ("grad+checkpoint", 128, 100, 64, 8)]}
 
 
@@ -411,3 +459,29 @@ def markdown(rows: Iterable[Row], columns: Iterable[str] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def throughput_figure(rows: Iterable[Row], path: str) -> None:
+    """Log-log figure of the rows with copy attempts/s and an ``engine``: against the lattice's sites at batch 1
+    (left, one line per engine) and against the batch on each lattice (right)."""
+    from matplotlib.figure import Figure
+
+    rows = [row for row in rows if "copy attempts/s" in row and "engine" in row]
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2)
+    for engine in dict.fromkeys(row["engine"] for row in rows):
+        line = sorted((row["sites"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
+                      if row["engine"] == engine and row["batch"] == 1)
+        if line:
+            left.plot(*zip(*line, strict=True), "o-", label=engine)
+    for sites in sorted({row["sites"] for row in rows}):
+        line = sorted((row["batch"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
+                      if row["engine"] == "kernel" and row["sites"] == sites)
+        if len(line) > 1:
+            right.plot(*zip(*line, strict=True), "o-", label=f"kernel, {math.isqrt(sites)}^2")
+    for axis, label in ((left, "lattice sites (batch 1)"), (right, "lattices per batch")):
+        axis.set(xscale="log", yscale="log", xlabel=label, ylabel="copy attempts / s")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
