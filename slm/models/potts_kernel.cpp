@@ -126,6 +126,30 @@ struct Proposal {
     int32_t site;
 };
 
+inline bool before(const Proposal& x, const Proposal& y) {
+    return x.priority > y.priority || (x.priority == y.priority && x.site < y.site);
+}
+
+// Sort by decreasing priority (ties: by site): the priorities are uniform in [0, 1), so one pass into as many
+// buckets as proposals, then an insertion sort of each (about one proposal per bucket), is linear.
+void by_priority(std::vector<Proposal>& active, std::vector<Proposal>& sorted, std::vector<int32_t>& starts) {
+    const int n = (int)active.size();
+    if (n < 2) return;
+    starts.assign(n + 1, 0);
+    auto bucket = [n](float priority) { return std::min(n - 1, std::max(0, n - 1 - (int)(priority * (float)n))); };
+    for (const Proposal& p : active) starts[bucket(p.priority) + 1]++;
+    for (int i = 0; i < n; ++i) starts[i + 1] += starts[i];
+    sorted.resize(n);
+    for (const Proposal& p : active) sorted[starts[bucket(p.priority)]++] = p;
+    for (int i = 1; i < n; ++i) {
+        Proposal p = sorted[i];
+        int j = i - 1;
+        for (; j >= 0 && before(p, sorted[j]); --j) sorted[j + 1] = sorted[j];
+        sorted[j + 1] = p;
+    }
+    active.swap(sorted);
+}
+
 void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* types_all, float* volume_all,
                  float* surface_all, const float* noise, const Params& P, float* age_all, float* moment_all,
                  Tape* tape) {
@@ -136,7 +160,8 @@ void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* typ
     float* S = surface_all + (int64_t)b * C;
     float* age = sh.act ? age_all + (int64_t)b * H * W : nullptr;
     float* moment = sh.act ? moment_all + (int64_t)b * C * 2 : nullptr;
-    std::vector<Proposal> active;
+    std::vector<Proposal> active, sorted;
+    std::vector<int32_t> starts;
     active.reserve(n);
     std::vector<float> fixed(n), accept_noise(n), centre(sh.act ? 2 * C : 0);
     std::vector<int64_t> src(n), tgt(n);
@@ -186,9 +211,7 @@ void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* typ
             tgt[k] = t;
             active.push_back({u1[k], k});
         }
-        std::sort(active.begin(), active.end(), [](const Proposal& x, const Proposal& y) {
-            return x.priority > y.priority || (x.priority == y.priority && x.site < y.site);
-        });
+        by_priority(active, sorted, starts);
         int decided = 0;
         for (const Proposal& prop : active) {
             const int k = prop.site;

@@ -468,7 +468,7 @@ def throughput_figure(rows: Iterable[Row], path: str) -> None:
 
     rows = [row for row in rows if "copy attempts/s" in row and "engine" in row]
     figure = Figure(figsize=(10, 4))
-    left, right = figure.subplots(1, 2)
+    left, right = figure.subplots(1, 2, sharey=True)
     for engine in dict.fromkeys(row["engine"] for row in rows):
         line = sorted((row["sites"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
                       if row["engine"] == engine and row["batch"] == 1)
