@@ -57,7 +57,7 @@ from torch import Tensor
 from slm.errors import InputError
 from slm.estimators import Estimator, gradient_only, make_estimator
 from slm.models import potts_engine
-from slm.models.base import Simulator
+from slm.models.base import Simulator, _Cache
 from slm.parameters import Positive, Real, register
 
 #: Moore offsets ``(di, dj)``; the first four are also the von Neumann neighbourhood.
@@ -122,6 +122,7 @@ class CellularPotts(Simulator):
         if engine not in potts_engine.ENGINES:
             raise InputError(f"model.engine: expected one of {', '.join(potts_engine.ENGINES)}, got {engine!r}")
         self.engine = engine
+        self._kernel_params = _Cache()  # the parameters packed for the kernel, once per prepared()
         matrix = _contact_matrix(contact)
         n_types = len(matrix) - 1
         names = ["medium", *(type_names if type_names is not None else [str(k) for k in range(1, n_types + 1)])]

@@ -215,14 +215,14 @@ class _MCS(torch.autograd.Function):
 def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...], act: bool) -> Tensor:
     """The parameters in the kernel's layout: ``J`` (flattened), ``V_t, lambda_V, S_t, lambda_S`` per type, ``T``,
     ``lambda_act, max_act``; packed once per ``prepared`` (once per rollout)."""
-    cached = model.__dict__.get("_kernel_params")
-    if cached is not None and cached[0] is prepared:
-        return cached[1]
-    contact, *per_type, temperature = prepared[:6]
-    extra = prepared[6:8] if act else (temperature.new_zeros(()), temperature.new_ones(()))
-    params = torch.cat([contact.reshape(-1), *per_type, temperature.reshape(1), *(e.reshape(1) for e in extra)])
-    model.__dict__["_kernel_params"] = (prepared, params)
-    return params
+    cache = model._kernel_params
+    if cache.key is not prepared:
+        contact, *per_type, temperature = prepared[:6]
+        extra = prepared[6:8] if act else (temperature.new_zeros(()), temperature.new_ones(()))
+        cache.key = prepared
+        cache.value = torch.cat([contact.reshape(-1), *per_type, temperature.reshape(1),
+                                 *(e.reshape(1) for e in extra)])
+    return cache.value
 
 
 def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tensor, ...], noise: Tensor,
