@@ -184,6 +184,8 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
       to the same forward pass (rollout and summaries) without gradients."""
     from slm.models.potts import CellularPotts
 
+    if mode not in ("kernel", "torch", "glazier", "sequential", "grad", "grad+checkpoint"):
+        raise InputError(f"unknown CPM benchmark mode {mode!r}")
     learn = ["J_1_2", "J_2_2", "lambda_volume"]
     engine = mode if mode in ("kernel", "torch") else "auto"
     model = CellularPotts(CELLSORT, volume_target=volume, cells=cells, learn=learn, engine=engine).to(device)
