@@ -29,7 +29,7 @@ from slm.errors import InputError
 from slm.io import read_tracks
 from slm.models.base import Simulator
 from slm.parameters import set_values
-from slm.stats import track_statistic_names, track_statistics
+from slm.stats import track_speeds, track_statistic_names, track_statistics
 from slm.targets import TrackTarget
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         #: column names of :attr:`target`
         self.names = track_statistic_names(lags)
         self.target: Tensor | None = None
+        #: every target track's mean speed (lattice units per frame)
+        self.speeds: Tensor | None = None
         #: up to 20 target tracks ``(N, frames + 1, 2)`` in um (NaN in gaps), for figures
         self.examples: np.ndarray | None = None
         self.mcs_per_frame: int | None = None
@@ -119,6 +121,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
             positions = torch.from_numpy(tracks.positions[..., :2]) / self.um_per_site
             self.target = track_statistics(positions, self.lags).float()
             self.units, self.positions = len(tracks.ids), positions
+            self.speeds = track_speeds(positions).float()
             if self.bootstrap is not None:
                 self.target = self.resample(np.random.default_rng(self.bootstrap))
             self.examples = tracks.positions[:20, : self.frames + 1, :2]  # as long as the simulated ones
@@ -135,6 +138,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                 recording = truth.tracks(state, self.frames, self.mcs_per_frame, generator, self.burn_in)
             tracks = recording.frames.transpose(1, 2)
             self.target = track_statistics(tracks.flatten(0, 1), self.lags)
+            self.speeds = track_speeds(tracks.flatten(0, 1))
             self.units, self.positions = self.lattices, None
             self.examples = tracks.flatten(0, 1)[:20].numpy() * self.um_per_site
             source = f"{self.lattices} lattices simulated with {self.truth}"
@@ -148,7 +152,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         return TrackTarget(truth=self.truth, statistics=self.target, names=self.names, lags=self.lags,
                            burn_in=self.burn_in, frames=self.frames, mcs_per_frame=self.mcs_per_frame,
                            um_per_site=self.um_per_site, frame_interval=self.frame_interval, examples=self.examples,
-                           starts=self.train_set, units=self.units,
+                           starts=self.train_set, units=self.units, track_speeds=self.speeds,
                            resample=None if self.positions is None else self.resample)
 
     def resample(self, rng: np.random.Generator) -> Tensor:

@@ -127,6 +127,27 @@ def tracks_figure(lag_minutes: np.ndarray, target: Tensor, fitted: Tensor, examp
     return figure
 
 
+def speeds_figure(data: np.ndarray, model: np.ndarray, weights: np.ndarray, classes: np.ndarray | None = None
+                  ) -> Figure:
+    """Histograms of per-track mean speeds (um/min): the data's ``(N,)`` and the model's ``(M,)`` weighted by
+    ``weights (M,)``, with each class's share drawn apart when ``classes (M,)`` is given."""
+    figure = Figure(figsize=(5, 3.4), layout="tight")
+    axis = figure.subplots()
+    data = data[np.isfinite(data)]
+    bins = np.linspace(0, max(data.max(), model.max()) * 1.05, 31)
+    axis.hist(data, bins, density=True, color="0.6", label=f"data ({len(data)} tracks)")
+    scale = 1 / (weights.sum() * (bins[1] - bins[0]))
+    axis.hist(model, bins, weights=weights * scale, histtype="step", color="tab:red", lw=1.5, label="model")
+    for k in ([] if classes is None else sorted(set(classes.tolist()))):
+        pick = classes == k
+        axis.hist(model[pick], bins, weights=weights[pick] * scale, histtype="step", ls="--", lw=1,
+                  label=f"class {k}: weight {weights[pick].sum() / weights.sum():.2f}")
+    axis.set_xlabel("mean speed of a track (um/min)")
+    axis.set_ylabel("density")
+    axis.legend(fontsize=7)
+    return figure
+
+
 def summary_figure(mcs: list[int], names: Sequence[str], target: Tensor, spread: Tensor, fitted: Tensor) -> Figure:
     """Each summary statistic over time (``(F, m)``): the target with its spread, and the fitted model's."""
     figure = Figure(figsize=(3.2 * len(names), 2.8), layout="tight")

@@ -65,6 +65,28 @@ def track_statistics(positions: Tensor, lags: int) -> Tensor:
     return torch.stack(columns, -1)
 
 
+def track_speeds(positions: Tensor) -> Tensor:
+    """Each track's mean step length ``(..., N)`` from positions ``(..., N, T, D)`` (NaN where a track has no
+    point; a track without a step gets NaN)."""
+    length = ((positions[..., 1:, :] - positions[..., :-1, :]) ** 2).sum(-1).add(1e-12).sqrt()
+    present = length.isfinite()
+    return torch.where(present, length, 0.0).sum(-1) / present.sum(-1).where(present.any(-1), torch.nan)
+
+
+#: Quantile levels of the data's per-track mean speeds at which :func:`speed_distribution` is read.
+SPEED_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def speed_distribution(speeds: Tensor, thresholds: Tensor, width: float) -> Tensor:
+    r"""The smoothed distribution function of per-track mean speeds ``(..., N)`` at ``thresholds (J,)``:
+    ``F_j = mean_n sigmoid((q_j - v_n) / width)``, ``(..., J)`` (NaN speeds left out); differentiable in the
+    speeds. With ``q_j`` the data's quantiles at :data:`SPEED_LEVELS` it compares distributions of per-track
+    speeds: what tells one heterogeneous population from a mixture of fast and slow movers."""
+    present = speeds.isfinite()
+    below = torch.sigmoid((thresholds - torch.where(present, speeds, 0.0)[..., None]) / width)
+    return (below * present[..., None]).sum(-2) / present.sum(-1, keepdim=True).clamp_min(1)
+
+
 #: The terms of :func:`track_loss`, in the order of its weights.
 TRACK_TERMS = ("msd", "speed", "persistence")
 

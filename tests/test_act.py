@@ -150,6 +150,10 @@ def test_track_statistics_of_known_tracks():
     ({"lambda_act": -1.0}, "model.lambda_act"),
     ({"max_act": float("nan")}, "model.max_act"),
     ({"learn": ["lambda_akt"]}, "model.learn"),
+    ({"classes": 0}, "model.classes"),
+    ({"weights": [0.5, 0.5]}, "model.weights"),
+    ({"classes": 2, "weights": [1.0, 0.0]}, "model.weights"),
+    ({"classes": 2, "lambda_act": [100.0, 200.0, 300.0]}, "model.lambda_act"),
 ])
 def test_bad_act_settings_fail_with_one_line(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -163,3 +167,59 @@ def test_several_cells_per_lattice_give_one_track_each():
     tracks = frames.transpose(1, 2)
     assert tracks.shape == (2, 3, 5, 2) and torch.isfinite(tracks).all()
     assert (state.volume[:, 1:] > 0).all(), "every cell is still there"
+
+
+# -- populations of act cells ---------------------------------------------------------------------------------
+
+
+def mixture(engine: str = "auto", estimator: str = "ste") -> ActPotts:
+    return ActPotts(classes=2, lambda_act=[120.0, 300.0], max_act=[30.0, 20.5], learn=["lambda_act", "max_act",
+                    "weights"], weights=[0.3, 0.7], estimator=estimator, engine=engine)
+
+
+def test_each_lattice_holds_its_class_and_the_classes_are_summed_out_with_their_weights():
+    model = mixture()
+    lambda_act, max_act = model.lattice_act(model.prepared(), 5)
+    torch.testing.assert_close(lambda_act.detach(), torch.tensor([120.0, 300, 120, 300, 120]))
+    kind, weight = model.unit_classes(5)
+    assert kind.tolist() == [0, 1, 0, 1, 0]
+    values = torch.tensor([1.0, 10.0, 3.0, 20.0, 5.0])
+    population = (values * weight).mean()  # 0.3 * mean(1, 3, 5) + 0.7 * mean(10, 20)
+    torch.testing.assert_close(population, torch.tensor(0.3 * 3 + 0.7 * 15), rtol=1e-5, atol=0)
+    population.backward()
+    logits = model.parametrizations["weights"].original
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert ActPotts().unit_classes(4) is None
+
+
+@pytest.mark.parametrize("estimator", ["ste", "score"])
+def test_a_mixtures_engines_agree_in_decisions_and_gradients(estimator):
+    results = {}
+    for engine in ("torch", "kernel"):
+        model = mixture(engine, estimator)
+        with torch.no_grad():
+            start = model.initial_state(4, 40, generator=torch.Generator().manual_seed(20))
+            start = model.rollout(start, 8, torch.Generator().manual_seed(21))
+        recording = model.rollout(start, 6, torch.Generator().manual_seed(22), record_every=3)
+        statistics = track_statistics(recording.frames.transpose(1, 2), 1)
+        kind, weight = model.unit_classes(4)
+        model.surrogate(statistics * weight[:, None]).mean(0).sum().backward()
+        results[engine] = recording.state.labels, {name: p.grad for name, p in model.named_parameters()}
+    assert torch.equal(results["torch"][0], results["kernel"][0])
+    for name, expected in results["torch"][1].items():
+        assert expected.abs().sum() > 0, name
+        # float32 sums of ~1e5 terms of both signs in different orders: errors scale with the largest entry
+        torch.testing.assert_close(results["kernel"][1][name], expected, rtol=1e-4,
+                                   atol=1e-4 * float(expected.abs().max()), msg=name)
+
+
+def test_per_track_speeds_and_their_distribution_function():
+    from slm.stats import speed_distribution, track_speeds
+
+    nan = float("nan")
+    positions = torch.tensor([[[0.0, 0], [1, 0], [1, 2], [nan, nan]], [[0, 0], [0, 0.5], [0, 1], [0, 1.5]]])
+    speeds = track_speeds(positions)
+    torch.testing.assert_close(speeds, torch.tensor([1.5, 0.5]))
+    function = speed_distribution(speeds, torch.tensor([1.0, 2.0]), 0.1)
+    torch.testing.assert_close(function, torch.tensor([0.5, 0.9967]), atol=1e-4, rtol=0)
+    assert torch.isnan(track_speeds(torch.full((1, 3, 2), nan)))[0]

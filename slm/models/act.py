@@ -35,6 +35,12 @@ every site counted at its image nearest the cell's centroid), updated by the acc
 estimator's gradient, so that :meth:`ActPotts.positions` ``M_c / V_c`` gives differentiable centroid
 tracks that cross the torus' edges freely.
 
+Populations (``classes = K > 1``): ``lambda_act`` and ``max_act`` are ``K``-vectors with class weights ``w``
+(learnable with ``weights`` in ``learn``). Lattice ``i`` of a batch holds cells of class ``i mod K`` (every class
+simulated, stratified), and :meth:`ActPotts.unit_classes` gives tasks the weights ``w_k / share_k`` that turn a
+mean over lattices into ``sum_k w_k E_k[.]``: the class is summed out exactly, as in the PRW mixture. ``K = 1`` is
+the single population with the same random stream.
+
 State: an :class:`ActState`, the :class:`slm.models.CellularPotts` state with ``age (B, H, W)`` float and
 ``moment (B, C, 2)`` (rows, columns).
 """
@@ -52,7 +58,7 @@ from slm.errors import InputError
 from slm.estimators import Estimator
 from slm.models import potts_engine
 from slm.models.potts import MOORE, CellularPotts
-from slm.parameters import Positive, register
+from slm.parameters import Positive, Simplex, register
 
 #: The age of a site never copied into (activity 0 for any max_act).
 NEVER = 1e9
@@ -80,11 +86,15 @@ class ActPotts(CellularPotts):
         learn: as :class:`slm.models.CellularPotts`, with ``lambda_act`` and ``max_act`` too; default
             both.
         cells: cells placed by :meth:`initial_state`: one at the centre, or several packed around it.
+        classes: ``K`` classes of cells with their own ``lambda_act`` and ``max_act`` (a number each, spread by
+            :func:`class_values`, or ``K`` numbers); lattice ``i`` holds class ``i mod K``.
+        weights: the classes' start weights (``K`` positive numbers; default equal); fitted with ``weights`` in
+            ``learn``.
         Others: as :class:`slm.models.CellularPotts` (one cell type by default, no contact between
             cells of it other than ``J_cell_cell``).
     """
 
-    more_parameters = ("lambda_act", "max_act")
+    more_parameters = ("lambda_act", "max_act", "weights")
     kernel_terms = (*CellularPotts.kernel_terms, "act")
 
     def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 250.0,
@@ -93,21 +103,36 @@ class ActPotts(CellularPotts):
                  lambda_surface: float | Sequence[float] = 1.0, temperature: float = 20.0,
                  type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
-                 estimator: Estimator | str = "ste", engine: str = "auto"):
-        learn = list(self.more_parameters) if learn is None else list(learn)
+                 estimator: Estimator | str = "ste", engine: str = "auto", classes: int = 1,
+                 weights: Sequence[float] | None = None):
+        learn = ["lambda_act", "max_act"] if learn is None else list(learn)
         super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
                          type_names, learn, neighbourhood, cells, fractions, estimator, engine)
-        for key, value, low in (("lambda_act", lambda_act, 0.0), ("max_act", max_act, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
-                    value < low or (key == "max_act" and value == 0)):
-                raise InputError(f"model.{key}: expected a {'positive' if key == 'max_act' else 'non-negative'} "
-                                 f"number, got {value!r}")
-            if key == "max_act" and value < 1:
+        if not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
+            raise InputError(f"model.classes: expected a positive number of classes, got {classes!r}")
+        self.classes = classes
+        for key, value in (("lambda_act", lambda_act), ("max_act", max_act)):
+            values = class_values(f"model.{key}", value, classes)
+            if key == "max_act" and bool((values < 1).any()):
                 raise InputError(f"model.max_act: expected a memory of at least 1 MCS, got {value!r}")
+            if key == "lambda_act" and bool((values < 0).any()):
+                raise InputError(f"model.lambda_act: expected a non-negative number, got {value!r}")
+            value = float(values[0]) if classes == 1 else values
             if key in learn:
-                register(self, key, float(value), Positive())
+                register(self, key, value, Positive())
             else:
-                self.register_buffer(key, torch.tensor(float(value)))
+                self.register_buffer(key, torch.as_tensor(value))
+        if classes == 1 and (weights is not None or "weights" in learn):
+            raise InputError("model.weights: class weights need model.classes > 1")
+        if classes > 1:
+            start = [1 / classes] * classes if weights is None else [float(w) for w in weights]
+            if len(start) != classes or min(start) <= 0:
+                raise InputError(f"model.weights: expected {classes} positive weights, got {weights!r}")
+            start = [w / sum(start) for w in start]
+            if "weights" in learn:
+                register(self, "weights", start, Simplex())
+            else:
+                self.register_buffer("weights", torch.tensor(start))
 
     # -- the act term --------------------------------------------------------------------------
 
@@ -115,8 +140,24 @@ class ActPotts(CellularPotts):
         """:meth:`slm.models.CellularPotts.prepare`, then ``lambda_act`` and ``max_act``."""
         return (*super().prepare(), self.lambda_act, self.max_act)
 
+    def lattice_act(self, prepared: tuple[Tensor, ...], batch: int) -> tuple[Tensor, Tensor]:
+        """``lambda_act`` and ``max_act`` of the cells of each of ``batch`` lattices, ``(B,)`` each: lattice ``i``
+        holds class ``i mod K``."""
+        values = prepared[6:8]
+        if self.classes == 1:
+            return tuple(v.expand(batch) for v in values)
+        index = torch.arange(batch, device=values[0].device) % self.classes
+        return tuple(v[index] for v in values)
+
+    def unit_classes(self, n: int) -> tuple[Tensor, Tensor] | None:
+        if self.classes == 1:
+            return None
+        kind = torch.arange(n, device=self.weights.device) % self.classes
+        share = torch.bincount(kind, minlength=self.classes).to(self.weights.dtype) / n
+        return kind, (self.weights / share)[kind]
+
     def _copy_energy(self, state: ActState, prepared: tuple[Tensor, ...], a: int, b: int, where: Tensor) -> Tensor:
-        lambda_act, max_act = prepared[6:8]
+        lambda_act, max_act = (v.view(-1, 1, 1) for v in self.lattice_act(prepared, state.labels.shape[0]))
         below = max_act.detach().floor().clamp_min(1)
         fraction = max_act - below
         d_h = 0.0
@@ -128,7 +169,8 @@ class ActPotts(CellularPotts):
         return d_h
 
     def _kernel_mcs(self, state: ActState, prepared: tuple[Tensor, ...], noise: Tensor) -> ActState:
-        labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, noise, act=True)
+        act = torch.stack(self.lattice_act(prepared, state.labels.shape[0]), 1)
+        labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, noise, act)
         return ActState(labels, state.cell_types, volume, surface, path, age, moment)
 
     def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> ActState:
@@ -171,7 +213,8 @@ class ActPotts(CellularPotts):
         """``(B, H, W)`` in [0, 1]: cells at 0.3 plus 0.7 x their activity over ``max_act``, the medium and the
         cell boundaries at 0."""
         labels, age = state.labels, state.age
-        activity = (self.max_act.detach() - age).clamp(0, None) / self.max_act.detach()
+        memory = self.lattice_act(self.prepared(), len(labels))[1].detach().view(-1, 1, 1)
+        activity = (memory - age).clamp(0, None) / memory
         edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
         return torch.where(edge | (labels == 0), 0.0, 0.3 + 0.7 * activity)
 
@@ -213,3 +256,20 @@ def _wrap(offset: Tensor, size: tuple[int, int]) -> Tensor:
     """Offsets ``(..., 2)`` on a torus of ``size`` folded into ``[-L/2, L/2)``."""
     period = torch.tensor(size, device=offset.device, dtype=offset.dtype)
     return offset - period * torch.floor(offset / period + 0.5)
+
+
+def class_values(key: str, value: float | Sequence[float], classes: int) -> Tensor:
+    """``(classes,)`` values of a positive act parameter: ``K`` given numbers, or one number spread by factors
+    ``exp(-0.3) .. exp(0.3)`` over the classes, so that they start apart (one class: the number itself)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(f"{key}: expected a finite number, got {value!r}")
+        spread = torch.linspace(-0.3, 0.3, classes) if classes > 1 else torch.zeros(1)
+        return float(value) * spread.exp()
+    try:
+        values = torch.tensor([float(v) for v in value])
+    except (TypeError, ValueError):
+        raise InputError(f"{key}: expected a number or {classes} numbers (one per class), got {value!r}") from None
+    if values.shape != (classes,) or not bool(values.isfinite().all()):
+        raise InputError(f"{key}: expected a number or {classes} numbers (one per class), got {value!r}")
+    return values

@@ -30,7 +30,9 @@ or cells' positions, what :meth:`Simulator.rollout` records by default), ``msd_p
 differentiable: the intervals of transition fits, :mod:`slm.uncertainty`), :meth:`Simulator.reference_metrics` (exact
 reference estimates from observed transitions, e.g. the SI MLE), :meth:`Simulator.observe` (the
 lattice as an image), :meth:`Simulator.initial_state`, and :meth:`Simulator.state` /
-:meth:`Simulator.summary` (a state from data arrays and summary statistics, for summary fitting).
+:meth:`Simulator.summary` (a state from data arrays and summary statistics, for summary fitting), and
+:meth:`Simulator.unit_classes` (a population of classes, one per simulated lattice, summed out by the tasks
+with its weights).
 
 Noise always comes from a ``torch.Generator`` passed by the caller (the tasks seed one per step), on
 the state's device.
@@ -89,6 +91,13 @@ class Simulator(nn.Module):
     def derived(self) -> dict[str, Tensor]:
         """Quantities derived from the parameters, logged as ``derived/<name>`` and reported in the metrics."""
         return {}
+
+    def unit_classes(self, n: int) -> tuple[Tensor, Tensor] | None:
+        """For a population of K classes, the class of each of ``n`` simulated units ``(n,)`` long and each unit's
+        weight ``(n,)``, ``w_k / share_k``: the mean of per-unit statistics times these weights is the
+        expectation over the classes with their weights (the class summed out exactly, the weights' gradient
+        exact). None (the default): one population, equal weights."""
+        return None
 
     def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         """Exact reference estimates from observed transitions ``(x_t, x_{t+1})`` (none by default)."""

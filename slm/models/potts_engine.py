@@ -76,9 +76,9 @@ def library() -> ctypes.CDLL:
             raise KernelError(f"model.engine: cannot build the CPM kernel in {cache} ({error.strerror}); set "
                                     f"SLM_KERNEL_CACHE to a writable folder or use model.engine=torch") from None
     lib = ctypes.CDLL(str(path))
-    lib.slm_potts_mcs.argtypes = [_I] * 9 + [_P] * 14
+    lib.slm_potts_mcs.argtypes = [_I] * 9 + [_P] * 15
     lib.slm_potts_mcs.restype = None
-    lib.slm_potts_backward.argtypes = [_I] * 9 + [_P] * 11 + [_I, ctypes.c_float] + [_P] * 8
+    lib.slm_potts_backward.argtypes = [_I] * 9 + [_P] * 12 + [_I, ctypes.c_float] + [_P] * 9
     lib.slm_potts_backward.restype = None
     lib.slm_count_clusters.argtypes = [_I] * 4 + [_P] * 2
     lib.slm_count_clusters.restype = None
@@ -159,90 +159,92 @@ def _ptr(tensor: Tensor | None) -> int | None:
 
 
 def _forward(shape: tuple[int, ...], labels: Tensor, cell_types: Tensor, volume: Tensor, surface: Tensor,
-             noise: Tensor, params: Tensor, age: Tensor, moment: Tensor, record: bool
+             noise: Tensor, params: Tensor, act: Tensor, age: Tensor, moment: Tensor, record: bool
              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, ...] | None]:
     """Run the kernel on copies of the state's tensors; returns them and the tape (when ``record``)."""
-    batch, height, width, _, k, _, _, act = shape
+    batch, height, width, _, k, _, _, has_act = shape
     labels, volume, surface = (_copy(t) for t in (labels, volume, surface))
     cell_types, noise = cell_types.contiguous(), noise.contiguous()  # held: the kernel reads raw pointers
-    if act:
-        age, moment = _copy(age), _copy(moment)
+    if has_act:
+        age, moment, act = _copy(age), _copy(moment), _copy(act)
     tape, pointers = None, [None] * 6
     if record:
         n = height * width // 4
         tape = (torch.empty(4, batch, n, dtype=torch.int32), torch.zeros(4, batch, dtype=torch.int32),
                 torch.empty(4, batch, n, 2, dtype=torch.int32), torch.empty(4, batch, n, k + 2, dtype=torch.uint8),
-                torch.empty(4, batch, n, dtype=torch.uint8), torch.empty(4, batch, n, 6 if act else 0))
+                torch.empty(4, batch, n, dtype=torch.uint8), torch.empty(4, batch, n, 6 if has_act else 0))
         pointers = [_ptr(t) if t.numel() else None for t in tape]
     library().slm_potts_mcs(*shape, torch.get_num_threads(), labels.data_ptr(), cell_types.data_ptr(),
                             volume.data_ptr(), surface.data_ptr(), noise.data_ptr(), params.data_ptr(),
-                            _ptr(age) if act else None, _ptr(moment) if act else None, *pointers)
+                            *((_ptr(act), _ptr(age), _ptr(moment)) if has_act else (None,) * 3), *pointers)
     return labels, volume, surface, age, moment, tape
 
 
 class _MCS(torch.autograd.Function):
     """One MCS by the kernel with a tape: ``(labels, volume, surface, path, moment, age, log_prob)`` (``log_prob``
-    ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the noise and
-    the parameters packed by :func:`_packed`."""
+    ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the noise,
+    the parameters packed by :func:`_packed` and each lattice's ``(lambda_act, max_act)`` (act model)."""
 
     @staticmethod
     def forward(ctx, shape: tuple[int, ...], estimator: tuple[int, float], labels: Tensor, cell_types: Tensor,
                 age: Tensor, noise: Tensor, volume: Tensor, surface: Tensor, path: Tensor, moment: Tensor,
-                params: Tensor):
+                params: Tensor, act: Tensor):
         labels, volume, surface, age, moment, tape = _forward(shape, labels, cell_types, volume, surface, noise,
-                                                              params, age, moment, True)
+                                                              params, act, age, moment, True)
         ctx.shape, ctx.estimator = shape, estimator
-        ctx.save_for_backward(cell_types.contiguous(), volume.clone(), surface.clone(), noise, params.detach(), *tape)
+        ctx.save_for_backward(cell_types.contiguous(), volume.clone(), surface.clone(), noise, params.detach(),
+                              _copy(act), *tape)
         ctx.mark_non_differentiable(labels, age)
         return labels, volume, surface, path.detach().clone(), moment, age, volume.new_zeros(shape[0])
 
     @staticmethod
     def backward(ctx, g_labels, g_volume, g_surface, g_path, g_moment, g_age, g_log_prob):
-        cell_types, volume, surface, noise, params, *tape = ctx.saved_tensors
+        cell_types, volume, surface, noise, params, act, *tape = ctx.saved_tensors
         batch, _, _, ids, *_ = ctx.shape
         code, tau = ctx.estimator
         grads = [None if g is None else g.contiguous() for g in (g_volume, g_surface, g_path, g_moment, g_log_prob)]
         gi_volume, gi_surface = torch.empty(batch, ids), torch.empty(batch, ids)
-        g_params = torch.zeros(batch, params.numel())
+        g_params, g_act = torch.zeros(batch, params.numel()), torch.zeros_like(act)
         library().slm_potts_backward(*ctx.shape, torch.get_num_threads(), cell_types.data_ptr(), volume.data_ptr(),
-                                     surface.data_ptr(), noise.data_ptr(), params.data_ptr(),
+                                     surface.data_ptr(), noise.data_ptr(), params.data_ptr(), _ptr(act) if act.numel()
+                                     else None,
                                      *(_ptr(t) if t.numel() else None for t in tape), code, tau,
                                      *(_ptr(g) for g in grads[:4]), _ptr(grads[4] if code == 2 else None),
-                                     gi_volume.data_ptr(), gi_surface.data_ptr(), g_params.data_ptr())
-        return None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params.sum(0)
+                                     gi_volume.data_ptr(), gi_surface.data_ptr(), g_params.data_ptr(),
+                                     _ptr(g_act) if act.numel() else None)
+        return (None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params.sum(0),
+                g_act if act.numel() else None)
 
 
-def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...], act: bool) -> Tensor:
-    """The parameters in the kernel's layout: ``J`` (flattened), ``V_t, lambda_V, S_t, lambda_S`` per type, ``T``,
-    ``lambda_act, max_act``; packed once per ``prepared`` (once per rollout)."""
+def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...]) -> Tensor:
+    """The parameters in the kernel's layout: ``J`` (flattened), ``V_t, lambda_V, S_t, lambda_S`` per type, ``T``;
+    packed once per ``prepared`` (once per rollout)."""
     cache = model._kernel_params
     if cache.key is not prepared:
         contact, *per_type, temperature = prepared[:6]
-        extra = prepared[6:8] if act else (temperature.new_zeros(()), temperature.new_ones(()))
         cache.key = prepared
-        cache.value = torch.cat([contact.reshape(-1), *per_type, temperature.reshape(1),
-                                 *(e.reshape(1) for e in extra)])
+        cache.value = torch.cat([contact.reshape(-1), *per_type, temperature.reshape(1)])
     return cache.value
 
 
 def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tensor, ...], noise: Tensor,
-        act: bool = False) -> tuple[Tensor, ...]:
+        act: Tensor | None = None) -> tuple[Tensor, ...]:
     """One MCS of ``state`` by the kernel with the torch path's ``noise``; returns ``(labels, volume, surface,
-    path, moment, age)`` (moment and age: empty unless ``act``, the act model with ``lambda_act, max_act`` at
-    ``prepared[6:8]``). With ``score`` the per-lattice log-probability of the decisions goes to the estimator."""
+    path, moment, age)`` (moment and age: empty unless ``act``, the act model's ``(lambda_act, max_act)`` of each
+    lattice, ``(B, 2)``). With ``score`` the per-lattice log-probability of the decisions goes to the estimator."""
     labels, cell_types, volume, surface, path = state[:5]
     batch, height, width = labels.shape
-    params = _packed(model, prepared, act)
+    params = _packed(model, prepared)
     shape = (batch, height, width, cell_types.shape[1], model.n_types + 1, model.neighbours, int(model.has_surface),
-             int(act))
+             int(act is not None))
     empty = volume.new_empty(0)
-    age, moment = (state[5], state[6]) if act else (empty, empty)
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (volume, surface, path, moment, params))):
+    age, moment, act = (state[5], state[6], act) if act is not None else (empty, empty, empty)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (volume, surface, path, moment, params, act))):
         labels, volume, surface, age, moment, _ = _forward(shape, labels, cell_types, volume, surface, noise, params,
-                                                           age, moment, False)
+                                                           act, age, moment, False)
         return labels, volume, surface, path, moment, age
     estimator = (ESTIMATOR_CODES[model.estimator.name], float(getattr(model.estimator, "temperature", 1.0)))
     *out, log_prob = _MCS.apply(shape, estimator, labels, cell_types, age, noise, volume, surface, path, moment,
-                                params)
+                                params, act)
     model.estimator.record_log_prob(log_prob)
     return tuple(out)

@@ -33,21 +33,27 @@ struct Shape {
     int B, H, W, C, K, nbh, has_surface, act;
 };
 
-// The prepared parameters, unpacked from one float array:
-// contact (K x K), then per type V_t, lambda_V, S_t, lambda_S, then T, lambda_act, max_act.
+// The prepared parameters, unpacked from one float array: contact (K x K), then per type V_t, lambda_V, S_t,
+// lambda_S, then T; and a lattice's own lambda_act, max_act (the act model's class of that lattice).
 struct Params {
     const float *J, *vt, *lamv, *st, *lams;
-    float T, lam_act, max_act;
+    float T, lam_act = 0.0f, max_act = 1.0f;
     // the act term's two integer memories and their weights (the relaxation of max_act)
-    float m0, m1, f, c0, c1;
+    float m0 = 1.0f, m1 = 2.0f, f = 0.0f, c0 = 0.0f, c1 = 0.0f;
     Params(const float* p, int K) {
         J = p; vt = p + K * K; lamv = vt + K; st = lamv + K; lams = st + K;
-        T = lams[K]; lam_act = lams[K + 1]; max_act = lams[K + 2];
-        m0 = std::max(std::floor(max_act), 1.0f);
-        m1 = m0 + 1.0f;
-        f = max_act - m0;
-        c0 = (1.0f - f) * (lam_act / m0);
-        c1 = f * (lam_act / m1);
+        T = lams[K];
+    }
+    Params with_act(const float* act) const {
+        Params P = *this;
+        P.lam_act = act[0];
+        P.max_act = act[1];
+        P.m0 = std::max(std::floor(P.max_act), 1.0f);
+        P.m1 = P.m0 + 1.0f;
+        P.f = P.max_act - P.m0;
+        P.c0 = (1.0f - P.f) * (P.lam_act / P.m0);
+        P.c1 = P.f * (P.lam_act / P.m1);
+        return P;
     }
 };
 
@@ -151,8 +157,9 @@ void by_priority(std::vector<Proposal>& active, std::vector<Proposal>& sorted, s
 }
 
 void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* types_all, float* volume_all,
-                 float* surface_all, const float* noise, const Params& P, float* age_all, float* moment_all,
-                 Tape* tape) {
+                 float* surface_all, const float* noise, const Params& shared, const float* act, float* age_all,
+                 float* moment_all, Tape* tape) {
+    const Params P = sh.act ? shared.with_act(act + 2 * b) : shared;
     const int H = sh.H, W = sh.W, K = sh.K, C = sh.C, h = H / 2, w = W / 2, n = h * w, B = sh.B;
     int64_t* labels = labels_all + (int64_t)b * H * W;
     const int64_t* types = types_all + (int64_t)b * C;
@@ -274,10 +281,11 @@ void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* typ
 // with (and of the gradient path and moments, which the decisions only add to) back to those it started
 // with and to the parameters, in the layout of `params`.
 void backward_lattice(const Shape& sh, int b, const int64_t* types_all, const float* volume_out,
-                      const float* surface_out, const float* noise, const Params& P, const Tape& tape, int estimator,
-                      float tau, const float* g_volume, const float* g_surface, const float* g_path,
-                      const float* g_moment, const float* g_logp, float* gi_volume, float* gi_surface,
-                      float* g_params) {
+                      const float* surface_out, const float* noise, const Params& shared, const float* act,
+                      const Tape& tape, int estimator, float tau, const float* g_volume, const float* g_surface,
+                      const float* g_path, const float* g_moment, const float* g_logp, float* gi_volume,
+                      float* gi_surface, float* g_params, float* g_act) {
+    const Params P = sh.act ? shared.with_act(act + 2 * b) : shared;
     const int K = sh.K, C = sh.C, B = sh.B, n = (sh.H / 2) * (sh.W / 2);
     const int64_t* types = types_all + (int64_t)b * C;
     std::vector<float> V(volume_out + (int64_t)b * C, volume_out + (int64_t)(b + 1) * C);
@@ -291,7 +299,7 @@ void backward_lattice(const Shape& sh, int b, const int64_t* types_all, const fl
     const float* gpath = g_path ? g_path + (int64_t)b * K * K : nullptr;
     const float* gmom = g_moment ? g_moment + (int64_t)b * C * 2 : nullptr;
     const float glogp = g_logp ? g_logp[b] : 0.0f;
-    float* gJ = g_params + (int64_t)b * (K * K + 4 * K + 3);
+    float* gJ = g_params + (int64_t)b * (K * K + 4 * K + 1);
     float *gvt = gJ + K * K, *glamv = gvt + K, *gst = glamv + K, *glams = gst + K, *gT = glams + K;
     const float eps = 1.1920929e-07f, tiny = 1.17549435e-38f;
     for (int c = 3; c >= 0; --c) {
@@ -369,8 +377,8 @@ void backward_lattice(const Shape& sh, int b, const int64_t* types_all, const fl
             gJ[ts * K + ts] -= g_h * (float)same_s;
             gJ[tt * K + tt] += g_h * (float)same_t;
             if (extra) {
-                gT[1] += g_h * (-(1.0f - P.f) / P.m0 * extra[0] - P.f / P.m1 * extra[1]);
-                gT[2] += g_h * (P.lam_act / P.m0 * extra[0] - P.lam_act / P.m1 * extra[1]);
+                g_act[2 * b] += g_h * (-(1.0f - P.f) / P.m0 * extra[0] - P.f / P.m1 * extra[1]);
+                g_act[2 * b + 1] += g_h * (P.lam_act / P.m0 * extra[0] - P.lam_act / P.m1 * extra[1]);
             }
         }
     }
@@ -424,30 +432,30 @@ void slm_count_clusters(int B, int H, int W, int threads, const int64_t* values,
 
 void slm_potts_mcs(int B, int H, int W, int C, int K, int nbh, int has_surface, int act, int threads,
                    int64_t* labels, const int64_t* types, float* volume, float* surface, const float* noise,
-                   const float* params, float* age, float* moment, int32_t* order, int32_t* count, int32_t* cells,
-                   uint8_t* counts, uint8_t* flag, float* extra) {
+                   const float* params, const float* act_params, float* age, float* moment, int32_t* order, int32_t* count,
+                   int32_t* cells, uint8_t* counts, uint8_t* flag, float* extra) {
     Shape sh{B, H, W, C, K, nbh, has_surface, act};
     Params P(params, K);
     Tape tape{order, count, cells, counts, flag, extra};
     Tape* tp = order ? &tape : nullptr;
     over_lattices(B, threads, [&](int b) {
-        mcs_lattice(sh, b, labels, types, volume, surface, noise, P, age, moment, tp);
+        mcs_lattice(sh, b, labels, types, volume, surface, noise, P, act_params, age, moment, tp);
     });
 }
 
 void slm_potts_backward(int B, int H, int W, int C, int K, int nbh, int has_surface, int act, int threads,
                         const int64_t* types, const float* volume_out, const float* surface_out, const float* noise,
-                        const float* params, const int32_t* order, const int32_t* count, const int32_t* cells,
+                        const float* params, const float* act_params, const int32_t* order, const int32_t* count, const int32_t* cells,
                         const uint8_t* counts, const uint8_t* flag, const float* extra, int estimator, float tau,
                         const float* g_volume, const float* g_surface, const float* g_path, const float* g_moment,
-                        const float* g_logp, float* gi_volume, float* gi_surface, float* g_params) {
+                        const float* g_logp, float* gi_volume, float* gi_surface, float* g_params, float* g_act) {
     Shape sh{B, H, W, C, K, nbh, has_surface, act};
     Params P(params, K);
     Tape tape{const_cast<int32_t*>(order), const_cast<int32_t*>(count), const_cast<int32_t*>(cells),
               const_cast<uint8_t*>(counts), const_cast<uint8_t*>(flag), const_cast<float*>(extra)};
     over_lattices(B, threads, [&](int b) {
-        backward_lattice(sh, b, types, volume_out, surface_out, noise, P, tape, estimator, tau, g_volume, g_surface,
-                         g_path, g_moment, g_logp, gi_volume, gi_surface, g_params);
+        backward_lattice(sh, b, types, volume_out, surface_out, noise, P, act_params, tape, estimator, tau, g_volume,
+                         g_surface, g_path, g_moment, g_logp, gi_volume, gi_surface, g_params, g_act);
     });
 }
 

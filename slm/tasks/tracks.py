@@ -9,7 +9,13 @@ and the batch mean ``s`` against the target ``t`` the loss is
 .. math::  L = \frac{w_{msd}}{K} \sum_k \left(\frac{s_k - t_k}{t_k}\right)^2
              + w_v \left(\frac{s_v - t_v}{t_v}\right)^2 + w_p (s_p - t_p)^2
 
-(persistence, a mean cosine near 0, in absolute terms). After training a fresh simulation of
+(persistence, a mean cosine near 0, in absolute terms). With ``speed_distribution = w_F > 0`` the loss adds
+``w_F sum_j (F_j - G_j)^2``, the smoothed distribution functions of per-track mean speeds of model and data
+(:func:`slm.stats.speed_distribution` at the data's quantiles :data:`slm.stats.SPEED_LEVELS`, width a tenth of
+the median): the statistic that tells a mixture of fast and slow movers from one population. For a population of classes
+(``simulator.unit_classes``, e.g. ``ActPotts(classes=K)``) every lattice's statistics carry its class's weight
+over its share, so the batch mean is the mixture's ``sum_k w_k s_k``; the report adds each class's weight,
+speed and persistence. After training a fresh simulation of
 ``eval_lattices`` lattices gives ``msd_rel_error`` (mean over lags of ``|s_k - t_k| / t_k``),
 ``speed_rel_error``, ``persistence`` with its target and ``persistence_error`` (``|s_p - t_p|``), and
 ``tracks.json`` / ``tracks.png`` (MSD against the data's, example tracks of both) and ``lattice.png`` go
@@ -28,8 +34,8 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.plots import save_field, tracks_figure
-from slm.stats import TRACK_TERMS, track_loss, track_statistics
+from slm.plots import save_field, speeds_figure, tracks_figure
+from slm.stats import SPEED_LEVELS, TRACK_TERMS, speed_distribution, track_loss, track_speeds, track_statistics
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
 
@@ -44,6 +50,7 @@ class TrackFitting(FittingTask):
         simulator: a model with ``state`` and ``positions`` (:class:`slm.models.ActPotts`).
         checkpoint_every: activation checkpointing segment in MCS within a frame; ``None`` stores all.
         weights: weight of each term (``msd``, ``speed``, ``persistence``; default 1 each).
+        speed_distribution: weight of the per-track speed distribution term (0: off; it is always reported).
         image_every: steps between lattice images and MSD figures in TensorBoard.
         eval_lattices: lattices of the final evaluation.
         param_lr: learning rate per parameter name (see :class:`slm.tasks.FittingTask`).
@@ -51,8 +58,13 @@ class TrackFitting(FittingTask):
 
     def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0,
                  checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
-                 image_every: int = 25, eval_lattices: int = 64, param_lr: dict[str, float] | None = None):
+                 image_every: int = 25, eval_lattices: int = 64, param_lr: dict[str, float] | None = None,
+                 speed_distribution: float = 0.0):
         super().__init__(simulator, optimizer, scheduler, seed, param_lr)
+        if isinstance(speed_distribution, bool) or not isinstance(speed_distribution, int | float) or not (
+                speed_distribution >= 0):
+            raise InputError(f"task.speed_distribution: expected a weight >= 0, got {speed_distribution!r}")
+        self.speed_distribution = float(speed_distribution)
         unknown = sorted(set(weights or {}) - set(TRACK_TERMS))
         if unknown:
             raise InputError(f"task.weights: unknown term(s) {unknown}; expected some of {list(TRACK_TERMS)}")
@@ -64,56 +76,134 @@ class TrackFitting(FittingTask):
         self.fitted: Tensor | None = None
         self.fitted_tracks: Tensor | None = None
         self.last_state: tuple | None = None
+        #: the data's and the fitted model's per-track mean speeds (um/min), the model's weights and classes
+        self.speeds: tuple | None = None
         self.batch_units = 1  # lattices per training step (as last seen)
 
     def simulate(self, labels: Tensor, cell_types: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
-        """Per-lattice statistics ``(B, K + 2)``, the tracks ``(B, cells, F + 1, 2)`` and the final state."""
+        """Per-lattice statistics ``(B, K + 2)`` (with the speed distribution term: ``(B, K + 2 + J)``, its
+        distribution function appended), the tracks ``(B, cells, F + 1, 2)`` and the final state."""
         target = self.target
         state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), target.frames,
                                               target.mcs_per_frame, generator, target.burn_in, self.checkpoint_every)
         tracks = frames.transpose(1, 2)
-        return track_statistics(tracks, target.lags), tracks, state
+        statistics = track_statistics(tracks, target.lags)
+        if self.speed_distribution > 0:
+            statistics = torch.cat([statistics, self.speed_function(track_speeds(tracks))], -1)
+        return statistics, tracks, state
+
+    def speed_function(self, speeds: Tensor) -> Tensor:
+        """:func:`slm.stats.speed_distribution` of per-track speeds ``(..., N)`` at the data's quantiles."""
+        data = self.target.track_speeds
+        if data is None:
+            raise InputError("task.speed_distribution: the data give no per-track speeds")
+        data = data[data.isfinite()].to(speeds.device, speeds.dtype)
+        thresholds = torch.quantile(data, torch.tensor(SPEED_LEVELS, device=data.device, dtype=data.dtype))
+        return speed_distribution(speeds, thresholds, 0.1 * float(data.median()))
+
+    def full_target(self) -> Tensor:
+        """The target statistics, with the data's speed distribution function appended when it is fitted."""
+        target = self.target.statistics.to(self.device)
+        if self.speed_distribution > 0:
+            target = torch.cat([target, self.speed_function(self.target.track_speeds.to(self.device))])
+        return target
+
+    def objective(self, simulated: Tensor, target: Tensor) -> Tensor:
+        """:func:`slm.stats.track_loss` plus the speed distribution term."""
+        size = len(self.target.statistics)
+        loss = track_loss(simulated[..., :size], target[:size], self.weights)
+        if self.speed_distribution > 0:
+            loss = loss + self.speed_distribution * ((simulated[..., size:] - target[size:]) ** 2).sum(-1)
+        return loss
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
         self.batch_units = len(labels)
         target = self.target
         statistics, _, state = self.simulate(labels, cell_types, generator)
-        simulated = self.simulator.surrogate(statistics).mean(0)
-        for name, value in zip(target.names, target.physical(simulated.detach()), strict=True):
+        simulated = self.simulator.surrogate(self.population(statistics)).mean(0)
+        shown = simulated.detach()[: len(target.statistics)]
+        for name, value in zip(target.names, target.physical(shown), strict=True):
             if name in ("speed", "persistence", f"msd_{target.lags}"):
                 self.log(f"stat/{name}", value)
         if self.global_step % self.image_every == 0:
             self.log_image("lattice", self.simulator.observe(state)[0])
             if self.tensorboard is not None:
-                self.tensorboard.add_figure("msd", self.msd_figure(simulated.detach()), self.global_step)
-        return track_loss(simulated, target.statistics.to(self.device), self.weights)
+                self.tensorboard.add_figure("msd", self.msd_figure(shown), self.global_step)
+        return self.objective(simulated, self.full_target())
 
     def uncertainty_problem(self) -> Moments:
         """The track fit as a method of moments: per-lattice track statistics, :func:`slm.stats.track_loss`'s
         weighting."""
-        target = self.target.statistics.to(self.device)
+        target = self.full_target()
         lags = self.target.lags
         weight = torch.cat([self.weights[0] / lags / target[:lags] ** 2, (self.weights[1] / target[lags] ** 2)[None],
-                            self.weights[2:]])
-        return Moments(target, weight, lambda n, generator: self.simulate(*self.start_lattices(n), generator)[0],
+                            self.weights[2:], torch.full_like(target[lags + 2:], self.speed_distribution)])
+        return Moments(target, weight,
+                       lambda n, generator: self.population(self.simulate(*self.start_lattices(n), generator)[0]),
                        units=64, fit_units=self.batch_units, unit="lattices")
+
+    def population(self, statistics: Tensor) -> Tensor:
+        """Per-lattice statistics ``(B, m)`` weighted so that their mean is the population's (a mixture's classes
+        summed out with their weights; unchanged for one population)."""
+        classes = self.simulator.unit_classes(len(statistics))
+        return statistics if classes is None else statistics * classes[1][:, None]
 
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
         target = self.target.statistics.to(self.device)
+        size = len(target)
         statistics, tracks, self.last_state = self.simulate(*self.start_lattices(self.eval_lattices),
                                                             self.noise(PREVIEW_STREAM, 0))
-        self.fitted, self.fitted_tracks = statistics.mean(0), tracks.flatten(0, 1)
+        statistics = statistics[:, :size]
+        self.fitted, self.fitted_tracks = self.population(statistics).mean(0), tracks.flatten(0, 1)
         relative = ((self.fitted - target) / target).abs()
         physical = self.target.physical(self.fitted)
-        return {"msd_rel_error": float(relative[:-2].mean()), "msd_rel_error_max": float(relative[:-2].max()),
+        return self.class_metrics(statistics) | self.speed_metrics(tracks) | {
+                "msd_rel_error": float(relative[:-2].mean()), "msd_rel_error_max": float(relative[:-2].max()),
                 "speed_rel_error": float(relative[-2]), "persistence": float(self.fitted[-1]),
                 "persistence_target": float(target[-1]),
                 "persistence_error": float((self.fitted[-1] - target[-1]).abs()),
                 "speed_um_per_min": float(physical[-2]),
                 "speed_um_per_min_target": float(self.target.physical(target)[-2]),
                 "track_loss": float(track_loss(self.fitted, target, self.weights))}
+
+    def speed_metrics(self, tracks: Tensor) -> dict[str, float]:
+        """How the per-track mean speeds of ``tracks (B, cells, F + 1, 2)`` (each lattice weighted for its class)
+        compare with the data's: the Wasserstein distance in um/min and the largest gap of the distribution
+        functions at the data's quantiles; keeps the speeds for ``speeds.png``."""
+        from scipy.stats import wasserstein_distance
+
+        if self.target.track_speeds is None:
+            return {}
+        per_minute = self.target.um_per_site * 60 / self.target.frame_interval
+        speeds = track_speeds(tracks)
+        classes = self.simulator.unit_classes(len(tracks))
+        weight = torch.ones(len(tracks), device=speeds.device) if classes is None else classes[1]
+        data = self.target.track_speeds[self.target.track_speeds.isfinite()]
+        self.speeds = (data.cpu().numpy() * per_minute, (speeds.flatten() * per_minute).cpu().numpy(),
+                       weight[:, None].expand_as(speeds).flatten().cpu().numpy(),
+                       None if classes is None else classes[0][:, None].expand_as(speeds).flatten().cpu().numpy())
+        model_function = (self.speed_function(speeds) * weight[:, None]).mean(0)
+        gap = (model_function - self.speed_function(data.to(speeds.device))).abs().max()
+        return {"speed_wasserstein_um_per_min": float(wasserstein_distance(*self.speeds[:2], None, self.speeds[2])),
+                "speed_distribution_error": float(gap)}
+
+    def class_metrics(self, statistics: Tensor) -> dict[str, float]:
+        """Each class's weight, mean speed (um/min) and persistence from per-lattice ``statistics`` (none for one
+        population)."""
+        classes = self.simulator.unit_classes(len(statistics))
+        if classes is None:
+            return {}
+        kind, weight = classes
+        share = torch.bincount(kind).to(weight.dtype) / len(kind)
+        metrics = {}
+        for k in range(len(share)):
+            physical = self.target.physical(statistics[kind == k].mean(0))
+            metrics |= {f"class_{k}_weight": float(weight[kind == k][0] * share[k]),
+                        f"class_{k}_speed_um_per_min": float(physical[-2]),
+                        f"class_{k}_persistence": float(physical[-1])}
+        return metrics
 
     def save_artifacts(self, out_dir: Path) -> None:
         target = self.target
@@ -126,6 +216,8 @@ class TrackFitting(FittingTask):
                   "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
         (out_dir / "tracks.json").write_text(json.dumps(curves, indent=2) + "\n")
         self.msd_figure(self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
+        if self.speeds is not None:
+            speeds_figure(*self.speeds).savefig(out_dir / "speeds.png", dpi=120)
         save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png",
                    "fitted model, lattice 0 (shade: activity)")
 
