@@ -153,12 +153,17 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                            burn_in=self.burn_in, frames=self.frames, mcs_per_frame=self.mcs_per_frame,
                            um_per_site=self.um_per_site, frame_interval=self.frame_interval, examples=self.examples,
                            starts=self.train_set, units=self.units, track_speeds=self.speeds,
-                           resample=None if self.positions is None else self.resample)
+                           resample=None if self.positions is None else self.resample,
+                           resample_tracks=None if self.positions is None else self.resample_tracks)
 
     def resample(self, rng: np.random.Generator) -> Tensor:
         """The statistics of the data's tracks drawn with replacement (a bootstrap replicate of the target)."""
+        return self.resample_tracks(rng)[0]
+
+    def resample_tracks(self, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """A bootstrap replicate of the data's tracks: their statistics and each drawn track's mean speed."""
         picks = torch.from_numpy(rng.integers(self.units, size=self.units))
-        return track_statistics(self.positions[picks], self.lags).float()
+        return track_statistics(self.positions[picks], self.lags).float(), self.speeds[picks]
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

@@ -69,7 +69,8 @@ class TrackTarget(Target):
     """Target :func:`slm.stats.track_statistics` ``(lags + 2,)`` in lattice units, how simulated tracks are
     recorded (``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS), the units (``um_per_site``,
     ``frame_interval`` in s), up to 20 ``examples`` of the data's tracks ``(N, T, 2)`` in um, starting
-    lattices ``starts``, and every data track's mean speed ``track_speeds (N,)`` (lattice units per frame)."""
+    lattices ``starts``, every data track's mean speed ``track_speeds (N,)`` (lattice units per frame), and
+    ``resample_tracks(rng)``: a bootstrap replicate's statistics and its tracks' mean speeds (real data)."""
 
     statistics: Tensor
     names: tuple[str, ...]
@@ -82,6 +83,7 @@ class TrackTarget(Target):
     examples: np.ndarray | None
     starts: Dataset
     track_speeds: Tensor | None = None
+    resample_tracks: Callable[[np.random.Generator], tuple[Tensor, Tensor]] | None = None
 
     def physical(self, statistics: Tensor) -> Tensor:
         """Statistics in lattice units to the data's: MSD in um^2, speed in um per minute, persistence as is."""

@@ -93,6 +93,8 @@ class Moments:
         units: simulated units per evaluation by default.
         fit_units: simulated units per step of the fit.
         unit: what a unit is (``walkers``, ``lattices``), for messages.
+        resample: the data's statistics from a bootstrap replicate of its units, where they are more than
+            ``target.resample`` gives (default: ``target.resample``).
     """
 
     observed: Tensor
@@ -101,6 +103,7 @@ class Moments:
     units: int
     fit_units: int
     unit: str
+    resample: Callable[[np.random.Generator], Tensor] | None = None
 
 
 @dataclass
@@ -257,9 +260,10 @@ class Sandwich:
         G = torch.stack(columns, 1)
         sigma = torch.cov(center.T).reshape(len(center.T), -1)
         observed = problem.observed.double().cpu()
-        if target.resample is not None:
+        resample = problem.resample if problem.resample is not None else target.resample
+        if resample is not None:
             rng = np.random.default_rng(self.seed)
-            replicates = torch.stack([target.resample(rng).double().reshape(-1).cpu() for _ in range(self.replicates)])
+            replicates = torch.stack([resample(rng).double().reshape(-1).cpu() for _ in range(self.replicates)])
             omega, source = torch.cov(replicates.T), f"bootstrap over {target.units} data units"
         elif target.units:
             omega, source = sigma / target.units, f"simulations at the estimate ({target.units} data {problem.unit})"
@@ -384,10 +388,28 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
     for line in warnings:
         log.warning(line)
     small = len(link) <= REPORTED_COV
-    return {"method": method, "level": level, **out, "cov": cov.tolist() if small else None,
-            "cov_names": coords.names if small else None, "space": dict(zip(coords.names, coords.links, strict=True)),
-            "cond": condition(cov_phi), "seconds": round(seconds, 3), "simulations": simulations,
-            "warnings": warnings, **extra}
+    result = {"method": method, "level": level, **out, "cov": cov.tolist() if small else None,
+              "cov_names": coords.names if small else None, "space": dict(zip(coords.names, coords.links, strict=True)),
+              "cond": condition(cov_phi), "seconds": round(seconds, 3), "simulations": simulations,
+              "warnings": warnings, **extra}
+    finite = _finite(result)
+    if finite != result:
+        line = ("uq: some intervals are not determined (a non-finite covariance or centre: too few data or an "
+                "unconverged fit); they are null in results.json")
+        log.warning(line)
+        finite["warnings"].append(line)
+    return finite
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite number replaced by None (``results.json`` stays valid JSON)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def intervals(coords: Coordinates, link: np.ndarray, se_link: np.ndarray, level: float) -> dict[str, Any]:
@@ -515,8 +537,9 @@ def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:
     parts = []
     for name, (lo, hi) in uncertainty["interval"].items():
         value = np.asarray(params[name], dtype=float)
+        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)  # None (not determined) reads as nan
         if value.size == 1:
-            parts.append(f"{name}={float(value):.4f} [{float(np.asarray(lo)):.4f}, {float(np.asarray(hi)):.4f}]")
+            parts.append(f"{name}={float(value):.4f} [{float(lo):.4f}, {float(hi):.4f}]")
         elif value.size <= 4:
             parts += [f"{name}[{i}]={v:.4f} [{a:.4f}, {b:.4f}]" for i, (v, a, b) in
                       enumerate(zip(value.flatten(), np.ravel(lo), np.ravel(hi), strict=True))]

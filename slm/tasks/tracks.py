@@ -139,9 +139,14 @@ class TrackFitting(FittingTask):
         lags = self.target.lags
         weight = torch.cat([self.weights[0] / lags / target[:lags] ** 2, (self.weights[1] / target[lags] ** 2)[None],
                             self.weights[2:], torch.full_like(target[lags + 2:], self.speed_distribution)])
+        resample = None
+        if self.speed_distribution > 0 and self.target.resample_tracks is not None:
+            def resample(rng: np.random.Generator) -> Tensor:
+                statistics, speeds = self.target.resample_tracks(rng)
+                return torch.cat([statistics, self.speed_function(speeds)])
         return Moments(target, weight,
                        lambda n, generator: self.population(self.simulate(*self.start_lattices(n), generator)[0]),
-                       units=64, fit_units=self.batch_units, unit="lattices")
+                       units=64, fit_units=self.batch_units, unit="lattices", resample=resample)
 
     def population(self, statistics: Tensor) -> Tensor:
         """Per-lattice statistics ``(B, m)`` weighted so that their mean is the population's (a mixture's classes
