@@ -27,7 +27,6 @@ namespace {
 
 const int MOORE[8][2] = {{-1, 0}, {0, -1}, {0, 1}, {1, 0}, {-1, -1}, {-1, 1}, {1, -1}, {1, 1}};
 const int CLASSES[4][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 0}};
-const int MAX_TYPES = 16;
 
 struct Shape {
     int B, H, W, C, K, nbh, has_surface, act;
