@@ -9,6 +9,7 @@ A probability ``p`` is stored as ``logit(p)``, a positive value ``x`` as ``log(x
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -135,6 +136,29 @@ def check_values(key: str, value: float | Tensor, constraint: Constraint) -> Non
     values = torch.as_tensor(value, dtype=torch.float64).flatten()
     for i, element in enumerate(values.tolist()):
         constraint.check(key if values.numel() == 1 else f"{key}[{i}]", element)
+
+
+def class_values(key: str, value: float | Sequence[float], classes: int, constraint: Constraint, spread: float,
+                 check: Callable[[str, float], None] | None = None) -> Tensor:
+    """Start values ``(K,)`` of a parameter with one value per class: ``K`` given numbers, or one number (checked
+    by ``check``) spread over the classes from ``-spread`` to ``+spread`` in the constraint's unconstrained
+    coordinate, so that the classes start apart and their gradients differ (one class: the number itself)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(f"{key}: expected a finite number, got {value!r}")
+        if check is not None:
+            check(key, float(value))
+        if classes == 1:
+            return torch.tensor([float(value)])
+        centre = constraint.right_inverse(torch.tensor(float(value)))
+        return constraint(centre + torch.linspace(-spread, spread, classes))
+    try:
+        values = torch.tensor([float(v) for v in value])
+    except (TypeError, ValueError):
+        raise InputError(f"{key}: expected a number or {classes} values (one per class), got {value!r}") from None
+    if values.shape != (classes,) or not bool(values.isfinite().all()):
+        raise InputError(f"{key}: expected a number or {classes} values (one per class), got {value!r}")
+    return values
 
 
 def register(module: nn.Module, name: str, value: float | Tensor, constraint: Constraint) -> None:

@@ -190,6 +190,8 @@ def test_each_lattice_holds_its_class_and_the_classes_are_summed_out_with_their_
     logits = model.parametrizations["weights"].original
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     assert ActPotts().unit_classes(4) is None
+    with pytest.raises(InputError, match="data.batch_size: 1 lattices cannot hold 2 classes"):
+        model.unit_classes(1)
 
 
 @pytest.mark.parametrize("estimator", ["ste", "score"])

@@ -58,7 +58,7 @@ from slm.errors import InputError
 from slm.estimators import Estimator
 from slm.models import potts_engine
 from slm.models.potts import MOORE, CellularPotts
-from slm.parameters import Positive, Simplex, register
+from slm.parameters import Positive, Simplex, class_values, register
 
 #: The age of a site never copied into (activity 0 for any max_act).
 NEVER = 1e9
@@ -87,7 +87,8 @@ class ActPotts(CellularPotts):
             both.
         cells: cells placed by :meth:`initial_state`: one at the centre, or several packed around it.
         classes: ``K`` classes of cells with their own ``lambda_act`` and ``max_act`` (a number each, spread by
-            :func:`class_values`, or ``K`` numbers); lattice ``i`` holds class ``i mod K``.
+            :func:`slm.parameters.class_values` over logarithms -0.3 to +0.3, or ``K`` numbers); lattice ``i``
+            holds class ``i mod K``.
         weights: the classes' start weights (``K`` positive numbers; default equal); fitted with ``weights`` in
             ``learn``.
         Others: as :class:`slm.models.CellularPotts` (one cell type by default, no contact between
@@ -112,7 +113,7 @@ class ActPotts(CellularPotts):
             raise InputError(f"model.classes: expected a positive number of classes, got {classes!r}")
         self.classes = classes
         for key, value in (("lambda_act", lambda_act), ("max_act", max_act)):
-            values = class_values(f"model.{key}", value, classes)
+            values = class_values(f"model.{key}", value, classes, Positive(), 0.3)
             if key == "max_act" and bool((values < 1).any()):
                 raise InputError(f"model.max_act: expected a memory of at least 1 MCS, got {value!r}")
             if key == "lambda_act" and bool((values < 0).any()):
@@ -152,6 +153,8 @@ class ActPotts(CellularPotts):
     def unit_classes(self, n: int) -> tuple[Tensor, Tensor] | None:
         if self.classes == 1:
             return None
+        if n < self.classes:
+            raise InputError(f"data.batch_size: {n} lattices cannot hold {self.classes} classes of cells")
         kind = torch.arange(n, device=self.weights.device) % self.classes
         share = torch.bincount(kind, minlength=self.classes).to(self.weights.dtype) / n
         return kind, (self.weights / share)[kind]
@@ -257,19 +260,3 @@ def _wrap(offset: Tensor, size: tuple[int, int]) -> Tensor:
     period = torch.tensor(size, device=offset.device, dtype=offset.dtype)
     return offset - period * torch.floor(offset / period + 0.5)
 
-
-def class_values(key: str, value: float | Sequence[float], classes: int) -> Tensor:
-    """``(classes,)`` values of a positive act parameter: ``K`` given numbers, or one number spread by factors
-    ``exp(-0.3) .. exp(0.3)`` over the classes, so that they start apart (one class: the number itself)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise InputError(f"{key}: expected a finite number, got {value!r}")
-        spread = torch.linspace(-0.3, 0.3, classes) if classes > 1 else torch.zeros(1)
-        return float(value) * spread.exp()
-    try:
-        values = torch.tensor([float(v) for v in value])
-    except (TypeError, ValueError):
-        raise InputError(f"{key}: expected a number or {classes} numbers (one per class), got {value!r}") from None
-    if values.shape != (classes,) or not bool(values.isfinite().all()):
-        raise InputError(f"{key}: expected a number or {classes} numbers (one per class), got {value!r}")
-    return values

@@ -36,7 +36,7 @@ from torch import Tensor
 from slm.errors import InputError
 from slm.estimators import Estimator, make_estimator
 from slm.models.base import WalkSimulator
-from slm.parameters import Probability, Simplex, register
+from slm.parameters import Probability, Simplex, class_values, register
 from slm.stats import walker_msd
 
 AXES = 2
@@ -49,25 +49,12 @@ class WalkerState(NamedTuple):
     velocity: Tensor
 
 
-def class_values(key: str, value: float | list[float], classes: int) -> Tensor:
-    """Start values of a per-class probability, ``(K,)``: a list of K values as given, or one number spread
-    over the classes (``logit`` from ``logit(value) - 1`` to ``+ 1``, so that the classes start apart and
-    their gradients differ)."""
-    if isinstance(value, int | float):
-        Probability.check(key, float(value))
-        return torch.sigmoid(torch.logit(torch.tensor(float(value))) + torch.linspace(-1, 1, classes))
-    values = torch.as_tensor(value, dtype=torch.float32)
-    if values.shape != (classes,):
-        raise InputError(f"{key}: expected a number or {classes} values (one per class), got {list(value)}")
-    return values
-
-
 class PersistentRandomWalk(WalkSimulator):
     """PRW with learnable ``p_center`` and ``p_resample`` (stored as logits), one walker class or a mixture.
 
     Args:
         p_center: probability that a redrawn velocity component is 0 (with ``classes > 1``: one number,
-            spread over the classes by :func:`class_values`, or one per class).
+            spread over the classes by :func:`slm.parameters.class_values` (logits -1 to +1), or one per class).
         p_resample: probability of redrawing a velocity component in an MCS (likewise).
         estimator: an :class:`slm.estimators.Estimator` or its name (``ste``, ``gumbel``, ``score``); ``ste``
             gives ``p_center`` no gradient (``E[v] = 0`` for every ``p_center``), so the fits use ``gumbel``.
@@ -88,8 +75,9 @@ class PersistentRandomWalk(WalkSimulator):
             register(self, "p_center", p_center, Probability())
             register(self, "p_resample", p_resample, Probability())
         else:
-            register(self, "p_center", class_values("model.p_center", p_center, classes), Probability())
-            register(self, "p_resample", class_values("model.p_resample", p_resample, classes), Probability())
+            for key, value in (("p_center", p_center), ("p_resample", p_resample)):
+                values = class_values(f"model.{key}", value, classes, Probability(), 1.0, Probability.check)
+                register(self, key, values, Probability())
             register(self, "weights", [1 / classes] * classes if weights is None else weights, Simplex())
         if classes == 1 and weights is not None:
             raise InputError("model.weights: class weights need model.classes > 1")
