@@ -95,6 +95,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         self.target: Tensor | None = None
         #: every target track's mean speed (lattice units per frame)
         self.speeds: Tensor | None = None
+        self.track_steps: Tensor | None = None
         #: up to 20 target tracks ``(N, frames + 1, 2)`` in um (NaN in gaps), for figures
         self.examples: np.ndarray | None = None
         self.mcs_per_frame: int | None = None
@@ -121,7 +122,8 @@ class TrackStatisticsDataModule(L.LightningDataModule):
             positions = torch.from_numpy(tracks.positions[..., :2]) / self.um_per_site
             self.target = track_statistics(positions, self.lags).float()
             self.units, self.positions = len(tracks.ids), positions
-            self.speeds = track_speeds(positions).float()
+            self.speeds, self.track_steps = track_speeds(positions)
+            self.speeds = self.speeds.float()
             if self.bootstrap is not None:
                 self.target = self.resample(np.random.default_rng(self.bootstrap))
             self.examples = tracks.positions[:20, : self.frames + 1, :2]  # as long as the simulated ones
@@ -138,7 +140,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                 recording = truth.tracks(state, self.frames, self.mcs_per_frame, generator, self.burn_in)
             tracks = recording.frames.transpose(1, 2)
             self.target = track_statistics(tracks.flatten(0, 1), self.lags)
-            self.speeds = track_speeds(tracks.flatten(0, 1))
+            self.speeds, self.track_steps = track_speeds(tracks.flatten(0, 1))
             self.units, self.positions = self.lattices, None
             self.examples = tracks.flatten(0, 1)[:20].numpy() * self.um_per_site
             source = f"{self.lattices} lattices simulated with {self.truth}"
@@ -153,6 +155,7 @@ class TrackStatisticsDataModule(L.LightningDataModule):
                            burn_in=self.burn_in, frames=self.frames, mcs_per_frame=self.mcs_per_frame,
                            um_per_site=self.um_per_site, frame_interval=self.frame_interval, examples=self.examples,
                            starts=self.train_set, units=self.units, track_speeds=self.speeds,
+                           track_steps=self.track_steps,
                            resample=None if self.positions is None else self.resample,
                            resample_tracks=None if self.positions is None else self.resample_tracks)
 
@@ -160,10 +163,10 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         """The statistics of the data's tracks drawn with replacement (a bootstrap replicate of the target)."""
         return self.resample_tracks(rng)[0]
 
-    def resample_tracks(self, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-        """A bootstrap replicate of the data's tracks: their statistics and each drawn track's mean speed."""
+    def resample_tracks(self, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """A bootstrap replicate of the data's tracks: their statistics, each drawn track's mean speed and steps."""
         picks = torch.from_numpy(rng.integers(self.units, size=self.units))
-        return track_statistics(self.positions[picks], self.lags).float(), self.speeds[picks]
+        return track_statistics(self.positions[picks], self.lags).float(), self.speeds[picks], self.track_steps[picks]
 
     def train_dataloader(self) -> DataLoader:
         return lattice_loader(self.train_set, self.batch_size, self.trainer)

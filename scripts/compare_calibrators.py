@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data and budgets (<= 15 min on 2 cores)")
     parser.add_argument("--tasks", nargs="*", default=["si", "prw"], choices=calibrators.TASKS,
-                        help="potts (cell sorting, ~30 min with --quick) and tcells (act model on T cells) only "
-                             "when named")
+                        help="potts (cell sorting, ~30 min with --quick) and tcells / tcells_mixture (act model on "
+                             "T cells, one or two classes) only when named")
     parser.add_argument("--dims", type=_sizes, default=None,
                         help="the scaling study instead: SI spread fields of these numbers of blocks, e.g. 1,16,256")
     parser.add_argument("--classes", type=_sizes, default=None,

@@ -233,3 +233,18 @@ def flat_values(values: dict[str, Tensor | float]) -> dict[str, float]:
         else:
             flat.update({f"{name}[{i}]": float(v) for i, v in enumerate(array.tolist())})
     return flat
+
+
+def unflat_values(flat: dict[str, float], template: dict[str, Tensor | float]) -> dict[str, Tensor]:
+    """The inverse of :func:`flat_values`: one tensor per name of ``template``, shaped like it, from numbers named
+    as :func:`flat_values` names them."""
+    values = {}
+    for name, current in template.items():
+        current = torch.as_tensor(current)
+        if current.ndim == 0:
+            values[name] = torch.tensor(float(flat[name]))
+        else:
+            values[name] = torch.tensor([float(flat[f"{name}[{i}]"]) for i in range(current.numel())]
+                                        ).reshape(current.shape)
+    return values
+

@@ -127,15 +127,17 @@ def tracks_figure(lag_minutes: np.ndarray, target: Tensor, fitted: Tensor, examp
     return figure
 
 
-def speeds_figure(data: np.ndarray, model: np.ndarray, weights: np.ndarray, classes: np.ndarray | None = None
-                  ) -> Figure:
-    """Histograms of per-track mean speeds (um/min): the data's ``(N,)`` and the model's ``(M,)`` weighted by
-    ``weights (M,)``, with each class's share drawn apart when ``classes (M,)`` is given."""
+def speeds_figure(data: np.ndarray, steps: np.ndarray, model: np.ndarray, weights: np.ndarray,
+                  classes: np.ndarray | None = None) -> Figure:
+    """Histograms of per-track mean speeds (um/min): the data's ``(N,)`` weighted by their ``steps (N,)`` and the
+    model's ``(M,)`` weighted by ``weights (M,)``, with each class's share drawn apart when ``classes (M,)`` is
+    given."""
     figure = Figure(figsize=(5, 3.4), layout="tight")
     axis = figure.subplots()
-    data = data[np.isfinite(data)]
+    present = np.isfinite(data)
+    data, steps = data[present], steps[present]
     bins = np.linspace(0, max(data.max(), model.max()) * 1.05, 31)
-    axis.hist(data, bins, density=True, color="0.6", label=f"data ({len(data)} tracks)")
+    axis.hist(data, bins, weights=steps, density=True, color="0.6", label=f"data ({len(data)} tracks, by steps)")
     scale = 1 / (weights.sum() * (bins[1] - bins[0]))
     axis.hist(model, bins, weights=weights * scale, histtype="step", color="tab:red", lw=1.5, label="model")
     for k in ([] if classes is None else sorted(set(classes.tolist()))):

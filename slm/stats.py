@@ -65,26 +65,40 @@ def track_statistics(positions: Tensor, lags: int) -> Tensor:
     return torch.stack(columns, -1)
 
 
-def track_speeds(positions: Tensor) -> Tensor:
-    """Each track's mean step length ``(..., N)`` from positions ``(..., N, T, D)`` (NaN where a track has no
-    point; a track without a step gets NaN)."""
+def track_speeds(positions: Tensor) -> tuple[Tensor, Tensor]:
+    """Each track's mean step length ``(..., N)`` and its number of steps ``(..., N)`` from positions
+    ``(..., N, T, D)`` (NaN where a track has no point; a track without a step gets NaN and 0 steps)."""
     length = ((positions[..., 1:, :] - positions[..., :-1, :]) ** 2).sum(-1).add(1e-12).sqrt()
     present = length.isfinite()
-    return torch.where(present, length, 0.0).sum(-1) / present.sum(-1).where(present.any(-1), torch.nan)
+    steps = present.sum(-1)
+    return torch.where(present, length, 0.0).sum(-1) / steps.where(steps > 0, torch.nan), steps
 
 
 #: Quantile levels of the data's per-track mean speeds at which :func:`speed_distribution` is read.
 SPEED_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def speed_distribution(speeds: Tensor, thresholds: Tensor, width: float) -> Tensor:
-    r"""The smoothed distribution function of per-track mean speeds ``(..., N)`` at ``thresholds (J,)``:
-    ``F_j = mean_n sigmoid((q_j - v_n) / width)``, ``(..., J)`` (NaN speeds left out); differentiable in the
-    speeds. With ``q_j`` the data's quantiles at :data:`SPEED_LEVELS` it compares distributions of per-track
-    speeds: what tells one heterogeneous population from a mixture of fast and slow movers."""
-    present = speeds.isfinite()
-    below = torch.sigmoid((thresholds - torch.where(present, speeds, 0.0)[..., None]) / width)
-    return (below * present[..., None]).sum(-2) / present.sum(-1, keepdim=True).clamp_min(1)
+def speed_distribution(speeds: Tensor, steps: Tensor, thresholds: Tensor, width: float) -> Tensor:
+    r"""The smoothed distribution function of per-track mean speeds ``(..., N)``, each track weighted by its
+    number of ``steps (..., N)``, at ``thresholds (J,)``: ``F_j = sum_n s_n sigmoid((q_j - v_n) / width) /
+    sum_n s_n``, ``(..., J)`` (NaN speeds left out); differentiable in the speeds. Weighting by steps puts it on
+    the footing of the MSD, speed and persistence, which average over steps: in real data short tracks are
+    often the fast ones (fast cells leave the field of view), so a per-track count would ask a model of tracks of
+    one length for another mean speed than the step mean. With ``q_j`` the data's quantiles at
+    :data:`SPEED_LEVELS` it compares distributions of per-track speeds: what tells one heterogeneous
+    population from a mixture of fast and slow movers."""
+    weight = torch.where(speeds.isfinite(), steps.to(speeds.dtype), 0.0)
+    below = torch.sigmoid((thresholds - torch.where(weight > 0, speeds, 0.0)[..., None]) / width)
+    return (below * weight[..., None]).sum(-2) / weight.sum(-1, keepdim=True).clamp_min(1)
+
+
+def weighted_quantiles(values: Tensor, weights: Tensor, levels: Tensor) -> Tensor:
+    """Quantiles ``(J,)`` at ``levels (J,)`` of ``values (N,)`` with ``weights (N,)`` (the smallest value whose
+    cumulative weight reaches each level)."""
+    order = values.argsort()
+    cumulative = weights[order].cumsum(0) / weights.sum()
+    index = torch.searchsorted(cumulative, levels.to(cumulative.dtype)).clamp_max(len(values) - 1)
+    return values[order][index]
 
 
 #: The terms of :func:`track_loss`, in the order of its weights.
@@ -102,6 +116,18 @@ def track_loss(simulated: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     relative = (simulated - target) / target
     return (weights[0] * (relative[..., :-2] ** 2).mean(-1) + weights[1] * relative[..., -2] ** 2
             + weights[2] * (simulated[..., -1] - target[-1]) ** 2)
+
+
+def track_objective(simulated: Tensor, target: Tensor, weights: Tensor, lags: int, speed_weight: float = 0.0
+                    ) -> Tensor:
+    r""":func:`track_loss` of the first ``lags + 2`` columns of ``simulated (..., lags + 2 [+ J])`` against
+    ``target``, plus ``speed_weight * sum_j (F_j - G_j)^2`` over the appended speed distribution functions
+    (:func:`speed_distribution`) when ``speed_weight > 0``."""
+    size = lags + 2
+    loss = track_loss(simulated[..., :size], target[:size], weights)
+    if speed_weight > 0:
+        loss = loss + speed_weight * ((simulated[..., size:] - target[size:]) ** 2).sum(-1)
+    return loss
 
 
 def walker_msd(positions: Tensor, lags: int) -> Tensor:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from slm.errors import InputError
+from slm.stats import SPEED_LEVELS, speed_distribution, track_speeds, track_statistics, weighted_quantiles
 
 
 @dataclass(kw_only=True)
@@ -69,8 +73,9 @@ class TrackTarget(Target):
     """Target :func:`slm.stats.track_statistics` ``(lags + 2,)`` in lattice units, how simulated tracks are
     recorded (``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS), the units (``um_per_site``,
     ``frame_interval`` in s), up to 20 ``examples`` of the data's tracks ``(N, T, 2)`` in um, starting
-    lattices ``starts``, every data track's mean speed ``track_speeds (N,)`` (lattice units per frame), and
-    ``resample_tracks(rng)``: a bootstrap replicate's statistics and its tracks' mean speeds (real data)."""
+    lattices ``starts``, every data track's mean speed ``track_speeds (N,)`` (lattice units per frame) and number of
+    steps ``track_steps (N,)``, and ``resample_tracks(rng)``: a bootstrap replicate's statistics and its tracks' mean
+    speeds and steps (real data)."""
 
     statistics: Tensor
     names: tuple[str, ...]
@@ -83,7 +88,41 @@ class TrackTarget(Target):
     examples: np.ndarray | None
     starts: Dataset
     track_speeds: Tensor | None = None
-    resample_tracks: Callable[[np.random.Generator], tuple[Tensor, Tensor]] | None = None
+    track_steps: Tensor | None = None
+    resample_tracks: Callable[[np.random.Generator], tuple[Tensor, Tensor, Tensor]] | None = None
+
+    def speed_function(self, speeds: Tensor, steps: Tensor) -> Tensor:
+        """:func:`slm.stats.speed_distribution` of per-track mean speeds ``(..., N)`` with their ``steps`` at the
+        data's step-weighted quantiles :data:`slm.stats.SPEED_LEVELS`, width a tenth of the data's median,
+        ``(..., J)``."""
+        thresholds, width = self._speed_thresholds
+        return speed_distribution(speeds, steps, thresholds.to(speeds.device, speeds.dtype), width)
+
+    @cached_property
+    def _speed_thresholds(self) -> tuple[Tensor, float]:
+        """The data's step-weighted per-track speed quantiles ``(J,)`` and a tenth of their median (once)."""
+        if self.track_speeds is None:
+            raise InputError("task.speed_distribution: the data give no per-track speeds")
+        present = self.track_speeds.isfinite()
+        data = self.track_speeds[present].float().cpu()
+        thresholds = weighted_quantiles(data, self.track_steps[present].float().cpu(), torch.tensor(SPEED_LEVELS))
+        return thresholds, 0.1 * float(thresholds[len(SPEED_LEVELS) // 2])
+
+    def track_statistics(self, tracks: Tensor, speeds: bool = False) -> Tensor:
+        """Per-lattice :func:`slm.stats.track_statistics` of tracks ``(B, cells, F + 1, 2)``, ``(B, lags + 2)``;
+        with ``speeds`` the distribution function of the per-track mean speeds appended, ``(B, lags + 2 + J)``."""
+        statistics = track_statistics(tracks, self.lags)
+        if not speeds:
+            return statistics
+        return torch.cat([statistics, self.speed_function(*track_speeds(tracks))], -1)
+
+    def full_statistics(self, speeds: bool = False) -> Tensor:
+        """The target statistics, with ``speeds`` the data's speed distribution function appended."""
+        if not speeds:
+            return self.statistics
+        device = self.statistics.device
+        return torch.cat([self.statistics, self.speed_function(self.track_speeds.to(device),
+                                                               self.track_steps.to(device))])
 
     def physical(self, statistics: Tensor) -> Tensor:
         """Statistics in lattice units to the data's: MSD in um^2, speed in um per minute, persistence as is."""

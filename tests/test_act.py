@@ -215,13 +215,17 @@ def test_a_mixtures_engines_agree_in_decisions_and_gradients(estimator):
                                    atol=1e-4 * float(expected.abs().max()), msg=name)
 
 
-def test_per_track_speeds_and_their_distribution_function():
-    from slm.stats import speed_distribution, track_speeds
+def test_per_track_speeds_and_their_distribution_function_weighted_by_steps():
+    from slm.stats import speed_distribution, track_speeds, weighted_quantiles
 
     nan = float("nan")
     positions = torch.tensor([[[0.0, 0], [1, 0], [1, 2], [nan, nan]], [[0, 0], [0, 0.5], [0, 1], [0, 1.5]]])
-    speeds = track_speeds(positions)
+    speeds, steps = track_speeds(positions)
     torch.testing.assert_close(speeds, torch.tensor([1.5, 0.5]))
-    function = speed_distribution(speeds, torch.tensor([1.0, 2.0]), 0.1)
-    torch.testing.assert_close(function, torch.tensor([0.5, 0.9967]), atol=1e-4, rtol=0)
-    assert torch.isnan(track_speeds(torch.full((1, 3, 2), nan)))[0]
+    assert steps.tolist() == [2, 3]
+    function = speed_distribution(speeds, steps, torch.tensor([1.0, 2.0]), 0.1)
+    torch.testing.assert_close(function, torch.tensor([0.5987, 0.9973]), atol=1e-4, rtol=0)
+    speeds, steps = track_speeds(torch.full((1, 3, 2), nan))
+    assert torch.isnan(speeds)[0] and steps[0] == 0
+    quantiles = weighted_quantiles(torch.tensor([3.0, 1, 2]), torch.tensor([2.0, 1, 1]), torch.tensor([0.25, 0.5, 0.9]))
+    assert quantiles.tolist() == [1.0, 2.0, 3.0]

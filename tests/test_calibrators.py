@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -116,6 +117,26 @@ def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
     assert problem.evaluate({"lambda_act": 300.0, "max_act": 20.0}) < still, "moving cells fit T cells better"
     assert problem.simulations == 1
 
+
+
+def test_track_problem_of_a_population_weights_its_classes_as_the_fit(tmp_path):
+    small = ["data.size=24", "model.volume_target=16", "model.surface_target=50", "data.burn_in=4", "data.frames=4",
+             "data.lags=2", "data.batch_size=4", "task.eval_lattices=4"]
+    cfg = calibrators.compose("tcells_mixture", [*calibrators.TWO_CLASSES, *small], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    problem = calibrators.make_problem(cfg, datamodule)
+    assert problem.names == ("lambda_act[0]", "lambda_act[1]", "max_act[0]", "max_act[1]", "weights[0]", "weights[1]")
+    assert problem.bounds["lambda_act[1]"] == (10.0, 1000.0) and problem.bounds["weights[0]"] == (0.0, 1.0)
+    assert problem.observed.shape == (4 + 5,), "MSD at 2 lags, speed, persistence and the speed distribution"
+    params = {"lambda_act[0]": 10.0, "lambda_act[1]": 300.0, "max_act[0]": 20.0, "max_act[1]": 20.0}
+    half = problem.statistics(params | {"weights[0]": 0.5, "weights[1]": 0.5}, 4, torch.Generator().manual_seed(0))
+    fifth = problem.statistics(params | {"weights[0]": 0.2, "weights[1]": 0.2}, 4, torch.Generator().manual_seed(0))
+    assert half == pytest.approx(fifth), "weights are normalised"
+    still = problem.evaluate(params | {"weights[0]": 0.95, "weights[1]": 0.05})
+    assert problem.evaluate(params | {"weights[0]": 0.05, "weights[1]": 0.95}) < still, "the moving class fits better"
+    matched = np.concatenate([half[:4], problem.observed[4:]])
+    assert problem.distance(half, problem.observed) > problem.distance(matched, problem.observed), "speed term counts"
 
 
 def test_scaling_rows_carry_time_to_ad_error_and_the_mle(tmp_path):

@@ -32,7 +32,8 @@ def dis5k_split(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_a_shrunken_step(make_cfg, tmp_path, dis5k_split, experiment):
     extra = {"seg_dis5k": [f"data.path={dis5k_split}", "data.name=thing"],
-             "seg_image": [f"data.path={ROOT / 'data/bbbc005/site_example/synthetic2_in_focus_image.png'}"]}
+             "seg_image": [f"data.path={ROOT / 'data/bbbc005/site_example/synthetic2_in_focus_image.png'}"],
+             "cpm_tcells_mixture": ["data.batch_size=3", "task.eval_lattices=3"]}  # a lattice for each class
     extra = extra.get(experiment, [])
     results = train(make_cfg("+trainer.max_steps=2", *extra, experiment=experiment))
     assert results["steps"] == 2

@@ -42,9 +42,18 @@ from torch.utils.data import Dataset
 from slm.models.base import Simulator
 from slm.models.persistent_walk import PersistentRandomWalk
 from slm.models.si import SI, transition_counts
-from slm.parameters import flat_values, set_values
-from slm.stats import TRACK_TERMS, track_loss, track_statistics
+from slm.parameters import flat_values, set_values, unflat_values
+from slm.stats import TRACK_TERMS, track_objective
 from slm.targets import MSDTarget, SummaryTarget, TrackTarget, TransitionTarget
+
+
+def set_model_values(model: Simulator, params: dict[str, float]) -> None:
+    """Set ``model``'s learnable parameters from numbers named as :func:`slm.parameters.flat_values` names them;
+    class weights (searched each in ``(0, 1)``) are normalised to sum to one."""
+    values = unflat_values(params, model.parameter_values())
+    if "weights" in values:
+        values["weights"] = values["weights"].clamp_min(1e-6) / values["weights"].clamp_min(1e-6).sum()
+    set_values(model, values, key="params")
 
 
 class SIProblem:
@@ -113,11 +122,7 @@ class PRWProblem:
         return cls(target.msd, target.truth, walkers, mcs_per_frame, dx, classes)
 
     def _set(self, params: dict[str, float]) -> None:
-        values = {}
-        for name, current in self.model.parameter_values().items():
-            value = torch.tensor([params[n] for n in self.names if n.split("[")[0] == name]).reshape(current.shape)
-            values[name] = value.clamp_min(1e-6) / value.clamp_min(1e-6).sum() if name == "weights" else value
-        set_values(self.model, values, key="params")
+        set_model_values(self.model, params)
 
     @torch.no_grad()
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
@@ -191,55 +196,60 @@ class SummaryProblem:
 
 
 class TrackProblem:
-    """Fit the parameters ``start`` names of a migrating-cell ``simulator`` to target track statistics.
+    """Fit the learnable parameters of a migrating-cell ``simulator`` to target track statistics.
+
+    A population of classes (``model.classes``: ``lambda_act[k]``, ``max_act[k]``, ``weights[k]``) has its
+    lattices weighted as in the fit (:meth:`slm.models.base.Simulator.class_weighted`); its weights are searched
+    each in ``(0, 1)`` and normalised to sum to one.
 
     Args:
         simulator: the model as configured (its other values stay fixed).
-        target: target :func:`slm.stats.track_statistics` ``(K + 2,)``, lattice units.
-        start: the fitted parameters (their start values name them).
-        bounds: ``(low, high)`` per fitted parameter.
-        starts: items ``(labels, cell_types)`` of starting lattices (the fit's data set).
+        target: the data's :class:`slm.targets.TrackTarget` (statistics in lattice units, tracks, starts).
+        bounds: ``(low, high)`` per fitted parameter, by name (a vector's elements share their name's bounds;
+            default ``(0, 1)``).
         lattices: lattices per simulation (the gradient fit's batch).
-        burn_in, frames, mcs_per_frame: the tracks (as the data module's).
         weights: the loss weights (msd, speed, persistence).
+        speed_distribution: weight of the per-track speed distribution term (``task.speed_distribution``).
         eval_lattices: lattices of :meth:`evaluate`.
     """
 
     truth = None
 
-    def __init__(self, simulator: Simulator, target: Tensor, start: dict[str, float],
-                 bounds: dict[str, tuple[float, float]], starts: Dataset, lattices: int, burn_in: int, frames: int,
-                 mcs_per_frame: int, weights: Tensor, eval_lattices: int = 64):
+    def __init__(self, simulator: Simulator, target: TrackTarget, bounds: dict[str, list[float]], lattices: int,
+                 weights: Tensor, speed_distribution: float = 0.0, eval_lattices: int = 64):
         self.simulator = simulator
-        self.target = target.double()
-        self.names = tuple(start)
-        self.bounds = {name: tuple(bounds[name]) for name in self.names}
-        self.observed = self.target.numpy()
-        self.starts, self.lattices, self.eval_lattices = starts, lattices, eval_lattices
-        self.burn_in, self.frames, self.mcs_per_frame = burn_in, frames, mcs_per_frame
+        self.target = target
+        self.start = flat_values(simulator.parameter_values())
+        self.names = tuple(self.start)
+        self.bounds = {name: tuple(bounds.get(name.split("[")[0], (0.0, 1.0))) for name in self.names}
+        self.speed_weight = float(speed_distribution)
+        self.observed = target.full_statistics(self.speed_weight > 0).double().numpy()
+        self.lattices, self.eval_lattices = lattices, eval_lattices
         self.weights = weights.double()
         self.simulations = 0
 
     @torch.no_grad()
     def statistics(self, params: dict[str, float], lattices: int, generator: torch.Generator | None) -> np.ndarray:
-        """Mean track statistics ``(K + 2,)`` of ``lattices`` lattices simulated at ``params``."""
+        """The population's mean track statistics (with the speed term: and speed distribution function) of
+        ``lattices`` lattices simulated at ``params``."""
         model = copy.deepcopy(self.simulator)
-        set_values(model, params, key="params")
-        picks = torch.randint(len(self.starts), (lattices,), generator=generator).tolist()
-        labels, cell_types = (torch.stack(part) for part in zip(*(self.starts[i] for i in picks), strict=True))
-        tracks = model.tracks(model.state(labels, cell_types), self.frames, self.mcs_per_frame, generator,
-                              self.burn_in).frames.transpose(1, 2)
-        return track_statistics(tracks, len(self.target) - 2).mean(0).double().numpy()
+        set_model_values(model, params)
+        target = self.target
+        picks = torch.randint(len(target.starts), (lattices,), generator=generator).tolist()
+        labels, cell_types = (torch.stack(part) for part in zip(*(target.starts[i] for i in picks), strict=True))
+        tracks = model.tracks(model.state(labels, cell_types), target.frames, target.mcs_per_frame, generator,
+                              target.burn_in).frames.transpose(1, 2)
+        statistics = target.track_statistics(tracks, self.speed_weight > 0)
+        return model.class_weighted(statistics).mean(0).double().numpy()
 
     @classmethod
     def from_data(cls, target: TrackTarget, simulator: Simulator, bounds: dict[str, list[float]], lattices: int,
-                  weights: dict[str, float] | None = None, eval_lattices: int = 64) -> TrackProblem:
-        """The problem of target track statistics, on the fit's loss with ``task.weights``; the fitted parameters
-        are the model's learnable ones, from their configured start."""
-        start = {name: float(v) for name, v in simulator.parameter_values().items()}
+                  weights: dict[str, float] | None = None, speed_distribution: float = 0.0,
+                  eval_lattices: int = 64) -> TrackProblem:
+        """The problem of target track statistics, on the fit's loss with ``task.weights`` and
+        ``task.speed_distribution``; the fitted parameters are the model's learnable ones, from their start."""
         terms = torch.tensor([float((weights or {}).get(n, 1.0)) for n in TRACK_TERMS])
-        return cls(simulator, target.statistics, start, bounds, target.starts, lattices, target.burn_in, target.frames,
-                   target.mcs_per_frame, terms, eval_lattices)
+        return cls(simulator, target, bounds, lattices, terms, speed_distribution, eval_lattices)
 
     def summary(self, params: dict[str, float], generator: torch.Generator | None = None) -> np.ndarray:
         """One simulation of ``lattices`` lattices (counted)."""
@@ -247,7 +257,9 @@ class TrackProblem:
         return self.statistics(params, self.lattices, generator)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return float(track_loss(torch.from_numpy(a), torch.from_numpy(b), self.weights))
+        """The fit's loss (:func:`slm.stats.track_objective`)."""
+        return float(track_objective(torch.from_numpy(a), torch.from_numpy(b), self.weights, self.target.lags,
+                                     self.speed_weight))
 
     def evaluate(self, params: dict[str, float], seed: int = 12345) -> float:
         """The loss at ``params`` from ``eval_lattices`` lattices with the same noise for every call (not

@@ -99,6 +99,12 @@ class Simulator(nn.Module):
         exact). None (the default): one population, equal weights."""
         return None
 
+    def class_weighted(self, statistics: Tensor) -> Tensor:
+        """Per-unit statistics ``(n, m)`` times each unit's :meth:`unit_classes` weight, so that their mean is the
+        population's ``sum_k w_k E_k[statistics]`` (unchanged for one population)."""
+        classes = self.unit_classes(len(statistics))
+        return statistics if classes is None else statistics * classes[1][:, None]
+
     def reference_metrics(self, transitions: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
         """Exact reference estimates from observed transitions ``(x_t, x_{t+1})`` (none by default)."""
         return {}

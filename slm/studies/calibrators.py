@@ -19,6 +19,10 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   every estimate is scored by the fit's loss on 64 lattices with the same noise for every estimate
   (:meth:`slm.baselines.problems.TrackProblem.evaluate`, not counted in the methods' time), and the rows
   carry ``loss`` in place of ``param_error``. Priors and CMA-ES bounds: ``calibration.bounds`` of the experiment.
+* ``tcells_mixture``: the same with two classes of act cells (experiment ``cpm_tcells_mixture`` with
+  :data:`TWO_CLASSES`): ``lambda_act[k]``, ``max_act[k]`` and the class weights (searched each in (0, 1),
+  normalised), on the fit's loss with its per-track speed distribution term (``--quick``: 16 lattices per
+  simulation, 100 gradient steps).
 
 AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
@@ -57,6 +61,8 @@ from slm.train import build, compose_config, train
 
 log = logging.getLogger(__name__)
 
+#: cpm_tcells_mixture with two classes of act cells (the comparison's K = 2), from a slow and a fast class
+TWO_CLASSES = ["model.classes=2", "model.lambda_act=[30,300]", "model.max_act=[20,30]", "model.weights=[0.3,0.7]"]
 #: Config overrides and baseline budgets per setting (``quick``, ``full``) and task.
 SETTINGS = {
     "quick": {
@@ -68,6 +74,8 @@ SETTINGS = {
                   "abc": {"population_size": 80, "max_generations": 5}, "cma": {"max_evaluations": 200}},
         "tcells": {"overrides": ["data.batch_size=8", "trainer.max_epochs=2"],
                    "abc": {"population_size": 40, "max_generations": 4}, "cma": {"max_evaluations": 80}},
+        "tcells_mixture": {"overrides": [*TWO_CLASSES, "data.batch_size=16", "trainer.max_epochs=4", "uq=none"],
+                           "abc": {"population_size": 100, "max_generations": 5}, "cma": {"max_evaluations": 300}},
     },
     "full": {
         "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
@@ -78,13 +86,17 @@ SETTINGS = {
                   "cma": {"max_evaluations": 800}},
         "tcells": {"overrides": [], "abc": {"population_size": 100, "max_generations": 6},
                    "cma": {"max_evaluations": 300}},
+        "tcells_mixture": {"overrides": [*TWO_CLASSES, "uq=none"],
+                           "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 1000}},
     },
 }
 #: tasks whose parameter error is the largest relative error
 RELATIVE = ("potts",)
-EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic", "potts": "cpm_sorting", "tcells": "cpm_tcells"}
+EXPERIMENTS = {"si": "si_transition", "prw": "prw_synthetic", "potts": "cpm_sorting", "tcells": "cpm_tcells",
+               "tcells_mixture": "cpm_tcells_mixture"}
 TITLES = {"si": "SI: beta", "prw": "PRW: p_center, p_resample", "potts": "CPM sorting: J_dl, J_ll, lambda_V",
-          "tcells": "act model on T cells: lambda_act, max_act"}
+          "tcells": "act model on T cells: lambda_act, max_act",
+          "tcells_mixture": "two act classes on T cells: lambda_act[k], max_act[k], weights"}
 TASKS = tuple(EXPERIMENTS)
 #: one comparison: its rows, the trace of each method, each trace's errors (or losses)
 Result = tuple[list[dict], dict[str, Trace], dict[str, list[float]]]
@@ -147,7 +159,7 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     metric = "loss" if truth is None else "param_error"
     # AD's simulations in units of one pass over the problem (SI: all training transitions)
     per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
-    start = {name: float(v) for name, v in instantiate(cfg.model).parameter_values().items()}
+    start = flat_values(instantiate(cfg.model).parameter_values())
     log.info("%s: truth %s, start %s", task, truth, start)
     traces = {}
     for trace in (run_ad(cfg, per_step),
@@ -163,6 +175,8 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
                "estimate": trace.estimates[-1], "truth": truth}
         if trace.intervals:
             row["interval_90"] = trace.intervals[-1]
+        if truth is None:
+            row["eval_lattices"] = problem.eval_lattices
         rows.append(row)
     ad = rows[0]
     for row in rows[1:]:
@@ -189,7 +203,7 @@ def plot(results: dict[str, Result], path: Path) -> None:
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("wall-clock seconds (2 CPU cores)")
-        axis.set_ylabel("loss (64 lattices, fixed noise)" if "loss" in rows[0] else
+        axis.set_ylabel(f"loss ({rows[0].get('eval_lattices')} lattices, fixed noise)" if "loss" in rows[0] else
                         "largest relative error" if task in RELATIVE else "parameter error |theta - truth|")
         axis.set_title(TITLES[task])
         axis.legend(fontsize=8)

@@ -11,9 +11,9 @@ and the batch mean ``s`` against the target ``t`` the loss is
 
 (persistence, a mean cosine near 0, in absolute terms). With ``speed_distribution = w_F > 0`` the loss adds
 ``w_F sum_j (F_j - G_j)^2``, the smoothed distribution functions of per-track mean speeds of model and data
-(:func:`slm.stats.speed_distribution` at the data's quantiles :data:`slm.stats.SPEED_LEVELS`, width a tenth of
-the median): the statistic that tells a mixture of fast and slow movers from one population. For a population of classes
-(``simulator.unit_classes``, e.g. ``ActPotts(classes=K)``) every lattice's statistics carry its class's weight
+(:meth:`slm.targets.TrackTarget.speed_function`: :func:`slm.stats.speed_distribution` at the data's quantiles):
+the statistic that tells a mixture of fast and slow movers from one population. For a population of classes
+(``simulator.class_weighted``, e.g. ``ActPotts(classes=K)``) every lattice's statistics carry its class's weight
 over its share, so the batch mean is the mixture's ``sum_k w_k s_k``; the report adds each class's weight,
 speed and persistence. After training a fresh simulation of
 ``eval_lattices`` lattices gives ``msd_rel_error`` (mean over lags of ``|s_k - t_k| / t_k``),
@@ -35,7 +35,7 @@ from torch import Tensor
 from slm.errors import InputError
 from slm.models.base import Simulator
 from slm.plots import save_field, speeds_figure, tracks_figure
-from slm.stats import SPEED_LEVELS, TRACK_TERMS, speed_distribution, track_loss, track_speeds, track_statistics
+from slm.stats import TRACK_TERMS, track_loss, track_objective, track_speeds
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
 
@@ -87,41 +87,22 @@ class TrackFitting(FittingTask):
         state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), target.frames,
                                               target.mcs_per_frame, generator, target.burn_in, self.checkpoint_every)
         tracks = frames.transpose(1, 2)
-        statistics = track_statistics(tracks, target.lags)
-        if self.speed_distribution > 0:
-            statistics = torch.cat([statistics, self.speed_function(track_speeds(tracks))], -1)
-        return statistics, tracks, state
-
-    def speed_function(self, speeds: Tensor) -> Tensor:
-        """:func:`slm.stats.speed_distribution` of per-track speeds ``(..., N)`` at the data's quantiles."""
-        data = self.target.track_speeds
-        if data is None:
-            raise InputError("task.speed_distribution: the data give no per-track speeds")
-        data = data[data.isfinite()].to(speeds.device, speeds.dtype)
-        thresholds = torch.quantile(data, torch.tensor(SPEED_LEVELS, device=data.device, dtype=data.dtype))
-        return speed_distribution(speeds, thresholds, 0.1 * float(data.median()))
+        return target.track_statistics(tracks, self.speed_distribution > 0), tracks, state
 
     def full_target(self) -> Tensor:
         """The target statistics, with the data's speed distribution function appended when it is fitted."""
-        target = self.target.statistics.to(self.device)
-        if self.speed_distribution > 0:
-            target = torch.cat([target, self.speed_function(self.target.track_speeds.to(self.device))])
-        return target
+        return self.target.full_statistics(self.speed_distribution > 0).to(self.device)
 
     def objective(self, simulated: Tensor, target: Tensor) -> Tensor:
-        """:func:`slm.stats.track_loss` plus the speed distribution term."""
-        size = len(self.target.statistics)
-        loss = track_loss(simulated[..., :size], target[:size], self.weights)
-        if self.speed_distribution > 0:
-            loss = loss + self.speed_distribution * ((simulated[..., size:] - target[size:]) ** 2).sum(-1)
-        return loss
+        """:func:`slm.stats.track_objective`: the track loss plus the speed distribution term."""
+        return track_objective(simulated, target, self.weights, self.target.lags, self.speed_distribution)
 
     def loss(self, batch: tuple[Tensor, Tensor], generator: torch.Generator) -> Tensor:
         labels, cell_types = batch
         self.batch_units = len(labels)
         target = self.target
         statistics, _, state = self.simulate(labels, cell_types, generator)
-        simulated = self.simulator.surrogate(self.population(statistics)).mean(0)
+        simulated = self.simulator.surrogate(self.simulator.class_weighted(statistics)).mean(0)
         shown = simulated.detach()[: len(target.statistics)]
         for name, value in zip(target.names, target.physical(shown), strict=True):
             if name in ("speed", "persistence", f"msd_{target.lags}"):
@@ -142,17 +123,12 @@ class TrackFitting(FittingTask):
         resample = None
         if self.speed_distribution > 0 and self.target.resample_tracks is not None:
             def resample(rng: np.random.Generator) -> Tensor:
-                statistics, speeds = self.target.resample_tracks(rng)
-                return torch.cat([statistics, self.speed_function(speeds)])
+                statistics, speeds, steps = self.target.resample_tracks(rng)
+                return torch.cat([statistics, self.target.speed_function(speeds, steps)])
         return Moments(target, weight,
-                       lambda n, generator: self.population(self.simulate(*self.start_lattices(n), generator)[0]),
+                       lambda n, generator: self.simulator.class_weighted(
+                           self.simulate(*self.start_lattices(n), generator)[0]),
                        units=64, fit_units=self.batch_units, unit="lattices", resample=resample)
-
-    def population(self, statistics: Tensor) -> Tensor:
-        """Per-lattice statistics ``(B, m)`` weighted so that their mean is the population's (a mixture's classes
-        summed out with their weights; unchanged for one population)."""
-        classes = self.simulator.unit_classes(len(statistics))
-        return statistics if classes is None else statistics * classes[1][:, None]
 
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
@@ -161,7 +137,7 @@ class TrackFitting(FittingTask):
         statistics, tracks, self.last_state = self.simulate(*self.start_lattices(self.eval_lattices),
                                                             self.noise(PREVIEW_STREAM, 0))
         statistics = statistics[:, :size]
-        self.fitted, self.fitted_tracks = self.population(statistics).mean(0), tracks.flatten(0, 1)
+        self.fitted, self.fitted_tracks = self.simulator.class_weighted(statistics).mean(0), tracks.flatten(0, 1)
         relative = ((self.fitted - target) / target).abs()
         physical = self.target.physical(self.fitted)
         return self.class_metrics(statistics) | self.speed_metrics(tracks) | {
@@ -175,23 +151,28 @@ class TrackFitting(FittingTask):
 
     def speed_metrics(self, tracks: Tensor) -> dict[str, float]:
         """How the per-track mean speeds of ``tracks (B, cells, F + 1, 2)`` (each lattice weighted for its class)
-        compare with the data's: the Wasserstein distance in um/min and the largest gap of the distribution
-        functions at the data's quantiles; keeps the speeds for ``speeds.png``."""
+        compare with the data's, every track weighted by its steps: the Wasserstein distance in um/min and the
+        largest gap of the distribution functions at the data's quantiles; keeps the speeds for ``speeds.png``."""
         from scipy.stats import wasserstein_distance
 
         if self.target.track_speeds is None:
             return {}
         per_minute = self.target.um_per_site * 60 / self.target.frame_interval
-        speeds = track_speeds(tracks)
+        speeds, steps = track_speeds(tracks)
         classes = self.simulator.unit_classes(len(tracks))
         weight = torch.ones(len(tracks), device=speeds.device) if classes is None else classes[1]
-        data = self.target.track_speeds[self.target.track_speeds.isfinite()]
-        self.speeds = (data.cpu().numpy() * per_minute, (speeds.flatten() * per_minute).cpu().numpy(),
-                       weight[:, None].expand_as(speeds).flatten().cpu().numpy(),
+        present = self.target.track_speeds.isfinite()
+        data, data_steps = self.target.track_speeds[present], self.target.track_steps[present]
+        self.speeds = (data.cpu().numpy() * per_minute, data_steps.cpu().numpy(),
+                       (speeds.flatten() * per_minute).cpu().numpy(),
+                       (weight[:, None] * steps).flatten().cpu().numpy(),
                        None if classes is None else classes[0][:, None].expand_as(speeds).flatten().cpu().numpy())
-        model_function = (self.speed_function(speeds) * weight[:, None]).mean(0)
-        gap = (model_function - self.speed_function(data.to(speeds.device))).abs().max()
-        return {"speed_wasserstein_um_per_min": float(wasserstein_distance(*self.speeds[:2], None, self.speeds[2])),
+        model_function = (self.target.speed_function(speeds, steps) * weight[:, None]).mean(0)
+        gap = (model_function - self.target.speed_function(data.to(speeds.device), data_steps.to(speeds.device))
+               ).abs().max()
+        data_speeds, data_steps, model_speeds, model_weights, _ = self.speeds
+        distance = wasserstein_distance(data_speeds, model_speeds, data_steps, model_weights)
+        return {"speed_wasserstein_um_per_min": float(distance),
                 "speed_distribution_error": float(gap)}
 
     def class_metrics(self, statistics: Tensor) -> dict[str, float]:
