@@ -8,7 +8,7 @@ from scipy.stats import ks_2samp
 
 from slm.errors import InputError
 from slm.models.act import ActPotts, geometric_activity, unwrapped_moments
-from slm.parameters import constrained_grads
+from slm.parameters import constrained_grads, set_values
 from slm.stats import track_statistics
 from slm.studies.potts_reference import reference_parameters, sequential_mcs
 
@@ -172,9 +172,26 @@ def test_several_cells_per_lattice_give_one_track_each():
 # -- populations of act cells ---------------------------------------------------------------------------------
 
 
-def mixture(engine: str = "auto", estimator: str = "ste") -> ActPotts:
-    return ActPotts(classes=2, lambda_act=[120.0, 300.0], max_act=[30.0, 20.5], learn=["lambda_act", "max_act",
-                    "weights"], weights=[0.3, 0.7], estimator=estimator, engine=engine)
+#: per-class values of CPM parameters for :func:`mixture`
+OWN = {"temperature": [14.0, 26.0], "J_medium_cell": [17.5, 22.0]}
+
+
+def mixture(engine: str = "auto", estimator: str = "ste", own: tuple[str, ...] = ()) -> ActPotts:
+    model = ActPotts(classes=2, lambda_act=[120.0, 300.0], max_act=[30.0, 20.5], learn=["lambda_act", "max_act",
+                     "weights", *own], weights=[0.3, 0.7], estimator=estimator, engine=engine)
+    set_values(model, {name: OWN[name] for name in own}, key="params")
+    return model
+
+
+def test_a_mixtures_classes_have_their_own_cpm_parameters():
+    model = mixture(own=("temperature", "J_medium_cell"))
+    contact, _, _, _, _, temperature = model.lattice_params(model.prepared(), 3)
+    torch.testing.assert_close(temperature, torch.tensor([14.0, 26.0, 14.0]))
+    torch.testing.assert_close(contact[:, 1], torch.tensor([17.5, 22.0, 17.5]))
+    assert torch.equal(contact[:, 1], contact[:, 2]), "J(medium, cell) = J(cell, medium)"
+    assert contact[:, 3].tolist() == [40.0] * 3, "J(cell, cell) stays shared"
+    shared = ActPotts(classes=3, learn=["lambda_act", "max_act", "temperature"]).temperature
+    torch.testing.assert_close(shared, torch.full((3,), 20.0))
 
 
 def test_each_lattice_holds_its_class_and_the_classes_are_summed_out_with_their_weights():
@@ -194,11 +211,11 @@ def test_each_lattice_holds_its_class_and_the_classes_are_summed_out_with_their_
         model.unit_classes(1)
 
 
-@pytest.mark.parametrize("estimator", ["ste", "score"])
-def test_a_mixtures_engines_agree_in_decisions_and_gradients(estimator):
+@pytest.mark.parametrize(("estimator", "own"), [("ste", ()), ("score", ()), ("ste", ("temperature", "J_medium_cell"))])
+def test_a_mixtures_engines_agree_in_decisions_and_gradients(estimator, own):
     results = {}
     for engine in ("torch", "kernel"):
-        model = mixture(engine, estimator)
+        model = mixture(engine, estimator, own)
         with torch.no_grad():
             start = model.initial_state(4, 40, generator=torch.Generator().manual_seed(20))
             start = model.rollout(start, 8, torch.Generator().manual_seed(21))

@@ -35,11 +35,12 @@ every site counted at its image nearest the cell's centroid), updated by the acc
 estimator's gradient, so that :meth:`ActPotts.positions` ``M_c / V_c`` gives differentiable centroid
 tracks that cross the torus' edges freely.
 
-Populations (``classes = K > 1``): ``lambda_act`` and ``max_act`` are ``K``-vectors with class weights ``w``
-(learnable with ``weights`` in ``learn``). Lattice ``i`` of a batch holds cells of class ``i mod K`` (every class
-simulated, stratified), and :meth:`ActPotts.unit_classes` gives tasks the weights ``w_k / share_k`` that turn a
-mean over lattices into ``sum_k w_k E_k[.]``: the class is summed out exactly, as in the PRW mixture. ``K = 1`` is
-the single population with the same random stream.
+Populations (``classes = K > 1``): ``lambda_act``, ``max_act`` and every learned CPM parameter are
+``K``-vectors, with class weights ``w`` (learnable with ``weights`` in ``learn``). Lattice ``i`` of a batch holds
+cells of class ``i mod K`` (every class simulated, stratified; both engines take each lattice's parameters,
+:meth:`slm.models.CellularPotts.lattice_params`), and :meth:`ActPotts.unit_classes` gives tasks the weights
+``w_k / share_k`` that turn a mean over lattices into ``sum_k w_k E_k[.]``: the class is summed out exactly, as in
+the PRW mixture. ``K = 1`` is the single population with the same random stream.
 
 State: an :class:`ActState`, the :class:`slm.models.CellularPotts` state with ``age (B, H, W)`` float and
 ``moment (B, C, 2)`` (rows, columns).
@@ -57,7 +58,7 @@ from torch import Tensor
 from slm.errors import InputError
 from slm.estimators import Estimator
 from slm.models import potts_engine
-from slm.models.potts import MOORE, CellularPotts
+from slm.models.potts import MOORE, CellularPotts, per_lattice
 from slm.parameters import Positive, Simplex, class_values, register
 
 #: The age of a site never copied into (activity 0 for any max_act).
@@ -87,8 +88,9 @@ class ActPotts(CellularPotts):
             both.
         cells: cells placed by :meth:`initial_state`: one at the centre, or several packed around it.
         classes: ``K`` classes of cells with their own ``lambda_act`` and ``max_act`` (a number each, spread by
-            :func:`slm.parameters.class_values` over logarithms -0.3 to +0.3, or ``K`` numbers); lattice ``i``
-            holds class ``i mod K``.
+            :func:`slm.parameters.class_values` over logarithms -0.3 to +0.3, or ``K`` numbers) and their own
+            value of every CPM parameter in ``learn`` (e.g. ``temperature``; each class starts at the configured
+            value); lattice ``i`` holds class ``i mod K``.
         weights: the classes' start weights (``K`` positive numbers; default equal); fitted with ``weights`` in
             ``learn``.
         Others: as :class:`slm.models.CellularPotts` (one cell type by default, no contact between
@@ -107,11 +109,11 @@ class ActPotts(CellularPotts):
                  estimator: Estimator | str = "ste", engine: str = "auto", classes: int = 1,
                  weights: Sequence[float] | None = None):
         learn = ["lambda_act", "max_act"] if learn is None else list(learn)
-        super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
-                         type_names, learn, neighbourhood, cells, fractions, estimator, engine)
         if not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
             raise InputError(f"model.classes: expected a positive number of classes, got {classes!r}")
-        self.classes = classes
+        self.classes = classes  # before the CPM's parameters: each learned one gets a value per class
+        super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
+                         type_names, learn, neighbourhood, cells, fractions, estimator, engine)
         for key, value in (("lambda_act", lambda_act), ("max_act", max_act)):
             values = class_values(f"model.{key}", value, classes, Positive(), 0.3)
             if key == "max_act" and bool((values < 1).any()):
@@ -141,21 +143,27 @@ class ActPotts(CellularPotts):
         """:meth:`slm.models.CellularPotts.prepare`, then ``lambda_act`` and ``max_act``."""
         return (*super().prepare(), self.lambda_act, self.max_act)
 
+    def _start_value(self, name: str, value: float) -> float | list[float]:
+        return value if self.classes == 1 else [value] * self.classes
+
+    def lattice_classes(self, batch: int) -> Tensor | None:
+        """Lattice ``i`` holds cells of class ``i mod K`` (None for one population)."""
+        if self.classes == 1:
+            return None
+        return torch.arange(batch, device=self.temperature.device) % self.classes
+
     def lattice_act(self, prepared: tuple[Tensor, ...], batch: int) -> tuple[Tensor, Tensor]:
         """``lambda_act`` and ``max_act`` of the cells of each of ``batch`` lattices, ``(B,)`` each: lattice ``i``
         holds class ``i mod K``."""
-        values = prepared[6:8]
-        if self.classes == 1:
-            return tuple(v.expand(batch) for v in values)
-        index = torch.arange(batch, device=values[0].device) % self.classes
-        return tuple(v[index] for v in values)
+        index = self.lattice_classes(batch)
+        return tuple(per_lattice(value, 0, index, batch) for value in prepared[6:8])
 
     def unit_classes(self, n: int) -> tuple[Tensor, Tensor] | None:
         if self.classes == 1:
             return None
         if n < self.classes:
             raise InputError(f"data.batch_size: {n} lattices cannot hold {self.classes} classes of cells")
-        kind = torch.arange(n, device=self.weights.device) % self.classes
+        kind = self.lattice_classes(n)
         share = torch.bincount(kind, minlength=self.classes).to(self.weights.dtype) / n
         return kind, (self.weights / share)[kind]
 

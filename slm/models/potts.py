@@ -154,7 +154,7 @@ class CellularPotts(Simulator):
                              f"{sorted([*values, *self.more_parameters])}")
         for name, (value, constraint) in values.items():
             if name in learn:
-                register(self, name, value, constraint)
+                register(self, name, self._start_value(name, value), constraint)
             else:
                 self.register_buffer(name, torch.tensor(float(value)))
         self.has_surface = any(name in learn or values[name][0] != 0 for name in self.per_type["lambda_surface"])
@@ -166,6 +166,11 @@ class CellularPotts(Simulator):
                              f"{fractions}")
         self.cells = cells
         self.register_buffer("fractions", torch.tensor(weights) / sum(weights), persistent=False)
+
+    def _start_value(self, name: str, value: float) -> float | list[float]:
+        """The start of the learned parameter ``name`` from its configured ``value`` (a population of classes
+        gives each class its own copy)."""
+        return value
 
     def _per_type_values(self, key: str, given: float | Sequence[float], values: dict) -> list[str]:
         """Add ``key`` (one number) or ``key_<type>`` (a list) to ``values``; return the name of each type's value."""
@@ -187,17 +192,31 @@ class CellularPotts(Simulator):
     # -- the contract --------------------------------------------------------------------------
 
     def prepare(self) -> tuple[Tensor, ...]:
-        """``(J (K+1)^2 flattened, then for the medium and each type: V_t, lambda_V, S_t, lambda_S, and T)``."""
+        """``(J (K+1)^2 flattened, then for the medium and each type: V_t, lambda_V, S_t, lambda_S, and T)``; with
+        a parameter per class of cells (:meth:`lattice_classes`), each of these that holds one has a leading class
+        dimension."""
         k = self.n_types + 1
         index = {name: i for i, name in enumerate(self.contact_names)}
         zero = torch.zeros((), device=self.temperature.device)
-        entries = [zero] + [getattr(self, name) for name in self.contact_names]
+        entries = torch.broadcast_tensors(zero, *(getattr(self, name) for name in self.contact_names))
         order = [0 if a == b == 0 else 1 + index[f"J_{self.type_names[min(a, b)]}_{self.type_names[max(a, b)]}"]
                  for a in range(k) for b in range(k)]
-        contact = torch.stack(entries)[torch.tensor(order, device=zero.device)]
-        terms = [torch.stack([zero.new_ones(()) if key.endswith("target") else zero,
-                              *(getattr(self, name) for name in self.per_type[key])]) for key in PER_TYPE]
+        contact = torch.stack(entries, -1)[..., torch.tensor(order, device=zero.device)]
+        terms = [torch.stack(torch.broadcast_tensors(zero.new_ones(()) if key.endswith("target") else zero,
+                                                     *(getattr(self, name) for name in self.per_type[key])), -1)
+                 for key in PER_TYPE]
         return (contact, *terms, self.temperature)
+
+    def lattice_classes(self, batch: int) -> Tensor | None:
+        """The class of cells of each of ``batch`` lattices ``(B,)`` (a population of classes), or None (one)."""
+        return None
+
+    def lattice_params(self, prepared: tuple[Tensor, ...], batch: int) -> tuple[Tensor, ...]:
+        """Each lattice's CPM parameters: ``J (B, (K+1)^2)``, ``V_t, lambda_V, S_t, lambda_S (B, K+1)`` and
+        ``T (B,)``, a class's own where :meth:`prepare` has one per class."""
+        index = self.lattice_classes(batch)
+        return (*(per_lattice(term, 1, index, batch) for term in prepared[:5]),
+                per_lattice(prepared[5], 0, index, batch))
 
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
@@ -207,9 +226,10 @@ class CellularPotts(Simulator):
         if potts_engine.choose(self, state) == "kernel":
             return self._kernel_mcs(state, prepared, noise)
         state = state._replace(labels=state.labels.clone())
-        per_cell = [term[state.cell_types] for term in prepared[1:5]]
+        lattice = self.lattice_params(prepared, state.labels.shape[0])
+        per_cell = [term.gather(1, state.cell_types) for term in lattice[1:5]]
         for (a, b), u in zip(CLASSES, noise, strict=True):
-            state = self._sweep(state, prepared, per_cell, a, b, u)
+            state = self._sweep(state, prepared, (lattice[0], per_cell, lattice[5]), a, b, u)
         return self._after_mcs(state, prepared)
 
     def _kernel_mcs(self, state: PottsState, prepared: tuple[Tensor, ...], noise: Tensor) -> PottsState:
@@ -234,9 +254,10 @@ class CellularPotts(Simulator):
         """The state at the end of an MCS."""
         return state
 
-    def _sweep(self, state: PottsState, prepared: tuple[Tensor, ...], per_cell: list[Tensor], a: int, b: int,
-               u: Tensor) -> PottsState:
-        """Copy attempts into every site of class ``(a, b)`` at once; writes ``state.labels`` in place.
+    def _sweep(self, state: PottsState, prepared: tuple[Tensor, ...], lattice: tuple[Tensor, list[Tensor], Tensor],
+               a: int, b: int, u: Tensor) -> PottsState:
+        """Copy attempts into every site of class ``(a, b)`` at once; writes ``state.labels`` in place. ``lattice``:
+        each lattice's ``J (B, (K+1)^2)``, the per-cell ``V_t, lambda_V, S_t, lambda_S (B, C)`` and ``T (B,)``.
 
         With ``c_q`` the number of energy neighbours of type ``q`` and ``n_x`` those with id ``x``, the
         contact energy of id ``x`` (type ``tau_x``) at the target is ``sum_q J(tau_x, q) c_q - J(tau_x, tau_x) n_x``,
@@ -245,7 +266,7 @@ class CellularPotts(Simulator):
         labels, volume = state.labels, state.volume
         batch, height, width = labels.shape
         k, z_max = self.n_types + 1, self.neighbours
-        contact, temperature = prepared[0], prepared[5]
+        contact, per_cell, temperature = lattice
         padded = F.pad(labels[:, None], (1, 1, 1, 1), mode="circular")[:, 0]  # (B, H + 2, W + 2)
         padded_types = state.cell_types.gather(1, padded.flatten(1)).view_as(padded)
         target = labels[:, a::2, b::2]
@@ -269,11 +290,12 @@ class CellularPotts(Simulator):
         one_hot = (padded_types[None] == kinds[1:]).view(torch.uint8)
         by_type = self._neighbour_sum(_window(one_hot, a, b, height, width))
         by_type = torch.cat([z_max - by_type.sum(0, keepdim=True), by_type]).to(volume.dtype)  # (k, B, h, w)
-        matrix = contact.view(k, k)
-        diagonal = torch.diagonal(matrix)
-        field = torch.tensordot(matrix, by_type, 1)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
+        matrix = contact.view(batch, k, k)
+        diagonal = torch.diagonal(matrix, dim1=1, dim2=2)  # (B, k)
+        field = torch.einsum("bts,sbhw->tbhw", matrix, by_type)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
         d_h = field.gather(0, source_type[None])[0] - field.gather(0, target_type[None])[0]
-        d_h = d_h - diagonal[source_type] * same_source + diagonal[target_type] * same_target
+        d_h = (d_h - diagonal.gather(1, source_type.flatten(1)).view_as(d_h) * same_source
+               + diagonal.gather(1, target_type.flatten(1)).view_as(d_h) * same_target)
         more = self._copy_energy(state, prepared, a, b, where.view(batch, -1))
         if more is not None:
             d_h = d_h + more
@@ -299,8 +321,8 @@ class CellularPotts(Simulator):
     def _resolve(self, d_contact: Tensor, cells: Tensor, volume: Tensor, surface: Tensor, d_source: Tensor,
                  d_target: Tensor, per_cell: list[Tensor], temperature: Tensor, active: Tensor, noise: Tensor,
                  priority: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The acceptances ``z (B, n)`` of a class's proposals, exactly as if made one at a time in the order
-        of ``priority``, and the volumes and surfaces after them.
+        """The acceptances ``z (B, n)`` of a class's proposals (``temperature (B,)``: each lattice's), exactly as
+        if made one at a time in the order of ``priority``, and the volumes and surfaces after them.
 
         Proposals into different sites of a class change no bond twice, so they interact only through
         the volume and surface of the cells they share. Each round takes every undecided proposal that has
@@ -337,7 +359,7 @@ class CellularPotts(Simulator):
             # A cell keeps its last site; the medium (id 0) never runs out.
             alive = (volume.detach() > 1.5).index_fill_(0, medium, True)[target]
             # exp(-50) ~ 2e-22 stands for 0 and keeps the result out of subnormals (slow on CPUs).
-            p = torch.exp(-(d_h / temperature).clamp(0, 50))
+            p = torch.exp(-(d_h / temperature[lattice_of]).clamp(0, 50))
             decided = self.estimator.bernoulli(p, noise=noise, mask=ready & alive, sample=(lattice_of, batch))
             z = z + decided
             volume = volume.index_add(0, both, torch.cat([decided, -decided]))
@@ -449,6 +471,16 @@ class CellularPotts(Simulator):
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels).float() / self.n_types
         edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
         return torch.where(edge & (labels > 0), 0.0, types)
+
+
+def per_lattice(value: Tensor, dims: int, index: Tensor | None, batch: int) -> Tensor:
+    """A parameter ``value`` of ``dims`` dimensions (or with a leading class dimension) for each of ``batch``
+    lattices, ``(B, ...)``: the class ``index (B,)`` of each lattice picks its row."""
+    if value.dim() > dims:
+        if index is None:
+            raise ValueError(f"a parameter of shape {tuple(value.shape)} per class needs the lattices' classes")
+        return value[index]
+    return value.expand(batch, *value.shape)
 
 
 def _window(padded: Tensor, a: int, b: int, height: int, width: int) -> Tensor:

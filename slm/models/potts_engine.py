@@ -183,7 +183,7 @@ def _forward(shape: tuple[int, ...], labels: Tensor, cell_types: Tensor, volume:
 class _MCS(torch.autograd.Function):
     """One MCS by the kernel with a tape: ``(labels, volume, surface, path, moment, age, log_prob)`` (``log_prob``
     ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the noise,
-    the parameters packed by :func:`_packed` and each lattice's ``(lambda_act, max_act)`` (act model)."""
+    each lattice's parameters packed by :func:`_packed` and its ``(lambda_act, max_act)`` (act model)."""
 
     @staticmethod
     def forward(ctx, shape: tuple[int, ...], estimator: tuple[int, float], labels: Tensor, cell_types: Tensor,
@@ -204,7 +204,7 @@ class _MCS(torch.autograd.Function):
         code, tau = ctx.estimator
         grads = [None if g is None else g.contiguous() for g in (g_volume, g_surface, g_path, g_moment, g_log_prob)]
         gi_volume, gi_surface = torch.empty(batch, ids), torch.empty(batch, ids)
-        g_params, g_act = torch.zeros(batch, params.numel()), torch.zeros_like(act)
+        g_params, g_act = torch.zeros_like(params), torch.zeros_like(act)
         library().slm_potts_backward(*ctx.shape, torch.get_num_threads(), cell_types.data_ptr(), volume.data_ptr(),
                                      surface.data_ptr(), noise.data_ptr(), params.data_ptr(), _ptr(act) if act.numel()
                                      else None,
@@ -212,18 +212,19 @@ class _MCS(torch.autograd.Function):
                                      *(_ptr(g) for g in grads[:4]), _ptr(grads[4] if code == 2 else None),
                                      gi_volume.data_ptr(), gi_surface.data_ptr(), g_params.data_ptr(),
                                      _ptr(g_act) if act.numel() else None)
-        return (None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params.sum(0),
+        return (None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params,
                 g_act if act.numel() else None)
 
 
-def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...]) -> Tensor:
-    """The parameters in the kernel's layout: ``J`` (flattened), ``V_t, lambda_V, S_t, lambda_S`` per type, ``T``;
-    packed once per ``prepared`` (once per rollout)."""
+def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...], batch: int) -> Tensor:
+    """Each lattice's parameters in the kernel's layout, ``(B, P)``: ``J`` (flattened), ``V_t, lambda_V, S_t,
+    lambda_S`` per type, ``T`` (:meth:`slm.models.CellularPotts.lattice_params`); packed once per ``prepared``
+    and batch size (once per rollout)."""
     cache = model._kernel_params
-    if cache.key is not prepared:
-        contact, *per_type, temperature = prepared[:6]
+    if cache.key is not prepared or len(cache.value) != batch:
+        contact, *per_type, temperature = model.lattice_params(prepared, batch)
         cache.key = prepared
-        cache.value = torch.cat([contact.reshape(-1), *per_type, temperature.reshape(1)])
+        cache.value = torch.cat([contact, *per_type, temperature[:, None]], 1).contiguous()
     return cache.value
 
 
@@ -234,7 +235,7 @@ def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tenso
     lattice, ``(B, 2)``). With ``score`` the per-lattice log-probability of the decisions goes to the estimator."""
     labels, cell_types, volume, surface, path = state[:5]
     batch, height, width = labels.shape
-    params = _packed(model, prepared)
+    params = _packed(model, prepared, batch)
     shape = (batch, height, width, cell_types.shape[1], model.n_types + 1, model.neighbours, int(model.has_surface),
              int(act is not None))
     empty = volume.new_empty(0)

@@ -32,8 +32,9 @@ struct Shape {
     int B, H, W, C, K, nbh, has_surface, act;
 };
 
-// The prepared parameters, unpacked from one float array: contact (K x K), then per type V_t, lambda_V, S_t,
-// lambda_S, then T; and a lattice's own lambda_act, max_act (the act model's class of that lattice).
+// A lattice's parameters, unpacked from its row of the (B, K K + 4 K + 1) parameter array: contact (K x K), then
+// per type V_t, lambda_V, S_t, lambda_S, then T; and its own lambda_act, max_act (the act model's class of that
+// lattice).
 struct Params {
     const float *J, *vt, *lamv, *st, *lams;
     float T, lam_act = 0.0f, max_act = 1.0f;
@@ -434,10 +435,10 @@ void slm_potts_mcs(int B, int H, int W, int C, int K, int nbh, int has_surface, 
                    const float* params, const float* act_params, float* age, float* moment, int32_t* order, int32_t* count,
                    int32_t* cells, uint8_t* counts, uint8_t* flag, float* extra) {
     Shape sh{B, H, W, C, K, nbh, has_surface, act};
-    Params P(params, K);
     Tape tape{order, count, cells, counts, flag, extra};
     Tape* tp = order ? &tape : nullptr;
     over_lattices(B, threads, [&](int b) {
+        Params P(params + (int64_t)b * (K * K + 4 * K + 1), K);
         mcs_lattice(sh, b, labels, types, volume, surface, noise, P, act_params, age, moment, tp);
     });
 }
@@ -449,10 +450,10 @@ void slm_potts_backward(int B, int H, int W, int C, int K, int nbh, int has_surf
                         const float* g_volume, const float* g_surface, const float* g_path, const float* g_moment,
                         const float* g_logp, float* gi_volume, float* gi_surface, float* g_params, float* g_act) {
     Shape sh{B, H, W, C, K, nbh, has_surface, act};
-    Params P(params, K);
     Tape tape{const_cast<int32_t*>(order), const_cast<int32_t*>(count), const_cast<int32_t*>(cells),
               const_cast<uint8_t*>(counts), const_cast<uint8_t*>(flag), const_cast<float*>(extra)};
     over_lattices(B, threads, [&](int b) {
+        Params P(params + (int64_t)b * (K * K + 4 * K + 1), K);
         backward_lattice(sh, b, types, volume_out, surface_out, noise, P, act_params, tape, estimator, tau, g_volume,
                          g_surface, g_path, g_moment, g_logp, gi_volume, gi_surface, g_params, g_act);
     });
