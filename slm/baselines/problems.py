@@ -219,8 +219,7 @@ class TrackProblem:
                  weights: Tensor, speed_distribution: float = 0.0, eval_lattices: int = 64):
         self.simulator = simulator
         self.target = target
-        self.start = flat_values(simulator.parameter_values())
-        self.names = tuple(self.start)
+        self.names = tuple(flat_values(simulator.parameter_values()))
         self.bounds = {name: tuple(bounds.get(name.split("[")[0], (0.0, 1.0))) for name in self.names}
         self.speed_weight = float(speed_distribution)
         self.observed = target.full_statistics(self.speed_weight > 0).double().numpy()
