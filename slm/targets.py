@@ -93,7 +93,7 @@ class TrackTarget(Target):
 
     def speed_function(self, speeds: Tensor, steps: Tensor) -> Tensor:
         """:func:`slm.stats.speed_distribution` of per-track mean speeds ``(..., N)`` with their ``steps`` at the
-        data's step-weighted quantiles :data:`slm.stats.SPEED_LEVELS`, width a tenth of the data's median,
+        data's step-weighted quantiles :data:`slm.stats.SPEED_LEVELS`, width a tenth of their median,
         ``(..., J)``."""
         thresholds, width = self._speed_thresholds
         return speed_distribution(speeds, steps, thresholds.to(speeds.device, speeds.dtype), width)
