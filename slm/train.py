@@ -27,6 +27,9 @@ from slm.plots import uncertainty_figure
 from slm.uncertainty import summary_line
 
 log = logging.getLogger(__name__)
+#: What each Monte Carlo schedule means, for the run's first line.
+SCHEDULES = {"random": "uniform random targets, one attempt at a time: the MCS of CompuCell3D, Morpheus, Artistoo",
+             "sweep": "every site once per MCS: the same equilibrium as the field's MCS, other kinetics"}
 
 #: The Hydra configs of the repository (``configs/`` beside the package).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -178,6 +181,9 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_checkpoint(cfg.get("ckpt_path"))
     task, datamodule = build_task_and_data(cfg)
+    schedule = getattr(getattr(task, "simulator", None), "schedule", None)
+    if schedule is not None:
+        log.info("%s: Monte Carlo schedule %s (%s)", type(task.simulator).__name__, schedule, SCHEDULES[schedule])
     if start:
         set_values(task.simulator, start, key="start")
     if uq is not None:
@@ -193,6 +199,8 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
     seconds = time.perf_counter() - begin
 
     results = {**task.results(), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
+    if schedule is not None:
+        results["schedule"] = schedule
     results["metrics"].update(truth_metrics(results["params"], results["metrics"], task.target.truth))
     if task.target.truth is not None:
         results["truth"] = {name: np.asarray(value, dtype=float).tolist() for name, value in task.target.truth.items()}

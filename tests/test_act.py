@@ -61,7 +61,7 @@ def test_positions_follow_a_cell_across_the_edges():
 
 
 def test_relaxed_max_act_is_linear_between_integers():
-    model = ActPotts(**SMALL, learn=[])
+    model = ActPotts(**SMALL, learn=[], schedule="sweep")  # _copy_energy: the sweep's act term
     state = model.rollout(model.initial_state(2, 24, generator=torch.Generator().manual_seed(0)), 8,
                           torch.Generator().manual_seed(1))
     where = torch.randint(0, 26 * 26, (2, 144), generator=torch.Generator().manual_seed(2))
@@ -76,9 +76,9 @@ def test_relaxed_max_act_is_linear_between_integers():
 
 
 def act_samples(order: str, replicas: int = 48, mcs: int = 25, size: int = 20) -> tuple[dict, dict]:
-    """Statistics of one migrating cell after ``mcs`` MCS from the same start: vectorised, and the literal
+    """Statistics of one migrating cell after ``mcs`` MCS from the same start: the vectorised sweep, and the literal
     sequential model with the attempt ``order`` (``classes``: the sweep's schedule; ``random``: uniform targets)."""
-    model = ActPotts(**SMALL, lambda_act=300, max_act=10, learn=[])
+    model = ActPotts(**SMALL, lambda_act=300, max_act=10, learn=[], schedule="sweep")
     start = model.initial_state(replicas, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         final = model.rollout(start, mcs, torch.Generator().manual_seed(1))
@@ -176,9 +176,10 @@ def test_several_cells_per_lattice_give_one_track_each():
 OWN = {"temperature": [14.0, 26.0], "J_medium_cell": [17.5, 22.0]}
 
 
-def mixture(engine: str = "auto", estimator: str = "ste", own: tuple[str, ...] = ()) -> ActPotts:
+def mixture(engine: str = "auto", estimator: str = "ste", own: tuple[str, ...] = (), schedule: str = "random"
+            ) -> ActPotts:
     model = ActPotts(classes=2, lambda_act=[120.0, 300.0], max_act=[30.0, 20.5], learn=["lambda_act", "max_act",
-                     "weights", *own], weights=[0.3, 0.7], estimator=estimator, engine=engine)
+                     "weights", *own], weights=[0.3, 0.7], estimator=estimator, engine=engine, schedule=schedule)
     set_values(model, {name: OWN[name] for name in own}, key="params")
     return model
 
@@ -215,7 +216,7 @@ def test_each_lattice_holds_its_class_and_the_classes_are_summed_out_with_their_
 def test_a_mixtures_engines_agree_in_decisions_and_gradients(estimator, own):
     results = {}
     for engine in ("torch", "kernel"):
-        model = mixture(engine, estimator, own)
+        model = mixture(engine, estimator, own, schedule="sweep")
         with torch.no_grad():
             start = model.initial_state(4, 40, generator=torch.Generator().manual_seed(20))
             start = model.rollout(start, 8, torch.Generator().manual_seed(21))

@@ -27,13 +27,15 @@ def gen(seed: int) -> torch.Generator:
 
 
 def potts(engine: str, estimator: str = "ste", setting: str = "moore", learn: list[str] | None = None) -> CellularPotts:
+    """The sweep schedule, which both engines run."""
     options = {"contact": CELLSORT, "volume_target": 25.0, "cells": 30, **SETTINGS[setting]}
-    return CellularPotts(**options, learn=learn or [], estimator=make_estimator(estimator, 0.5), engine=engine)
+    return CellularPotts(**options, learn=learn or [], estimator=make_estimator(estimator, 0.5), engine=engine,
+                         schedule="sweep")
 
 
 def act(engine: str, estimator: str = "ste") -> ActPotts:
     return ActPotts(cells=2, max_act=20.4, learn=["lambda_act", "max_act", "lambda_volume", "J_medium_cell"],
-                    estimator=make_estimator(estimator, 0.5), engine=engine)
+                    estimator=make_estimator(estimator, 0.5), engine=engine, schedule="sweep")
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
@@ -117,30 +119,103 @@ def test_the_engine_is_chosen_in_one_place():
     assert potts_engine.choose(potts("auto"), state) == "kernel"
     assert potts_engine.choose(potts("auto", learn=["J_1_2"]), state) == "kernel"  # through a parametrisation
     assert potts_engine.choose(potts("torch"), state) == "torch"
-    assert potts_engine.choose(WithField(CELLSORT, cells=30), state) == "torch"
+    assert potts_engine.choose(CellularPotts(CELLSORT, cells=30), state) == "kernel"  # the field's schedule
+    assert potts_engine.choose(WithField(CELLSORT, cells=30, schedule="sweep"), state) == "torch"
     with pytest.raises(InputError, match=re.escape("model.engine: kernel cannot run this model: WithField")):
-        potts_engine.choose(WithField(CELLSORT, cells=30, engine="kernel"), state)
+        potts_engine.choose(WithField(CELLSORT, cells=30, engine="kernel", schedule="sweep"), state)
     with pytest.raises(InputError, match=re.escape("model.engine: expected one of auto, kernel, torch")):
         CellularPotts(CELLSORT, engine="fast")
 
 
-def test_without_a_compiler_auto_falls_back_and_kernel_says_why(monkeypatch, tmp_path):
-    monkeypatch.setenv("CXX", "no-such-compiler")
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(engine="torch"), "model.schedule: random (the field's) runs on the compiled engine; the torch engine runs "
+                           "model.schedule=sweep"),
+    (dict(schedule="often"), "model.schedule: expected one of random, sweep, got 'often'"),
+    (dict(targets="all"), "model.targets: expected one of border, uniform, got 'all'"),
+])
+def test_a_schedule_that_cannot_run_is_refused_before_any_compute(kwargs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        CellularPotts(CELLSORT, cells=30, **kwargs)
+    with pytest.raises(InputError, match="which does not know WithField's changes to the MCS; use model.schedule="):
+        WithField(CELLSORT, cells=30)
+
+
+def test_the_random_schedule_never_runs_on_another_engine_silently(monkeypatch):
+    model = CellularPotts(CELLSORT, cells=30)
+    state = model.initial_state(1, 32, generator=gen(12))
+    monkeypatch.setattr(model.estimator, "name", "reinmax")
+    with pytest.raises(InputError, match="model.schedule: random runs on the compiled engine, which cannot run "
+                                         "here: its backward pass does not know the estimator 'reinmax'"):
+        model.rollout(state, 1, gen(1))
+
+
+@pytest.fixture
+def kernel_cache(monkeypatch, tmp_path):
+    """A fresh kernel cache and no memory of earlier builds; the real library back afterwards."""
     monkeypatch.setenv("SLM_KERNEL_CACHE", str(tmp_path))
-    potts_engine.library.cache_clear()
+    monkeypatch.setattr(potts_engine, "_LOADED", {})
     potts_engine._warn_once.cache_clear()
-    try:
-        state = potts("auto").initial_state(1, 32, generator=gen(13))
-        with pytest.raises(potts_engine.KernelError, match="needs a C\\+\\+ compiler \\('no-such-compiler'"):
-            potts_engine.choose(potts("kernel"), state)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert potts_engine.choose(potts("auto"), state) == "torch"
-        assert any("running the torch engine" in str(w.message) for w in caught)
-    finally:
-        monkeypatch.undo()
-        potts_engine.library.cache_clear()
-        potts_engine._warn_once.cache_clear()
+    yield tmp_path
+    potts_engine._warn_once.cache_clear()
+
+
+def fallback_warnings(runs: int) -> list[str]:
+    """Warnings of ``runs`` MCS of the sweep schedule under ``auto`` (the kernel cannot be had)."""
+    model = potts("auto")
+    state = model.initial_state(1, 32, generator=gen(13))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            model.rollout(state, runs, gen(1))
+    return [str(w.message) for w in caught]
+
+
+def test_without_a_compiler_auto_falls_back_once_and_kernel_and_random_say_why(kernel_cache, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    state = potts("auto").initial_state(1, 32, generator=gen(13))
+    with pytest.raises(potts_engine.KernelError, match="needs a C\\+\\+ compiler \\('no-such-compiler'"):
+        potts_engine.choose(potts("kernel"), state)
+    with pytest.raises(potts_engine.KernelError, match="model.schedule=sweep runs without it"):
+        potts_engine.choose(CellularPotts(CELLSORT, cells=30), state)
+    assert [m for m in fallback_warnings(3) if "running the torch engine" in m] != []
+    assert fallback_warnings(3) == []  # once
+
+
+def test_a_failed_build_is_remembered_and_never_retried(kernel_cache, monkeypatch):
+    calls = kernel_cache / "calls"
+    compiler = kernel_cache / "bad-g++"
+    compiler.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'error: no luck' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    messages = fallback_warnings(4)
+    assert sum("compiling potts_kernel.cpp failed: error: no luck" in m and "running the torch engine" in m
+               for m in messages) == 1
+    assert calls.read_text().count("x") == 1  # one build for four MCS
+    monkeypatch.setattr(potts_engine, "_LOADED", {})  # a new process: the failure is on disk
+    with pytest.raises(potts_engine.KernelError, match="failed before: error: no luck \\(delete .*\\.failed to retry"):
+        potts_engine.library()
+    assert calls.read_text().count("x") == 1
+
+
+def test_a_library_that_does_not_load_falls_back_once(kernel_cache):
+    path = potts_engine.library_path()
+    path.write_bytes(b"not a shared library")
+    assert sum("does not load" in m for m in fallback_warnings(3)) == 1
+    with pytest.raises(potts_engine.KernelError, match="does not load .*; delete it to rebuild"):
+        potts_engine.library()
+
+
+def test_the_cache_key_holds_the_platform_and_the_abi_checked_on_load(kernel_cache, monkeypatch):
+    import platform
+
+    name = potts_engine.library_path().name
+    assert platform.machine() in name and platform.system().lower() in name
+    monkeypatch.setattr(potts_engine, "ABI_VERSION", potts_engine.ABI_VERSION + 1)
+    newer = potts_engine.library_path()
+    assert newer.name != name
+    built = potts_engine._build(newer)  # the source still reports the old version
+    with pytest.raises(potts_engine.KernelError, match=f"has ABI version {potts_engine.ABI_VERSION - 1}, expected"):
+        potts_engine._load(built)
 
 
 def test_compiled_cluster_counts_are_the_torch_ones():

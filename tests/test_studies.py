@@ -103,8 +103,8 @@ def test_naive_mk_and_ours_agree_in_distribution():
 
 def test_benchmark_case_row_and_table():
     assert {"si_step", "cpm_step", "mk_ours_grad_64_b1", "mk_step_per_call", "mk_step_rollout",
-            "potts_kernel_256_b1", "potts_glazier_256_b1", "potts_torch_64_b1", "potts_sequential_64_b1",
-            "potts_grad_128_b8"} <= set(CASES)
+            "potts_random_256_b1", "potts_kernel_256_b1", "potts_glazier_256_b1", "potts_torch_64_b1",
+            "potts_sequential_64_b1", "potts_grad_128_b8"} <= set(CASES)
     row = si_step(torch.device("cpu"), 1)
     assert set(row) == {"model", "lattice", "batch", "forward steps/s", "gradient step"}
     assert row["model"] == "SI" and row["gradient step"].endswith(" ms")
@@ -112,10 +112,11 @@ def test_benchmark_case_row_and_table():
     assert table[0] == ("| model | lattice | batch | forward steps/s | copy attempts/s | gradient step | epoch "
                         "| peak memory |")
     assert table[1] == "|---|---|---|---|---|---|---|---|" and table[3] == "| x |  |  |  |  |  | 1.00 s |  |"
-    for engine in ("kernel", "torch"):
+    for engine, ending in (("random", "random schedule (border sampling)"), ("kernel", "sweep schedule, compiled"),
+                           ("torch", "sweep schedule, torch")):
         potts = potts_case(engine, 16, 4, 9, 2, torch.device("cpu"), 1)
         assert potts["batch"] == 2 and potts["copy attempts/s"] and potts["forward steps/s"].endswith("MCS")
-        assert potts["engine"] == engine and potts["model"].endswith(f"{engine} engine")
+        assert potts["engine"] == engine and potts["model"].endswith(ending)
     with pytest.raises(InputError, match="unknown CPM benchmark mode 'forward'"):
         potts_case("forward", 16, 4, 9, 2, torch.device("cpu"), 1)
     per_call = mk_case("per_call", 16, 1, "grad", torch.device("cpu"), 1, label="MK, called once per step")

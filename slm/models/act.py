@@ -22,13 +22,14 @@ exactly the model at an integer ``max_act`` and linear between integers, so that
 ``d dH / d max_act = dH(m + 1) - dH(m)``. (Relaxing the activities themselves, ``max(max_act - g, 0)``,
 is not usable: the geometric mean has an infinite slope where an activity reaches 0.)
 
-Vectorised sweep. ``GM`` is evaluated for the whole lattice at the start of each of the four site
-classes of an MCS (:data:`slm.models.potts.CLASSES`) and used for all of the class's copies; copies
-of the same class that change the activities around another copy's source within that quarter MCS
-are not seen by it (the other energy terms stay exact). ``tests/test_act.py`` finds no difference in
-distribution from the literal sequential model on the same schedule (every site once per MCS, class by
-class; :func:`slm.studies.potts_reference.sequential_mcs` with ``order="classes"``), and a clear one from
-uniform random targets (CompuCell3D's schedule): with a memory counted in MCS, the schedule matters.
+Schedules (:mod:`slm.models.potts`). Under ``random`` (default, the field's: Artistoo's, the act model's own
+implementation) every attempt reads ``GM`` from the current activities, one attempt at a time, and the
+compiled engine replays :func:`slm.studies.potts_reference.sequential_mcs` attempt for attempt
+(``tests/test_potts_schedule.py``). Under ``sweep`` ``GM`` is evaluated for the whole lattice at the start of
+each of the four site classes of an MCS (:data:`slm.models.potts.CLASSES`) and used for all of the class's
+copies; ``tests/test_act.py`` finds no difference in distribution from the literal model on that schedule
+(``order="classes"``) and a clear one from uniform random targets: with a memory counted in MCS, the schedule
+matters (the sweep renews more sites per MCS).
 
 Tracks. The state also carries each cell's first moment ``M_c = sum_i x_i`` (unwrapped coordinates:
 every site counted at its image nearest the cell's centroid), updated by the acceptances with the
@@ -107,13 +108,13 @@ class ActPotts(CellularPotts):
                  type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
                  estimator: Estimator | str = "ste", engine: str = "auto", classes: int = 1,
-                 weights: Sequence[float] | None = None):
+                 weights: Sequence[float] | None = None, schedule: str = "random", targets: str = "border"):
         learn = ["lambda_act", "max_act"] if learn is None else list(learn)
         if not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
             raise InputError(f"model.classes: expected a positive number of classes, got {classes!r}")
         self.classes = classes  # before the CPM's parameters: each learned one gets a value per class
         super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
-                         type_names, learn, neighbourhood, cells, fractions, estimator, engine)
+                         type_names, learn, neighbourhood, cells, fractions, estimator, engine, schedule, targets)
         for key, value in (("lambda_act", lambda_act), ("max_act", max_act)):
             values = class_values(f"model.{key}", value, classes, Positive(), 0.3)
             if key == "max_act" and bool((values < 1).any()):
@@ -179,9 +180,9 @@ class ActPotts(CellularPotts):
             d_h = d_h - weight * (lambda_act / memory) * (source - gm[:, a::2, b::2])
         return d_h
 
-    def _kernel_mcs(self, state: ActState, prepared: tuple[Tensor, ...], noise: Tensor) -> ActState:
+    def _kernel_mcs(self, state: ActState, prepared: tuple[Tensor, ...], draws: Tensor) -> ActState:
         act = torch.stack(self.lattice_act(prepared, state.labels.shape[0]), 1)
-        labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, noise, act)
+        labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, draws, act)
         return ActState(labels, state.cell_types, volume, surface, path, age, moment)
 
     def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> ActState:

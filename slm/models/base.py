@@ -74,6 +74,10 @@ def _rebuild(kind: type, parts: tuple[Tensor, ...]) -> tuple:
 class Simulator(nn.Module):
     """Base class of every stochastic lattice model (see the module docstring)."""
 
+    #: The order of the updates within a step, where a model has a choice that changes its kinetics (the Cellular
+    #: Potts models' ``random`` or ``sweep``); runs log it and write it to ``results.json``.
+    schedule: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self._prepared = _Cache()

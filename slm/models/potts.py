@@ -16,21 +16,24 @@ Dynamics: one Monte Carlo step (MCS, one :meth:`CellularPotts.transition`) is ``
 attempt picks a target site ``t`` and a source ``s`` among its 8 Moore neighbours and copies
 ``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``; a copy that would remove a cell's last
 site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pair as often as picking
-``s`` then a neighbour ``t``.)
+``s`` then a neighbour ``t``.) Which targets, in which order, is the schedule (``schedule``):
 
-Vectorised sweep. The sites are split into four classes ``(i mod 2, j mod 2)``; within a class no two
-targets are neighbours, so no bond has both ends changing: the contact energy change and the surface
-change of every proposal of a class are computed at once from the lattice. Proposals still interact
-through the volume and surface of the cells they share, so the class's proposals are decided in rounds
-(:meth:`CellularPotts._resolve`) that give exactly the outcome of deciding them one at a time in a
-random order. An MCS is therefore the literal sequential algorithm with the attempts ordered by class
-(every site once as a target), and :func:`slm.studies.potts_reference.sequential_mcs`, the literal
-one-attempt-at-a-time CPM, agrees with it in distribution (``tests/test_potts.py``). The rounds are the
-price: their number grows with the proposals per cell per class (about 20 for cells of 64 sites).
-
-Engines. This sweep in tensor operations is the reference (``engine="torch"``, any device); on the CPU
-``engine="auto"`` runs the same MCS, with the same noise and the same decisions, as a compiled loop
-(:mod:`slm.models.potts_engine`), whose backward pass gives the same gradients.
+* ``random`` (default), the field's: every attempt's target is a uniform random site, with replacement, and
+  the attempts are decided one at a time on the current state, as in CompuCell3D, Morpheus, Artistoo and
+  glazier; an MCS here means what it means there, in dynamics as well as at equilibrium. The compiled engine
+  runs it (:mod:`slm.models.potts_engine`; it draws only the targets that can change, which is the same
+  process), and :func:`slm.studies.potts_reference.sequential_mcs` with ``order="random"`` is its literal
+  reference, replayed attempt for attempt in ``tests/test_potts_schedule.py``.
+* ``sweep``: every site once per MCS, in four classes ``(i mod 2, j mod 2)``; within a class no two targets are
+  neighbours, so no bond has both ends changing: the contact energy change and the surface change of every
+  proposal of a class are computed at once from the lattice. Proposals still interact through the volume and
+  surface of the cells they share, so the class's proposals are decided in rounds
+  (:meth:`CellularPotts._resolve`) that give exactly the outcome of deciding them one at a time in a random
+  order: the literal algorithm with the attempts ordered by class, which
+  :func:`slm.studies.potts_reference.sequential_mcs` with ``order="classes"`` checks in distribution
+  (``tests/test_potts.py``). The same stationary distribution as ``random``, other kinetics (cells move
+  farther per MCS). It runs in tensor operations (``engine="torch"``, any device, the reference) or, with the
+  same noise and decisions, compiled.
 
 Gradients. The acceptance ``z ~ Bernoulli(p)`` of every attempt is drawn through the estimator, with
 ``p`` differentiable in every energy parameter and ``T``. The state carries float volumes and surfaces
@@ -104,6 +107,11 @@ class CellularPotts(Simulator):
         estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
         engine: ``auto`` (default), ``kernel`` or ``torch``: which implementation runs an MCS
             (:mod:`slm.models.potts_engine`).
+        schedule: ``random`` (default, the field's: uniform random targets; compiled engine) or ``sweep``
+            (every site once per MCS; any engine and device). See the module docstring.
+        targets: how the compiled engine draws the random schedule's targets: ``border`` (default; only those
+            that can change, the attempts in between skipped in one draw) or ``uniform`` (literally, three
+            uniforms per attempt: what the reference replays, and the benchmark's comparison). The same process.
     """
 
     #: The energy terms the compiled engine computes for this class itself (subclasses run the torch engine
@@ -117,11 +125,14 @@ class CellularPotts(Simulator):
                  lambda_surface: float | Sequence[float] = 0.0, temperature: float = 10.0,
                  type_names: Sequence[str] | None = None, learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 200, fractions: Sequence[float] | None = None,
-                 estimator: Estimator | str = "ste", engine: str = "auto"):
+                 estimator: Estimator | str = "ste", engine: str = "auto", schedule: str = "random",
+                 targets: str = "border"):
         super().__init__()
-        if engine not in potts_engine.ENGINES:
-            raise InputError(f"model.engine: expected one of {', '.join(potts_engine.ENGINES)}, got {engine!r}")
-        self.engine = engine
+        self.engine, self.schedule = engine, schedule
+        potts_engine.check(self)
+        if targets not in potts_engine.TARGETS:
+            raise InputError(f"model.targets: expected one of {', '.join(potts_engine.TARGETS)}, got {targets!r}")
+        self.targets = targets
         self._kernel_params = _Cache()  # the parameters packed for the kernel, once per prepared()
         matrix = _contact_matrix(contact)
         n_types = len(matrix) - 1
@@ -220,10 +231,14 @@ class CellularPotts(Simulator):
 
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
-        """One MCS: the four site classes in turn, by the engine :func:`slm.models.potts_engine.choose` picks."""
+        """One MCS by the engine :func:`slm.models.potts_engine.choose` picks: under ``random`` the compiled one
+        with a seed from ``generator``, under ``sweep`` the four site classes in turn."""
+        engine = potts_engine.choose(self, state)
+        if self.schedule == "random":
+            return self._kernel_mcs(state, prepared, torch.tensor([potts_engine.mcs_seed(generator)]))
         noise = torch.rand(len(CLASSES), 2, *state.labels[:, ::2, ::2].shape, generator=generator,
                            device=state.labels.device)
-        if potts_engine.choose(self, state) == "kernel":
+        if engine == "kernel":
             return self._kernel_mcs(state, prepared, noise)
         state = state._replace(labels=state.labels.clone())
         lattice = self.lattice_params(prepared, state.labels.shape[0])
@@ -232,10 +247,22 @@ class CellularPotts(Simulator):
             state = self._sweep(state, prepared, (lattice[0], per_cell, lattice[5]), a, b, u)
         return self._after_mcs(state, prepared)
 
-    def _kernel_mcs(self, state: PottsState, prepared: tuple[Tensor, ...], noise: Tensor) -> PottsState:
-        """One MCS by the compiled engine, with the noise the torch path would use."""
-        labels, volume, surface, path, _, _ = potts_engine.mcs(self, state, prepared, noise)
+    def _kernel_mcs(self, state: PottsState, prepared: tuple[Tensor, ...], draws: Tensor) -> PottsState:
+        """MCS by the compiled engine: ``draws`` as :func:`slm.models.potts_engine.mcs` takes them."""
+        labels, volume, surface, path, _, _ = potts_engine.mcs(self, state, prepared, draws)
         return state._replace(labels=labels, volume=volume, surface=surface, path=path)
+
+    def _segment(self, state: PottsState, prepared: tuple[Tensor, ...], first_seed: int, steps: int) -> PottsState:
+        """Without gradients the random schedule's MCS of a segment run in one call of the kernel, with the seeds
+        the steps' generators would give one at a time."""
+        tensors = (*state, *prepared)
+        if (self.schedule != "random" or steps < 2
+                or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t.is_floating_point()))):
+            return super()._segment(state, prepared, first_seed, steps)
+        potts_engine.choose(self, state)
+        generator = torch.Generator()
+        seeds = torch.tensor([potts_engine.mcs_seed(generator.manual_seed(first_seed + t)) for t in range(steps)])
+        return self._kernel_mcs(state, prepared, seeds)
 
     # -- what a CPM with more terms overrides (the act model, slm.models.act) -----------------------
 

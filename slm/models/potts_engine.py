@@ -1,22 +1,32 @@
-r"""The compiled engine of the multi-cell CPM: one MCS in C++ (``potts_kernel.cpp``), behind an
-:class:`torch.autograd.Function`, and the one place that chooses between it and the torch reference.
+r"""The compiled engine of the multi-cell CPM: Monte Carlo steps in C++ (``potts_kernel.cpp``), behind an
+:class:`torch.autograd.Function`, and the one place that chooses the engine for a schedule.
 
-Engines (``model.engine``):
+Schedules (``model.schedule``):
 
-* ``torch``: :meth:`slm.models.CellularPotts._sweep`, vectorised over a class's sites, with rounds of
-  tensor operations per class; the reference, on any device.
-* ``kernel``: the same MCS as a compiled loop over the sites (CPU). For the same noise it makes the same
-  decisions as the torch path (``tests/test_potts_engine.py``): each class's active proposals are decided
-  one at a time in decreasing priority, the order the torch path's rounds reproduce. With autograd on it
-  records a tape per MCS (for every decided proposal: its cells, its neighbour counts and the decision)
-  and its backward pass walks the tape in reverse, giving the torch path's gradients for ``ste``,
-  ``gumbel`` and ``score``.
-* ``auto`` (default): ``kernel`` where it applies (a CPU state, the models :class:`slm.models.CellularPotts`
-  and :class:`slm.models.ActPotts` themselves, these three estimators), else ``torch``.
+* ``random`` (default), the field's: an MCS is ``H W`` copy attempts at uniform random targets, decided one at
+  a time (CompuCell3D, Morpheus, glazier, Artistoo). Compiled engine only. The kernel draws only targets in the
+  border set (sites with a Moore neighbour of another id) and skips the attempts between two of them in one
+  geometric draw: the same process, exactly, as uniform targets (``targets="uniform"``, the literal draws that
+  :func:`slm.studies.potts_reference.sequential_mcs` replays attempt for attempt; tests and the benchmark).
+  Each MCS draws one seed from the step's generator; lattice ``b`` mixes in ``b``, so noise is reproducible from
+  (seed, lattice, step).
+* ``sweep``: every site once per MCS in four site classes (:meth:`slm.models.CellularPotts._sweep`): the same
+  stationary distribution, other kinetics. The torch engine (any device) is its reference; the kernel makes
+  its decisions for the same noise.
 
-The kernel compiles on first use with the system's C++ compiler (``$CXX``, else ``g++``) into
-``$SLM_KERNEL_CACHE`` (default ``~/.cache/slm``), about two seconds, once per machine and source version.
-Without a compiler ``auto`` falls back to torch with one warning and ``kernel`` stops with one line.
+Engines (``model.engine``): ``torch``, ``kernel`` or ``auto`` (``kernel`` where it applies: a CPU state, the
+models :class:`slm.models.CellularPotts` and :class:`slm.models.ActPotts` themselves, the estimators ``ste``,
+``gumbel``, ``score``; else ``torch``). A schedule that cannot run where it was asked to (``random`` with the
+torch engine, on CUDA, or without a compiler) is a one-line error, never a silent change of kinetics; under
+``sweep`` a kernel that cannot be built or loaded falls back to torch with one warning.
+
+With autograd on the kernel records a tape per MCS (every decided attempt, in order) and its backward pass
+walks it in reverse, giving the torch path's gradients (``sweep``) for ``ste``, ``gumbel`` and ``score``.
+
+Build: on first use with the system's C++ compiler (``$CXX``, else ``g++``) into ``$SLM_KERNEL_CACHE`` (default
+``~/.cache/slm``), about two seconds, once per machine, platform, architecture, ABI version and source. A build
+that fails is remembered (in the process, and on disk for a compiler error), so it is never retried per step;
+a library that does not load, or reports another :data:`ABI_VERSION`, counts as a failed build.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -37,63 +48,137 @@ from torch import Tensor
 from slm.errors import InputError
 
 ENGINES = ("auto", "kernel", "torch")
+SCHEDULES = ("random", "sweep")
+#: How the kernel draws the targets of the random schedule: ``border`` (the default) or ``uniform`` (literal).
+TARGETS = {"border": 1, "uniform": 2}
+SWEEP = 0
 #: The estimators the kernel's backward pass knows, and their codes in it.
 ESTIMATOR_CODES = {"ste": 0, "gumbel": 1, "score": 2}
+#: The kernel's ``ABI_VERSION``; a library that reports another is not used.
+ABI_VERSION = 2
 SOURCE = Path(__file__).with_name("potts_kernel.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-pthread")
 
-_P, _I32, _I = ctypes.c_void_p, ctypes.c_int, ctypes.c_int
+_P = ctypes.c_void_p
+
+
+class _Args(ctypes.Structure):
+    """The kernel's ``Args`` (same order and types)."""
+
+    _fields_ = [*((name, ctypes.c_int32) for name in ("B", "H", "W", "C", "K", "nbh", "has_surface", "act", "threads",
+                                                      "schedule", "estimator", "mcs")),
+                ("tau", ctypes.c_float),
+                *((name, _P) for name in ("labels", "types", "volume", "surface", "noise", "seeds", "params",
+                                          "act_params", "age", "moment", "tape_count", "tape_cells", "tape_counts",
+                                          "tape_noise", "tape_decision", "tape_extra", "g_volume", "g_surface",
+                                          "g_path", "g_moment", "g_logp", "gi_volume", "gi_surface", "g_params",
+                                          "g_act"))]
 
 
 class KernelError(InputError):
     """The compiled CPM engine could not be built or loaded."""
 
 
-@functools.cache
-def library() -> ctypes.CDLL:
-    """The compiled kernel, built on first use (see the module docstring)."""
-    source = SOURCE.read_bytes()
+#: Every library path tried in this process: the loaded library, or why it failed.
+_LOADED: dict[Path, ctypes.CDLL | KernelError] = {}
+
+
+def library_path() -> Path:
+    """Where the kernel for this source, compiler, flags, platform, architecture and ABI version lives."""
     compiler = os.environ.get("CXX", "g++")
-    key = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    tag = " ".join((compiler, *FLAGS, platform.system(), platform.machine(), f"abi{ABI_VERSION}"))
+    key = hashlib.sha256(SOURCE.read_bytes() + tag.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SLM_KERNEL_CACHE", Path.home() / ".cache" / "slm"))
-    path = cache / f"potts_kernel_{key}.so"
-    if not path.exists():
-        if shutil.which(compiler) is None:
-            raise KernelError(f"model.engine: the CPM kernel needs a C++ compiler ({compiler!r} not found; set "
-                                    f"CXX or use model.engine=torch)")
-        warnings.warn(f"slm: compiling the CPM kernel into {path} (once per machine)", stacklevel=2)
+    return cache / f"potts_kernel_{platform.system().lower()}_{platform.machine()}_{key}.so"
+
+
+def library() -> ctypes.CDLL:
+    """The compiled kernel, built on first use (see the module docstring); a :class:`KernelError` says why not."""
+    path = library_path()
+    if path not in _LOADED:
         try:
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as scratch:
-                built = Path(scratch) / path.name
-                result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True,
-                                        text=True)
-                if result.returncode != 0:
-                    first = (result.stderr.strip().splitlines() or ["no message"])[0]
-                    raise KernelError(f"model.engine: compiling {SOURCE.name} failed: {first}")
-                os.replace(built, path)  # atomic: parallel first uses never load a half-written file
-        except OSError as error:
-            raise KernelError(f"model.engine: cannot build the CPM kernel in {cache} ({error.strerror}); set "
-                                    f"SLM_KERNEL_CACHE to a writable folder or use model.engine=torch") from None
-    lib = ctypes.CDLL(str(path))
-    lib.slm_potts_mcs.argtypes = [_I] * 9 + [_P] * 15
-    lib.slm_potts_mcs.restype = None
-    lib.slm_potts_backward.argtypes = [_I] * 9 + [_P] * 12 + [_I, ctypes.c_float] + [_P] * 9
-    lib.slm_potts_backward.restype = None
-    lib.slm_count_clusters.argtypes = [_I] * 4 + [_P] * 2
-    lib.slm_count_clusters.restype = None
+            _LOADED[path] = _load(_build(path))
+        except KernelError as error:
+            _LOADED[path] = error
+    found = _LOADED[path]
+    if isinstance(found, KernelError):
+        raise found
+    return found
+
+
+def _build(path: Path) -> Path:
+    failed = path.with_suffix(".failed")
+    if path.exists():
+        return path
+    if failed.exists():
+        raise KernelError(f"model.engine: compiling {SOURCE.name} failed before: {failed.read_text().strip()} "
+                          f"(delete {failed} to retry)")
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise KernelError(f"model.engine: the CPM kernel needs a C++ compiler ({compiler!r} not found; set CXX)")
+    warnings.warn(f"slm: compiling the CPM kernel into {path} (once per machine)", stacklevel=3)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            built = Path(scratch) / path.name
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            if result.returncode != 0:
+                first = (result.stderr.strip().splitlines() or ["no message"])[0]
+                failed.write_text(first + "\n")
+                raise KernelError(f"model.engine: compiling {SOURCE.name} failed: {first}")
+            os.replace(built, path)  # atomic: parallel first uses never load a half-written file
+    except OSError as error:
+        raise KernelError(f"model.engine: cannot build the CPM kernel in {path.parent} ({error.strerror}); set "
+                          f"SLM_KERNEL_CACHE to a writable folder") from None
+    return path
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.slm_abi_version.restype = ctypes.c_int32
+        version = lib.slm_abi_version()
+    except (OSError, AttributeError) as error:
+        raise KernelError(f"model.engine: the CPM kernel {path} does not load ({error}); delete it to rebuild"
+                          ) from None
+    if version != ABI_VERSION:
+        raise KernelError(f"model.engine: the CPM kernel {path} has ABI version {version}, expected {ABI_VERSION}; "
+                          f"delete it to rebuild")
+    for name in ("slm_potts_mcs", "slm_potts_backward"):
+        getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
+        getattr(lib, name).restype = None
+    lib.slm_count_clusters.argtypes = [ctypes.c_int] * 4 + [_P] * 2
+    lib.slm_uniforms.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int64, _P]
+    for name in ("slm_count_clusters", "slm_uniforms"):
+        getattr(lib, name).restype = None
     return lib
 
 
+def check(model: torch.nn.Module) -> None:
+    """What can be told before any compute: a schedule the chosen engine or model cannot run, one line."""
+    if model.schedule not in SCHEDULES:
+        raise InputError(f"model.schedule: expected one of {', '.join(SCHEDULES)}, got {model.schedule!r}")
+    if model.engine not in ENGINES:
+        raise InputError(f"model.engine: expected one of {', '.join(ENGINES)}, got {model.engine!r}")
+    if model.schedule == "random":
+        if model.engine == "torch":
+            raise InputError("model.schedule: random (the field's) runs on the compiled engine; the torch engine "
+                             "runs model.schedule=sweep (other kinetics)")
+        changed = _changed_by(type(model))
+        if changed is not None:
+            raise InputError(f"model.schedule: random runs on the compiled engine, which does not know {changed}'s "
+                             f"changes to the MCS; use model.schedule=sweep")
+
+
 def choose(model: torch.nn.Module, state: tuple[Tensor, ...]) -> str:
-    """``"kernel"`` or ``"torch"`` for one MCS of ``model`` from ``state``: ``model.engine`` resolved (see the
-    module docstring); ``kernel`` where it cannot run is a one-line :class:`InputError`."""
+    """``"kernel"`` or ``"torch"`` for one MCS of ``model`` from ``state`` (see the module docstring); where the
+    schedule or ``model.engine=kernel`` cannot run, a one-line :class:`InputError`."""
+    check(model)
     if model.engine == "torch":
         return "torch"
     reason = None
-    changed = _changed_by(type(model))
-    if changed is not None:
-        reason = f"{changed} changes the MCS in ways the kernel does not know"
+    if _changed_by(type(model)) is not None:
+        reason = f"{_changed_by(type(model))} changes the MCS in ways the kernel does not know"
     elif state.labels.device.type != "cpu":
         reason = f"the state is on {state.labels.device} (the kernel runs on the CPU)"
     elif model.estimator.name not in ESTIMATOR_CODES:
@@ -103,12 +188,17 @@ def choose(model: torch.nn.Module, state: tuple[Tensor, ...]) -> str:
     if reason is None:
         try:
             library()
+            return "kernel"
         except KernelError as error:
+            if model.schedule == "random":
+                raise KernelError(f"{error}; model.schedule=sweep runs without it (other kinetics)") from None
             if model.engine == "kernel":
                 raise
             _warn_once(str(error))
             return "torch"
-        return "kernel"
+    if model.schedule == "random":
+        raise InputError(f"model.schedule: random runs on the compiled engine, which cannot run here: {reason}; use "
+                         f"model.schedule=sweep (other kinetics)")
     if model.engine == "kernel":
         raise InputError(f"model.engine: kernel cannot run this model: {reason}; use auto or torch")
     return "torch"
@@ -150,69 +240,86 @@ def compiled_clusters(values: Tensor) -> Tensor | None:
     return out
 
 
+def mcs_seed(generator: torch.Generator | None) -> int:
+    """The seed of one MCS of the random schedule, drawn from the step's generator."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(2**62, (1,), generator=generator, device=device))
+
+
+def uniforms(seed: int, lattice: int, n: int) -> Tensor:
+    """The first ``n`` uniforms of lattice ``lattice``'s stream in an MCS seeded ``seed`` (float64): with
+    ``targets="uniform"`` attempt ``i`` uses ``3 i`` (target), ``3 i + 1`` (direction) and ``3 i + 2``
+    (acceptance)."""
+    out = torch.empty(n, dtype=torch.float64)
+    library().slm_uniforms(seed, lattice, n, out.data_ptr())
+    return out
+
+
 def _copy(tensor: Tensor) -> Tensor:
     return tensor.detach().clone(memory_format=torch.contiguous_format)
 
 
 def _ptr(tensor: Tensor | None) -> int | None:
-    return None if tensor is None else tensor.data_ptr()
+    return None if tensor is None or tensor.numel() == 0 else tensor.data_ptr()
 
 
-def _forward(shape: tuple[int, ...], labels: Tensor, cell_types: Tensor, volume: Tensor, surface: Tensor,
-             noise: Tensor, params: Tensor, act: Tensor, age: Tensor, moment: Tensor, record: bool
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, tuple[Tensor, ...] | None]:
-    """Run the kernel on copies of the state's tensors; returns them and the tape (when ``record``)."""
-    batch, height, width, _, k, _, _, has_act = shape
+def _forward(shape: tuple[int, ...], schedule: int, labels: Tensor, cell_types: Tensor, volume: Tensor,
+             surface: Tensor, draws: Tensor, params: Tensor, act: Tensor, age: Tensor, moment: Tensor, record: bool
+             ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...] | None]:
+    """Run the kernel on copies of the state's tensors (``draws``: the sweep's noise, or one seed per MCS);
+    returns ``(labels, volume, surface, age, moment)`` and the tape (when ``record``, one MCS)."""
+    batch, height, width, ids, k, neighbours, has_surface, has_act = shape
     labels, volume, surface = (_copy(t) for t in (labels, volume, surface))
-    cell_types, noise = cell_types.contiguous(), noise.contiguous()  # held: the kernel reads raw pointers
+    cell_types, draws = cell_types.contiguous(), draws.contiguous()  # held: the kernel reads raw pointers
     if has_act:
-        age, moment, act = _copy(age), _copy(moment), _copy(act)
-    tape, pointers = None, [None] * 6
+        age, moment, act = _copy(age), _copy(moment), act.detach().contiguous()
+    tape = None
+    n = height * width
     if record:
-        n = height * width // 4
-        tape = (torch.empty(4, batch, n, dtype=torch.int32), torch.zeros(4, batch, dtype=torch.int32),
-                torch.empty(4, batch, n, 2, dtype=torch.int32), torch.empty(4, batch, n, k + 2, dtype=torch.uint8),
-                torch.empty(4, batch, n, dtype=torch.uint8), torch.empty(4, batch, n, 6 if has_act else 0))
-        pointers = [_ptr(t) if t.numel() else None for t in tape]
-    library().slm_potts_mcs(*shape, torch.get_num_threads(), labels.data_ptr(), cell_types.data_ptr(),
-                            volume.data_ptr(), surface.data_ptr(), noise.data_ptr(), params.data_ptr(),
-                            *((_ptr(act), _ptr(age), _ptr(moment)) if has_act else (None,) * 3), *pointers)
-    return labels, volume, surface, age, moment, tape
+        tape = (torch.zeros(batch, dtype=torch.int32), torch.empty(batch, n, 2, dtype=torch.int32),
+                torch.empty(batch, n, k + 2, dtype=torch.uint8), torch.empty(batch, n),
+                torch.empty(batch, n, dtype=torch.uint8), torch.empty(batch, n, 6 if has_act else 0))
+    args = _Args(*shape, torch.get_num_threads(), schedule, 0, 1 if schedule == SWEEP else len(draws), 1.0,
+                 labels.data_ptr(), cell_types.data_ptr(), volume.data_ptr(), surface.data_ptr(),
+                 _ptr(draws) if schedule == SWEEP else None, None if schedule == SWEEP else _ptr(draws),
+                 params.data_ptr(), *((_ptr(act), _ptr(age), _ptr(moment)) if has_act else (None,) * 3),
+                 *((_ptr(t) for t in tape) if tape else (None,) * 6))
+    library().slm_potts_mcs(ctypes.byref(args))
+    return (labels, volume, surface, age, moment), tape
 
 
 class _MCS(torch.autograd.Function):
     """One MCS by the kernel with a tape: ``(labels, volume, surface, path, moment, age, log_prob)`` (``log_prob``
-    ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the noise,
+    ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the draws,
     each lattice's parameters packed by :func:`_packed` and its ``(lambda_act, max_act)`` (act model)."""
 
     @staticmethod
-    def forward(ctx, shape: tuple[int, ...], estimator: tuple[int, float], labels: Tensor, cell_types: Tensor,
-                age: Tensor, noise: Tensor, volume: Tensor, surface: Tensor, path: Tensor, moment: Tensor,
-                params: Tensor, act: Tensor):
-        labels, volume, surface, age, moment, tape = _forward(shape, labels, cell_types, volume, surface, noise,
-                                                              params, act, age, moment, True)
+    def forward(ctx, shape: tuple[int, ...], schedule: int, estimator: tuple[int, float], labels: Tensor,
+                cell_types: Tensor, age: Tensor, draws: Tensor, volume: Tensor, surface: Tensor, path: Tensor,
+                moment: Tensor, params: Tensor, act: Tensor):
+        (labels, volume, surface, age, moment), tape = _forward(shape, schedule, labels, cell_types, volume, surface,
+                                                                draws, params, act, age, moment, True)
         ctx.shape, ctx.estimator = shape, estimator
-        ctx.save_for_backward(cell_types.contiguous(), volume.clone(), surface.clone(), noise, params.detach(),
-                              _copy(act), *tape)
+        ctx.save_for_backward(cell_types.contiguous(), volume.clone(), surface.clone(), params.detach().contiguous(),
+                              act.detach().contiguous(), *tape)
         ctx.mark_non_differentiable(labels, age)
         return labels, volume, surface, path.detach().clone(), moment, age, volume.new_zeros(shape[0])
 
     @staticmethod
     def backward(ctx, g_labels, g_volume, g_surface, g_path, g_moment, g_age, g_log_prob):
-        cell_types, volume, surface, noise, params, act, *tape = ctx.saved_tensors
+        cell_types, volume, surface, params, act, *tape = ctx.saved_tensors
         batch, _, _, ids, *_ = ctx.shape
         code, tau = ctx.estimator
         grads = [None if g is None else g.contiguous() for g in (g_volume, g_surface, g_path, g_moment, g_log_prob)]
         gi_volume, gi_surface = torch.empty(batch, ids), torch.empty(batch, ids)
         g_params, g_act = torch.zeros_like(params), torch.zeros_like(act)
-        library().slm_potts_backward(*ctx.shape, torch.get_num_threads(), cell_types.data_ptr(), volume.data_ptr(),
-                                     surface.data_ptr(), noise.data_ptr(), params.data_ptr(), _ptr(act) if act.numel()
-                                     else None,
-                                     *(_ptr(t) if t.numel() else None for t in tape), code, tau,
-                                     *(_ptr(g) for g in grads[:4]), _ptr(grads[4] if code == 2 else None),
-                                     gi_volume.data_ptr(), gi_surface.data_ptr(), g_params.data_ptr(),
-                                     _ptr(g_act) if act.numel() else None)
-        return (None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params,
+        args = _Args(*ctx.shape, torch.get_num_threads(), 0, code, 1, tau, None, cell_types.data_ptr(),
+                     volume.data_ptr(), surface.data_ptr(), None, None, params.data_ptr(), _ptr(act), None, None,
+                     *(_ptr(t) for t in tape), *(_ptr(g) for g in grads[:4]),
+                     _ptr(grads[4] if code == ESTIMATOR_CODES["score"] else None), gi_volume.data_ptr(),
+                     gi_surface.data_ptr(), g_params.data_ptr(), _ptr(g_act))
+        library().slm_potts_backward(ctypes.byref(args))
+        return (None, None, None, None, None, None, None, gi_volume, gi_surface, g_path, g_moment, g_params,
                 g_act if act.numel() else None)
 
 
@@ -228,24 +335,30 @@ def _packed(model: torch.nn.Module, prepared: tuple[Tensor, ...], batch: int) ->
     return cache.value
 
 
-def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tensor, ...], noise: Tensor,
+def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tensor, ...], draws: Tensor,
         act: Tensor | None = None) -> tuple[Tensor, ...]:
-    """One MCS of ``state`` by the kernel with the torch path's ``noise``; returns ``(labels, volume, surface,
-    path, moment, age)`` (moment and age: empty unless ``act``, the act model's ``(lambda_act, max_act)`` of each
-    lattice, ``(B, 2)``). With ``score`` the per-lattice log-probability of the decisions goes to the estimator."""
+    """MCS of ``state`` by the kernel; returns ``(labels, volume, surface, path, moment, age)`` (moment and age:
+    empty unless ``act``, the act model's ``(lambda_act, max_act)`` of each lattice, ``(B, 2)``).
+
+    ``draws``: under ``sweep`` the torch path's noise of one MCS; under ``random`` one seed per MCS ``(steps,)``
+    int64 (several only without gradients). With ``score`` the per-lattice log-probability of the decisions goes
+    to the estimator."""
     labels, cell_types, volume, surface, path = state[:5]
     batch, height, width = labels.shape
     params = _packed(model, prepared, batch)
     shape = (batch, height, width, cell_types.shape[1], model.n_types + 1, model.neighbours, int(model.has_surface),
              int(act is not None))
+    schedule = SWEEP if model.schedule == "sweep" else TARGETS[model.targets]
     empty = volume.new_empty(0)
     age, moment, act = (state[5], state[6], act) if act is not None else (empty, empty, empty)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (volume, surface, path, moment, params, act))):
-        labels, volume, surface, age, moment, _ = _forward(shape, labels, cell_types, volume, surface, noise, params,
-                                                           act, age, moment, False)
+        (labels, volume, surface, age, moment), _ = _forward(shape, schedule, labels, cell_types, volume, surface,
+                                                             draws, params, act, age, moment, False)
         return labels, volume, surface, path, moment, age
+    if schedule != SWEEP and len(draws) != 1:
+        raise ValueError("the kernel records the tape of one MCS at a time")
     estimator = (ESTIMATOR_CODES[model.estimator.name], float(getattr(model.estimator, "temperature", 1.0)))
-    *out, log_prob = _MCS.apply(shape, estimator, labels, cell_types, age, noise, volume, surface, path, moment,
-                                params, act)
+    *out, log_prob = _MCS.apply(shape, schedule, estimator, labels, cell_types, age, draws, volume, surface, path,
+                                moment, params, act)
     model.estimator.record_log_prob(log_prob)
     return tuple(out)

@@ -1,20 +1,35 @@
 // The multi-cell CPM's Monte Carlo step (slm.models.potts, slm.models.act) as one compiled loop.
 //
-// The same algorithm as CellularPotts._sweep / _resolve, with the same noise: for each of the four site
-// classes, every target site of the class reads its direction, acceptance noise and priority from `noise`;
-// the active proposals (source id != target id) get their contact (and act) energy change from the lattice
-// as it was when the class began, and are then decided one at a time in decreasing priority, each with the
-// volumes and surfaces its predecessors left. The torch path decides the same proposals in rounds whose
-// outcome is this order, so both give the same decisions. Arithmetic follows the torch path's float32
-// operations in their order (no fused multiply-add), so the acceptance probabilities agree to the last bit
-// wherever the energies are exact in float32.
+// Two schedules of copy attempts (model.schedule):
 //
-// With a tape, `potts_backward` is reverse-mode differentiation of the step: it walks the recorded
-// decisions backwards, undoing each one's volume and surface change to recover the state it saw, and
-// propagates the adjoints through dH as autograd does through the torch path, for the straight-through
-// (0), Gumbel-sigmoid (1) and score-function (2) estimators.
+// * RANDOM, the field's (CompuCell3D, Morpheus, Artistoo, glazier): an MCS is H W attempts, each at a uniform
+//   random target (with replacement) from a uniform random Moore neighbour as the source, decided one at a time
+//   on the current lattice, volumes, surfaces and activities. Two ways to draw the same process:
+//   - UNIFORM_TARGETS: literally, three uniforms per attempt (target, direction, acceptance), the stream that
+//     slm.studies.potts_reference.sequential_mcs replays attempt for attempt;
+//   - BORDER (the default way): only targets with a Moore neighbour of another id can change anything, so the
+//     attempts between two of them are skipped in one geometric draw (each attempt hits the border set with
+//     probability |border| / (H W)) and the target is uniform in the border set. Exact in distribution (the
+//     skipped attempts change nothing), and cheap where the cells are sparse. (Artistoo advances time by the
+//     mean 1 / |border| instead of the geometric draw.)
+//   Each lattice's random stream is seeded from the MCS's seed and the lattice's index, so the lattices of a
+//   batch are independent and any run is reproducible from (seed, lattice, step).
+// * SWEEP: every site once per MCS in four classes (i mod 2, j mod 2): the vectorised torch path's schedule
+//   (CellularPotts._sweep / _resolve), with its noise: a class's active proposals take their contact (and act)
+//   energy from the lattice as the class began and are decided one at a time in decreasing priority; the torch
+//   path's rounds have that outcome, so both give the same decisions. Arithmetic follows the torch path's
+//   float32 operations in their order (no fused multiply-add).
 //
-// Plain C ABI (ctypes); lattices of a batch run on separate threads.
+// Energies are computed in double under RANDOM (the sequential reference's arithmetic) and in float under SWEEP
+// (the torch path's).
+//
+// With a tape, every decided attempt is recorded in order (its cells, neighbour counts, acceptance noise and
+// decision, and the act term's differences and positions); potts_backward is reverse-mode differentiation
+// of the step: it walks the tape backwards, undoing each accepted copy's volume and surface change to
+// recover the state it saw, and propagates the adjoints through dH as autograd does through the torch path,
+// for the straight-through, Gumbel-sigmoid and score-function estimators.
+//
+// Plain C ABI (ctypes, one argument struct); lattices of a batch run on separate threads.
 
 #include <algorithm>
 #include <cmath>
@@ -25,48 +40,59 @@
 
 namespace {
 
-const int MOORE[8][2] = {{-1, 0}, {0, -1}, {0, 1}, {1, 0}, {-1, -1}, {-1, 1}, {1, -1}, {1, 1}};
-const int CLASSES[4][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 0}};
+// Bumped whenever Args or a function's signature changes; Python refuses a library that reports another.
+constexpr int32_t ABI_VERSION = 2;
 
-struct Shape {
-    int B, H, W, C, K, nbh, has_surface, act;
+enum Estimator : int32_t { STE = 0, GUMBEL = 1, SCORE = 2 };
+enum Schedule : int32_t { SWEEP = 0, BORDER = 1, UNIFORM_TARGETS = 2 };
+enum Decision : uint8_t { UNDECIDED = 0, REFUSED = 1, ACCEPTED = 2 };
+
+constexpr int MOORE[8][2] = {{-1, 0}, {0, -1}, {0, 1}, {1, 0}, {-1, -1}, {-1, 1}, {1, -1}, {1, 1}};
+constexpr int CLASSES[4][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 0}};
+constexpr int EXTRA = 6;            // act: GM(s) - GM(t) at both memories, then the site's position for s and t
+constexpr int LOG_TABLE = 4096;     // activities up to this are looked up, not logged
+constexpr float MAX_EXPONENT = 50;  // exp(-50) stands for 0 and keeps results out of subnormals
+
+}  // namespace
+
+extern "C" {
+
+// Every argument of a call, mirrored by slm.models.potts_engine._Args (same order and types).
+struct Args {
+    int32_t B, H, W, C, K, nbh, has_surface, act, threads, schedule, estimator, mcs;
+    float tau;
+    int64_t* labels;          // (B, H, W)
+    const int64_t* types;     // (B, C)
+    float* volume;            // (B, C)
+    float* surface;           // (B, C)
+    const float* noise;       // SWEEP: (4, 2, B, H/2, W/2)
+    const int64_t* seeds;     // BORDER, UNIFORM_TARGETS: (mcs,), one per MCS
+    const float* params;      // (B, K K + 4 K + 1)
+    const float* act_params;  // (B, 2): lambda_act, max_act
+    float* age;               // (B, H, W)
+    float* moment;            // (B, C, 2)
+    // The tape of one MCS, H W records per lattice at most (every target once, or H W attempts).
+    int32_t* tape_count;      // (B,)
+    int32_t* tape_cells;      // (B, H W, 2): source and target ids
+    uint8_t* tape_counts;     // (B, H W, K + 2): energy neighbours of each type, then those equal to source, target
+    float* tape_noise;        // (B, H W): the acceptance uniform
+    uint8_t* tape_decision;   // (B, H W): Decision
+    float* tape_extra;        // (B, H W, EXTRA), act only
+    // Backward: adjoints in, gradients out.
+    const float* g_volume;
+    const float* g_surface;
+    const float* g_path;      // (B, K K)
+    const float* g_moment;    // (B, C, 2)
+    const float* g_logp;      // (B,), score only
+    float* gi_volume;
+    float* gi_surface;
+    float* g_params;
+    float* g_act;
 };
 
-// A lattice's parameters, unpacked from its row of the (B, K K + 4 K + 1) parameter array: contact (K x K), then
-// per type V_t, lambda_V, S_t, lambda_S, then T; and its own lambda_act, max_act (the act model's class of that
-// lattice).
-struct Params {
-    const float *J, *vt, *lamv, *st, *lams;
-    float T, lam_act = 0.0f, max_act = 1.0f;
-    // the act term's two integer memories and their weights (the relaxation of max_act)
-    float m0 = 1.0f, m1 = 2.0f, f = 0.0f, c0 = 0.0f, c1 = 0.0f;
-    Params(const float* p, int K) {
-        J = p; vt = p + K * K; lamv = vt + K; st = lamv + K; lams = st + K;
-        T = lams[K];
-    }
-    Params with_act(const float* act) const {
-        Params P = *this;
-        P.lam_act = act[0];
-        P.max_act = act[1];
-        P.m0 = std::max(std::floor(P.max_act), 1.0f);
-        P.m1 = P.m0 + 1.0f;
-        P.f = P.max_act - P.m0;
-        P.c0 = (1.0f - P.f) * (P.lam_act / P.m0);
-        P.c1 = P.f * (P.lam_act / P.m1);
-        return P;
-    }
-};
+}  // extern "C"
 
-// The tape of one MCS, per class, lattice and class site (n = H W / 4 sites per class).
-struct Tape {
-    int32_t* order;   // (4, B, n): the decided proposals' sites, in the order they were decided
-    int32_t* count;   // (4, B): how many
-    int32_t* cells;   // (4, B, n, 2): source and target ids
-    uint8_t* counts;  // (4, B, n, K + 2): energy neighbours of each type, then those equal to source, target
-    uint8_t* flag;    // (4, B, n): 1 decided and refused, 2 decided and accepted, 0 otherwise
-    float* extra;     // (4, B, n, 6), act only: GM(s) - GM(t) at both memories, the source's and target's
-                      // positions of the target site (near each cell's centre)
-};
+namespace {
 
 inline int wrap_index(int i, int n) { return i < 0 ? i + n : (i >= n ? i - n : i); }
 
@@ -74,58 +100,365 @@ inline float wrap_offset(float offset, float period) {
     return offset - period * std::floor(offset / period + 0.5f);
 }
 
-// GM of the activities at memory `m` of the sites of x's cell among x and its Moore neighbours.
-float geometric_activity(const int64_t* labels, const float* age, int H, int W, int i, int j, float m) {
-    int64_t id = labels[i * W + j];
-    if (id == 0) return 0.0f;
-    float log_sum = 0.0f, count = 0.0f;
-    bool zero = false;
-    for (int o = -1; o < 8; ++o) {
-        int di = o < 0 ? 0 : MOORE[o][0], dj = o < 0 ? 0 : MOORE[o][1];
-        // torch.roll by (di, dj) reads the site at minus the offset
-        int y = wrap_index(i - di, H), x = wrap_index(j - dj, W);
-        if (labels[y * W + x] != id) continue;
-        float near = std::max(m - age[y * W + x], 0.0f);
-        log_sum = log_sum + std::log(std::max(near, 1e-30f));
-        count = count + 1.0f;
-        zero = zero || near <= 0.0f;
+// A lattice's parameters, unpacked from its row of the parameter array: contact (K x K), per type V_t,
+// lambda_V, S_t, lambda_S, then T; with the act model its lambda_act and max_act, relaxed over two integer
+// memories m0 = floor(max_act) and m1 = m0 + 1 with weights 1 - f and f.
+struct Params {
+    const float *J, *vt, *lamv, *st, *lams;
+    float T, lam_act = 0.0f, max_act = 1.0f;
+    float m0 = 1.0f, m1 = 2.0f, f = 0.0f, c0 = 0.0f, c1 = 0.0f;
+    double c0d = 0.0, c1d = 0.0;  // the same weights in double (the field's schedule computes in double)
+
+    Params(const float* p, int K) {
+        J = p; vt = p + K * K; lamv = vt + K; st = lamv + K; lams = st + K;
+        T = lams[K];
     }
-    return zero ? 0.0f : std::exp(log_sum / count);
+    void set_act(const float* act) {
+        lam_act = act[0];
+        max_act = act[1];
+        m0 = std::max(std::floor(max_act), 1.0f);
+        m1 = m0 + 1.0f;
+        f = max_act - m0;
+        c0 = (1.0f - f) * (lam_act / m0);
+        c1 = f * (lam_act / m1);
+        c0d = (1.0 - (double)f) * ((double)lam_act / (double)m0);
+        c1d = (double)f * ((double)lam_act / (double)m1);
+    }
+};
+
+// One lattice of the batch: views of its rows of every array.
+struct Lattice {
+    int b, H, W, C, K, nbh;
+    bool has_surface, act;
+    int64_t* labels;
+    const int64_t* types;
+    float *V, *S, *age, *moment;
+    Params P;
+    std::vector<double> log_table;  // log(k) for integer activities k (the act model)
+
+    Lattice(const Args& a, int b_)
+        : b(b_), H(a.H), W(a.W), C(a.C), K(a.K), nbh(a.nbh), has_surface(a.has_surface), act(a.act),
+          labels(a.labels + (int64_t)b_ * a.H * a.W), types(a.types + (int64_t)b_ * a.C),
+          V(a.volume + (int64_t)b_ * a.C), S(a.surface + (int64_t)b_ * a.C),
+          age(a.act ? a.age + (int64_t)b_ * a.H * a.W : nullptr),
+          moment(a.act ? a.moment + (int64_t)b_ * a.C * 2 : nullptr),
+          P(a.params + (int64_t)b_ * (a.K * a.K + 4 * a.K + 1), a.K) {
+        if (!act) return;
+        P.set_act(a.act_params + 2 * b_);
+        const int top = (int)std::min(P.m1, (float)LOG_TABLE);
+        log_table.resize(top + 1);
+        for (int k = 1; k <= top; ++k) log_table[k] = (double)std::log((float)k);
+    }
+    int neighbour(int site, int o) const {
+        return wrap_index(site / W + MOORE[o][0], H) * W + wrap_index(site % W + MOORE[o][1], W);
+    }
+};
+
+// The neighbours of a target that its copy needs: energy neighbours of each type (cq[0..K-1]), then those equal
+// to the source id (cq[K]) and to the target id (cq[K+1]).
+void gather(const Lattice& L, int target, int64_t s, int64_t t, uint8_t* cq) {
+    std::memset(cq, 0, L.K + 2);
+    int cells_near = 0;
+    for (int o = 0; o < L.nbh; ++o) {
+        const int64_t id = L.labels[L.neighbour(target, o)];
+        const int q = (int)L.types[id];
+        if (q > 0) { cq[q]++; cells_near++; }
+        cq[L.K] += id == s;
+        cq[L.K + 1] += id == t;
+    }
+    cq[0] = (uint8_t)(L.nbh - cells_near);
 }
 
-// dH of the volume and surface terms, added to the class-fixed part, exactly as _resolve adds them.
-inline float full_energy(float fixed, const Params& P, const float* V, const float* S, int64_t s, int64_t t,
-                         int ts, int tt, float ds, float dt, bool has_surface) {
-    float off_s = V[s] - P.vt[ts], off_t = V[t] - P.vt[tt];
-    float d_h = fixed + P.lamv[ts] * (2.0f * off_s + 1.0f);
-    d_h = d_h + P.lamv[tt] * (1.0f - 2.0f * off_t);
+// The contact part of dH from the neighbour counts, as CellularPotts._sweep forms it.
+template <typename R>
+R contact_energy(const Params& P, const uint8_t* cq, int K, int ts, int tt) {
+    R field_s = 0, field_t = 0;
+    for (int q = 0; q < K; ++q) {
+        field_s = field_s + (R)P.J[ts * K + q] * (R)cq[q];
+        field_t = field_t + (R)P.J[tt * K + q] * (R)cq[q];
+    }
+    R d_h = field_s - field_t;
+    d_h = d_h - (R)P.J[ts * K + ts] * (R)cq[K];
+    return d_h + (R)P.J[tt * K + tt] * (R)cq[K + 1];
+}
+
+// dH of the volume and surface terms added to the rest, exactly as _resolve adds them.
+template <typename R>
+R full_energy(R rest, const Params& P, const float* V, const float* S, int64_t s, int64_t t, int ts, int tt,
+              float ds, float dt, bool has_surface) {
+    const R off_s = (R)V[s] - (R)P.vt[ts], off_t = (R)V[t] - (R)P.vt[tt];
+    R d_h = rest + (R)P.lamv[ts] * (R(2) * off_s + R(1));
+    d_h = d_h + (R)P.lamv[tt] * (R(1) - R(2) * off_t);
     if (has_surface) {
-        float e_s = S[s] - P.st[ts], e_t = S[t] - P.st[tt];
-        float a = e_s + ds, b = e_t + dt;
-        d_h = d_h + P.lams[ts] * (a * a - e_s * e_s);
-        d_h = d_h + P.lams[tt] * (b * b - e_t * e_t);
+        const R e_s = (R)S[s] - (R)P.st[ts], e_t = (R)S[t] - (R)P.st[tt];
+        const R a = e_s + (R)ds, c = e_t + (R)dt;
+        d_h = d_h + (R)P.lams[ts] * (a * a - e_s * e_s);
+        d_h = d_h + (R)P.lams[tt] * (c * c - e_t * e_t);
     }
     return d_h;
 }
 
-// The class-fixed part of dH: contact, from the neighbour counts, as CellularPotts._sweep forms it.
-inline float contact_energy(const Params& P, const uint8_t* cq, int K, int ts, int tt, int same_s, int same_t) {
-    float field_s = 0.0f, field_t = 0.0f;
-    for (int q = 0; q < K; ++q) {
-        field_s = field_s + P.J[ts * K + q] * (float)cq[q];
-        field_t = field_t + P.J[tt * K + q] * (float)cq[q];
+template <typename R>
+R acceptance(R d_h, R T) {
+    return std::exp(-std::min(std::max(d_h / T, R(0)), R(MAX_EXPONENT)));
+}
+
+// GM of the activities at memory m of the sites of x's cell among x and its Moore neighbours (0 on the medium
+// or where one of them is 0), the neighbours read as torch.roll reads them (at minus the offset).
+template <typename R>
+R geometric_activity(const Lattice& L, int site, float m) {
+    const int64_t id = L.labels[site];
+    if (id == 0) return R(0);
+    const int i = site / L.W, j = site % L.W;
+    R log_sum = 0, count = 0;
+    for (int o = -1; o < 8; ++o) {
+        const int y = o < 0 ? i : wrap_index(i - MOORE[o][0], L.H), x = o < 0 ? j : wrap_index(j - MOORE[o][1], L.W);
+        if (L.labels[y * L.W + x] != id) continue;
+        const float near = std::max(m - L.age[y * L.W + x], 0.0f);
+        if (near <= 0.0f) return R(0);
+        const int k = (int)near;
+        log_sum = log_sum + ((float)k == near && k < (int)L.log_table.size() ? (R)L.log_table[k]
+                                                                               : (R)std::log((R)near));
+        count = count + R(1);
     }
-    float d_h = field_s - field_t;
-    d_h = d_h - P.J[ts * K + ts] * (float)same_s;
-    return d_h + P.J[tt * K + tt] * (float)same_t;
+    return std::exp(log_sum / count);
 }
 
 inline float act_energy(const Params& P, float d0, float d1) { return (-(P.c0 * d0)) - P.c1 * d1; }
+inline double act_energy(const Params& P, double d0, double d1) { return (-(P.c0d * d0)) - P.c1d * d1; }
 
-inline float acceptance(float d_h, float T) {
-    float x = std::min(std::max(d_h / T, 0.0f), 50.0f);
-    return std::exp(-x);
+// Positions of a target site at its image nearest each end's centre (for the moments; act only).
+void site_positions(const Lattice& L, int site, int64_t s, int64_t t, const float* centres, float* pos) {
+    const int64_t ends[2] = {s, t};
+    for (int e = 0; e < 2; ++e) {
+        const float* near = centres + 2 * ends[e];
+        pos[2 * e] = near[0] + wrap_offset((float)(site / L.W) - near[0], (float)L.H);
+        pos[2 * e + 1] = near[1] + wrap_offset((float)(site % L.W) - near[1], (float)L.W);
+    }
 }
+
+// A lattice's tape: the records of one MCS in the order they were decided.
+struct TapeView {
+    int32_t* count;
+    int32_t* cells;
+    uint8_t* counts;
+    float* noise;
+    uint8_t* decision;
+    float* extra;
+    int K;
+
+    TapeView(const Args& a, int b) : count(nullptr), cells(nullptr), counts(nullptr), noise(nullptr),
+                                     decision(nullptr), extra(nullptr), K(a.K) {
+        if (!a.tape_count) return;
+        const int64_t base = (int64_t)b * a.H * a.W;
+        count = a.tape_count + b;
+        cells = a.tape_cells + base * 2;
+        counts = a.tape_counts + base * (a.K + 2);
+        noise = a.tape_noise + base;
+        decision = a.tape_decision + base;
+        extra = a.act ? a.tape_extra + base * EXTRA : nullptr;
+    }
+    bool on() const { return count != nullptr; }
+    // Appends a record; returns its index.
+    int push(int64_t s, int64_t t, const uint8_t* cq, float u, bool z) {
+        const int r = (*count)++;
+        cells[2 * r] = (int32_t)s;
+        cells[2 * r + 1] = (int32_t)t;
+        std::memcpy(counts + (int64_t)r * (K + 2), cq, K + 2);
+        noise[r] = u;
+        decision[r] = z ? ACCEPTED : REFUSED;
+        return r;
+    }
+};
+
+// The volume and surface changes of an accepted copy of s into t.
+inline void move_volume(Lattice& L, int64_t s, int64_t t, float ds, float dt) {
+    L.V[s] += 1.0f;
+    L.V[t] -= 1.0f;
+    if (L.has_surface) { L.S[s] += ds; L.S[t] += dt; }
+}
+
+// ---- the field's schedule ----------------------------------------------------------------------------
+
+// xoshiro256** seeded through splitmix64: one stream per (MCS seed, lattice).
+struct Random {
+    uint64_t s[4];
+    static uint64_t splitmix(uint64_t& x) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    Random(int64_t seed, int lattice) {
+        uint64_t x = (uint64_t)seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(lattice + 1));
+        for (auto& word : s) word = splitmix(x);
+    }
+    static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+    uint64_t next() {
+        const uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+        s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = rotl(s[3], 45);
+        return out;
+    }
+    double uniform() { return (double)(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+    int below(int n, double u) const { return std::min((int)(u * n), n - 1); }
+};
+
+// The sites with a Moore neighbour of another id, as a set with O(1) insert, remove and uniform draw.
+struct Border {
+    std::vector<int32_t> sites, where;  // where[site] = index in sites, or -1
+
+    bool is_border(const Lattice& L, int site) const {
+        const int64_t id = L.labels[site];
+        for (int o = 0; o < 8; ++o)
+            if (L.labels[L.neighbour(site, o)] != id) return true;
+        return false;
+    }
+    void build(const Lattice& L) {
+        const int n = L.H * L.W;
+        where.assign(n, -1);
+        sites.clear();
+        for (int i = 0; i < L.H; ++i) {
+            const int64_t *up = L.labels + wrap_index(i - 1, L.H) * L.W, *row = L.labels + i * L.W,
+                          *down = L.labels + wrap_index(i + 1, L.H) * L.W;
+            for (int j = 0; j < L.W; ++j) {
+                const int l = wrap_index(j - 1, L.W), r = wrap_index(j + 1, L.W);
+                const int64_t id = row[j];
+                if ((up[l] != id) | (up[j] != id) | (up[r] != id) | (row[l] != id) | (row[r] != id) |
+                    (down[l] != id) | (down[j] != id) | (down[r] != id)) {
+                    where[i * L.W + j] = (int32_t)sites.size();
+                    sites.push_back(i * L.W + j);
+                }
+            }
+        }
+    }
+    void refresh(const Lattice& L, int site) {
+        const bool now = is_border(L, site);
+        const int32_t at = where[site];
+        if (now && at < 0) {
+            where[site] = (int32_t)sites.size();
+            sites.push_back(site);
+        } else if (!now && at >= 0) {
+            const int32_t last = sites.back();
+            sites[at] = last;
+            where[last] = at;
+            sites.pop_back();
+            where[site] = -1;
+        }
+    }
+    void changed(const Lattice& L, int site) {
+        refresh(L, site);
+        for (int o = 0; o < 8; ++o) refresh(L, L.neighbour(site, o));
+    }
+};
+
+// One copy attempt into `target` from its neighbour in direction d, decided on the current state; u draws the
+// acceptance uniform when the attempt is decided (a different id, and the target not its cell's last site).
+// Returns whether the lattice changed.
+template <typename Draw>
+bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8_t* cq, bool need_both) {
+    const int source = L.neighbour(target, d);
+    const int64_t s = L.labels[source], t = L.labels[target];
+    if (s == t) return false;
+    if (t != 0 && !(L.V[t] > 1.5f)) return false;  // a cell keeps its last site
+    gather(L, target, s, t, cq);
+    const int ts = (int)L.types[s], tt = (int)L.types[t];
+    double rest = contact_energy<double>(L.P, cq, L.K, ts, tt);
+    double d0 = 0, d1 = 0;
+    if (L.act) {
+        d0 = geometric_activity<double>(L, source, L.P.m0) - geometric_activity<double>(L, target, L.P.m0);
+        if (need_both || L.P.f != 0.0f)
+            d1 = geometric_activity<double>(L, source, L.P.m1) - geometric_activity<double>(L, target, L.P.m1);
+        rest = rest + act_energy(L.P, d0, d1);
+    }
+    const float ds = (float)(L.nbh - 2 * cq[L.K]), dt = (float)(2 * cq[L.K + 1] - L.nbh);
+    const double p = acceptance<double>(full_energy<double>(rest, L.P, L.V, L.S, s, t, ts, tt, ds, dt,
+                                                           L.has_surface), (double)L.P.T);
+    const double u = u_draw();
+    const bool z = u < p;
+    float pos[4];
+    const bool moves = L.act && (z || tape.on());
+    if (moves) {
+        float centres[4];
+        const int64_t ends[2] = {s, t};
+        for (int e = 0; e < 2; ++e) {
+            const float v = std::max(L.V[ends[e]], 1.0f);
+            centres[2 * e] = L.moment[2 * ends[e]] / v;
+            centres[2 * e + 1] = L.moment[2 * ends[e] + 1] / v;
+        }
+        for (int e = 0; e < 2; ++e) {  // each end's own centre
+            pos[2 * e] = centres[2 * e] + wrap_offset((float)(target / L.W) - centres[2 * e], (float)L.H);
+            pos[2 * e + 1] = centres[2 * e + 1] + wrap_offset((float)(target % L.W) - centres[2 * e + 1], (float)L.W);
+        }
+    }
+    if (tape.on()) {
+        const int r = tape.push(s, t, cq, (float)u, z);
+        if (tape.extra) {
+            float* e = tape.extra + (int64_t)r * EXTRA;
+            e[0] = (float)d0; e[1] = (float)d1;
+            std::memcpy(e + 2, pos, sizeof pos);
+        }
+    }
+    if (!z) return false;
+    move_volume(L, s, t, ds, dt);
+    L.labels[target] = s;
+    if (L.act) {
+        L.age[target] = 0.0f;
+        if (s > 0) { L.moment[2 * s] += pos[0]; L.moment[2 * s + 1] += pos[1]; }
+        if (t > 0) { L.moment[2 * t] -= pos[2]; L.moment[2 * t + 1] -= pos[3]; }
+    }
+    return true;
+}
+
+void end_of_mcs(Lattice& L) {
+    if (L.act)
+        for (int i = 0; i < L.H * L.W; ++i) L.age[i] += 1.0f;
+}
+
+void random_lattice(const Args& a, int b) {
+    Lattice L(a, b);
+    TapeView tape(a, b);
+    const int n = L.H * L.W;
+    std::vector<uint8_t> cq(L.K + 2);
+    const bool need_both = tape.on();
+    Border border;
+    for (int step = 0; step < a.mcs; ++step) {
+        Random rng(a.seeds[step], b);
+        // Rebuilt in site order every MCS, so that a step's draws do not depend on how steps were grouped in calls.
+        if (a.schedule == BORDER) border.build(L);
+        if (tape.on()) *tape.count = 0;
+        if (a.schedule == UNIFORM_TARGETS) {
+            for (int k = 0; k < n; ++k) {
+                const int target = rng.below(n, rng.uniform());
+                const int d = rng.below(8, rng.uniform());
+                const double u = rng.uniform();
+                attempt(L, tape, target, d, [u] { return u; }, cq.data(), need_both);
+            }
+        } else {
+            // Attempts are numbered 0..n-1; those that miss the border set change nothing and are skipped.
+            int64_t done = 0;
+            int known = -1;
+            double log_miss = 0.0;  // log(1 - |border| / n), recomputed when the border set changes size
+            while (!border.sites.empty()) {
+                const int size = (int)border.sites.size();
+                if (size < n) {
+                    if (size != known) { known = size; log_miss = std::log1p(-(double)size / n); }
+                    const double skip = std::floor(std::log(1.0 - rng.uniform()) / log_miss);  // u in (0, 1]
+                    if (skip >= (double)(n - done)) break;
+                    done += (int64_t)skip;
+                }
+                if (done >= n) break;
+                done++;
+                const int target = border.sites[rng.below(size, rng.uniform())];
+                const int d = rng.below(8, rng.uniform());
+                if (attempt(L, tape, target, d, [&rng] { return rng.uniform(); }, cq.data(), need_both))
+                    border.changed(L, target);
+            }
+        }
+        end_of_mcs(L);
+    }
+}
+
+// ---- the sweep schedule ------------------------------------------------------------------------------
 
 struct Proposal {
     float priority;
@@ -156,230 +489,200 @@ void by_priority(std::vector<Proposal>& active, std::vector<Proposal>& sorted, s
     active.swap(sorted);
 }
 
-void mcs_lattice(const Shape& sh, int b, int64_t* labels_all, const int64_t* types_all, float* volume_all,
-                 float* surface_all, const float* noise, const Params& shared, const float* act, float* age_all,
-                 float* moment_all, Tape* tape) {
-    const Params P = sh.act ? shared.with_act(act + 2 * b) : shared;
-    const int H = sh.H, W = sh.W, K = sh.K, C = sh.C, h = H / 2, w = W / 2, n = h * w, B = sh.B;
-    int64_t* labels = labels_all + (int64_t)b * H * W;
-    const int64_t* types = types_all + (int64_t)b * C;
-    float* V = volume_all + (int64_t)b * C;
-    float* S = surface_all + (int64_t)b * C;
-    float* age = sh.act ? age_all + (int64_t)b * H * W : nullptr;
-    float* moment = sh.act ? moment_all + (int64_t)b * C * 2 : nullptr;
+void sweep_lattice(const Args& a, int b) {
+    Lattice L(a, b);
+    TapeView tape(a, b);
+    const int H = L.H, W = L.W, K = L.K, C = L.C, h = H / 2, w = W / 2, n = h * w, B = a.B;
     std::vector<Proposal> active, sorted;
-    std::vector<int32_t> starts;
+    std::vector<int32_t> starts, record(n);
     active.reserve(n);
-    std::vector<float> fixed(n), accept_noise(n), centre(sh.act ? 2 * C : 0);
+    std::vector<float> rest(n), accept_noise(n), act_diff(L.act ? 2 * n : 0), centre(L.act ? 2 * C : 0);
     std::vector<int64_t> src(n), tgt(n);
-    std::vector<uint8_t> state(n);
-    std::vector<uint8_t> local_counts(tape ? 0 : (size_t)n * (K + 2));
+    std::vector<uint8_t> decision(n), counts((size_t)n * (K + 2));
+    if (tape.on()) *tape.count = 0;
     for (int c = 0; c < 4; ++c) {
-        const int a = CLASSES[c][0], bb = CLASSES[c][1];
-        const float* u0 = noise + ((int64_t)(c * 2 + 0) * B + b) * n;
-        const float* u1 = noise + ((int64_t)(c * 2 + 1) * B + b) * n;
-        const int64_t base = ((int64_t)c * B + b) * n;
-        uint8_t* counts = tape ? tape->counts + base * (K + 2) : local_counts.data();
-        float* extra = tape && sh.act ? tape->extra + base * 6 : nullptr;
-        std::fill(state.begin(), state.end(), 0);
+        const int ca = CLASSES[c][0], cb = CLASSES[c][1];
+        const float* u0 = a.noise + ((int64_t)(c * 2 + 0) * B + b) * n;
+        const float* u1 = a.noise + ((int64_t)(c * 2 + 1) * B + b) * n;
+        std::fill(decision.begin(), decision.end(), UNDECIDED);
         active.clear();
+        // Gather: every proposal's energy from the lattice as the class begins.
         for (int k = 0; k < n; ++k) {
-            const int ti = a + 2 * (k / w), tj = bb + 2 * (k % w);
-            float uu = u0[k] * 8.0f;
-            int d = std::min((int)uu, 7);
-            const int si = wrap_index(ti + MOORE[d][0], H), sj = wrap_index(tj + MOORE[d][1], W);
-            const int64_t s = labels[si * W + sj], t = labels[ti * W + tj];
+            const int target = (ca + 2 * (k / w)) * W + cb + 2 * (k % w);
+            const float uu = u0[k] * 8.0f;
+            const int d = std::min((int)uu, 7);
+            const int source = L.neighbour(target, d);
+            const int64_t s = L.labels[source], t = L.labels[target];
             if (s == t) continue;
-            uint8_t* cq = counts + (int64_t)k * (K + 2);
-            std::memset(cq, 0, K + 2);
-            int same_s = 0, same_t = 0, cells_near = 0;
-            for (int o = 0; o < sh.nbh; ++o) {
-                int64_t id = labels[wrap_index(ti + MOORE[o][0], H) * W + wrap_index(tj + MOORE[o][1], W)];
-                int q = (int)types[id];
-                if (q > 0) { cq[q]++; cells_near++; }
-                same_s += id == s;
-                same_t += id == t;
+            uint8_t* cq = counts.data() + (int64_t)k * (K + 2);
+            gather(L, target, s, t, cq);
+            float d_h = contact_energy<float>(L.P, cq, K, (int)L.types[s], (int)L.types[t]);
+            if (L.act) {
+                const float d0 = geometric_activity<float>(L, source, L.P.m0) -
+                                 geometric_activity<float>(L, target, L.P.m0);
+                const float d1 = geometric_activity<float>(L, source, L.P.m1) -
+                                 geometric_activity<float>(L, target, L.P.m1);
+                d_h = d_h + act_energy(L.P, d0, d1);
+                act_diff[2 * k] = d0;
+                act_diff[2 * k + 1] = d1;
             }
-            cq[0] = (uint8_t)(sh.nbh - cells_near);
-            cq[K] = (uint8_t)same_s;
-            cq[K + 1] = (uint8_t)same_t;
-            float d_h = contact_energy(P, cq, K, (int)types[s], (int)types[t], same_s, same_t);
-            if (sh.act) {
-                float d0 = geometric_activity(labels, age, H, W, si, sj, P.m0) -
-                           geometric_activity(labels, age, H, W, ti, tj, P.m0);
-                float d1 = geometric_activity(labels, age, H, W, si, sj, P.m1) -
-                           geometric_activity(labels, age, H, W, ti, tj, P.m1);
-                d_h = d_h + act_energy(P, d0, d1);
-                if (extra) { extra[k * 6] = d0; extra[k * 6 + 1] = d1; }
-            }
-            fixed[k] = d_h;
+            rest[k] = d_h;
             accept_noise[k] = uu - (float)d;
             src[k] = s;
             tgt[k] = t;
             active.push_back({u1[k], k});
         }
+        // Decide: one at a time in decreasing priority, each on the volumes and surfaces its predecessors left.
         by_priority(active, sorted, starts);
-        int decided = 0;
         for (const Proposal& prop : active) {
             const int k = prop.site;
-            const int ti = a + 2 * (k / w), tj = bb + 2 * (k % w);
             const int64_t s = src[k], t = tgt[k];
-            if (t != 0 && !(V[t] > 1.5f)) continue;  // a cell keeps its last site
-            const uint8_t* cq = counts + (int64_t)k * (K + 2);
-            const int ts = (int)types[s], tt = (int)types[t];
-            const float ds = (float)(sh.nbh - 2 * cq[K]), dt = (float)(2 * cq[K + 1] - sh.nbh);
-            float p = acceptance(full_energy(fixed[k], P, V, S, s, t, ts, tt, ds, dt, sh.has_surface), P.T);
-            bool z = p - accept_noise[k] > 0.0f;
-            state[k] = z ? 2 : 1;
-            if (tape) {
-                tape->order[base + decided] = k;
-                tape->cells[(base + k) * 2] = (int32_t)s;
-                tape->cells[(base + k) * 2 + 1] = (int32_t)t;
+            if (t != 0 && !(L.V[t] > 1.5f)) continue;  // a cell keeps its last site
+            const uint8_t* cq = counts.data() + (int64_t)k * (K + 2);
+            const int ts = (int)L.types[s], tt = (int)L.types[t];
+            const float ds = (float)(L.nbh - 2 * cq[K]), dt = (float)(2 * cq[K + 1] - L.nbh);
+            const float p = acceptance<float>(full_energy<float>(rest[k], L.P, L.V, L.S, s, t, ts, tt, ds, dt,
+                                                                 L.has_surface), L.P.T);
+            const bool z = p - accept_noise[k] > 0.0f;
+            decision[k] = z ? ACCEPTED : REFUSED;
+            if (tape.on()) {
+                record[k] = tape.push(s, t, cq, accept_noise[k], z);
+                if (tape.extra) {
+                    tape.extra[(int64_t)record[k] * EXTRA] = act_diff[2 * k];
+                    tape.extra[(int64_t)record[k] * EXTRA + 1] = act_diff[2 * k + 1];
+                }
             }
-            decided++;
             if (!z) continue;
-            V[s] += 1.0f;
-            V[t] -= 1.0f;
-            if (sh.has_surface) { S[s] += ds; S[t] += dt; }
-            labels[ti * W + tj] = s;
-            if (sh.act) age[ti * W + tj] = 0.0f;
+            move_volume(L, s, t, ds, dt);
+            L.labels[(ca + 2 * (k / w)) * W + cb + 2 * (k % w)] = s;
+            if (L.act) L.age[(ca + 2 * (k / w)) * W + cb + 2 * (k % w)] = 0.0f;
         }
-        if (tape) {
-            tape->count[c * B + b] = decided;
-            std::memcpy(tape->flag + base, state.data(), n);
-        }
-        if (!sh.act) continue;
-        // The moments: every decided copy moves its target site, taken at its image nearest each cell's
+        if (!L.act) continue;
+        // Update the moments: every decided copy moves its target site, taken at its image nearest each cell's
         // centre (the moment before the class over the volume after it, as ActPotts._copied).
         for (int id = 0; id < C; ++id) {
-            float v = std::max(V[id], 1.0f);
-            centre[2 * id] = moment[2 * id] / v;
-            centre[2 * id + 1] = moment[2 * id + 1] / v;
+            const float v = std::max(L.V[id], 1.0f);
+            centre[2 * id] = L.moment[2 * id] / v;
+            centre[2 * id + 1] = L.moment[2 * id + 1] / v;
         }
         for (const Proposal& prop : active) {
             const int k = prop.site;
-            if (state[k] == 0) continue;
-            const int ti = a + 2 * (k / w), tj = bb + 2 * (k % w);
-            const int64_t ends[2] = {src[k], tgt[k]};
+            if (decision[k] == UNDECIDED) continue;
             float pos[4];
-            for (int e = 0; e < 2; ++e) {
-                const float* near = centre.data() + 2 * ends[e];
-                pos[2 * e] = near[0] + wrap_offset((float)ti - near[0], (float)H);
-                pos[2 * e + 1] = near[1] + wrap_offset((float)tj - near[1], (float)W);
-            }
-            if (extra) std::memcpy(extra + k * 6 + 2, pos, 4 * sizeof(float));
-            if (state[k] != 2) continue;
-            if (ends[0] > 0) { moment[2 * ends[0]] += pos[0]; moment[2 * ends[0] + 1] += pos[1]; }
-            if (ends[1] > 0) { moment[2 * ends[1]] -= pos[2]; moment[2 * ends[1] + 1] -= pos[3]; }
+            site_positions(L, (ca + 2 * (k / w)) * W + cb + 2 * (k % w), src[k], tgt[k], centre.data(), pos);
+            if (tape.extra) std::memcpy(tape.extra + (int64_t)record[k] * EXTRA + 2, pos, sizeof pos);
+            if (decision[k] != ACCEPTED) continue;
+            if (src[k] > 0) { L.moment[2 * src[k]] += pos[0]; L.moment[2 * src[k] + 1] += pos[1]; }
+            if (tgt[k] > 0) { L.moment[2 * tgt[k]] -= pos[2]; L.moment[2 * tgt[k] + 1] -= pos[3]; }
         }
     }
-    if (sh.act)
-        for (int i = 0; i < H * W; ++i) age[i] += 1.0f;
+    end_of_mcs(L);
+}
+
+// ---- reverse mode ------------------------------------------------------------------------------------
+
+// The slope of the decision z in p that the estimator passes back (STE: 1; Gumbel-sigmoid: its soft sample's).
+float decision_slope(int estimator, float p, float u, float tau) {
+    if (estimator != GUMBEL) return 1.0f;
+    const float eps = 1.1920929e-07f;
+    if (p < eps || p > 1.0f - eps) return 0.0f;
+    const float pc = std::min(std::max(p, eps), 1.0f - eps), uc = std::min(std::max(u, eps), 1.0f - eps);
+    const float logit = (std::log(pc / (1.0f - pc)) - std::log(uc / (1.0f - uc))) / tau;
+    const float soft = 1.0f / (1.0f + std::exp(-logit));
+    return soft * (1.0f - soft) / tau / (pc * (1.0f - pc));
 }
 
 // Reverse mode through one lattice's MCS from its tape: the adjoints of the volumes and surfaces it ended
 // with (and of the gradient path and moments, which the decisions only add to) back to those it started
 // with and to the parameters, in the layout of `params`.
-void backward_lattice(const Shape& sh, int b, const int64_t* types_all, const float* volume_out,
-                      const float* surface_out, const float* noise, const Params& shared, const float* act,
-                      const Tape& tape, int estimator, float tau, const float* g_volume, const float* g_surface,
-                      const float* g_path, const float* g_moment, const float* g_logp, float* gi_volume,
-                      float* gi_surface, float* g_params, float* g_act) {
-    const Params P = sh.act ? shared.with_act(act + 2 * b) : shared;
-    const int K = sh.K, C = sh.C, B = sh.B, n = (sh.H / 2) * (sh.W / 2);
-    const int64_t* types = types_all + (int64_t)b * C;
-    std::vector<float> V(volume_out + (int64_t)b * C, volume_out + (int64_t)(b + 1) * C);
-    std::vector<float> S(surface_out + (int64_t)b * C, surface_out + (int64_t)(b + 1) * C);
-    float* gV = gi_volume + (int64_t)b * C;
-    float* gS = gi_surface + (int64_t)b * C;
+void backward_lattice(const Args& a, int b) {
+    const Params P = [&] {
+        Params p(a.params + (int64_t)b * (a.K * a.K + 4 * a.K + 1), a.K);
+        if (a.act) p.set_act(a.act_params + 2 * b);
+        return p;
+    }();
+    const TapeView tape(a, b);
+    const int K = a.K, C = a.C;
+    const bool has_surface = a.has_surface;
+    const int64_t* types = a.types + (int64_t)b * C;
+    std::vector<float> V(a.volume + (int64_t)b * C, a.volume + (int64_t)(b + 1) * C);
+    std::vector<float> S(a.surface + (int64_t)b * C, a.surface + (int64_t)(b + 1) * C);
+    float* gV = a.gi_volume + (int64_t)b * C;
+    float* gS = a.gi_surface + (int64_t)b * C;
     for (int i = 0; i < C; ++i) {
-        gV[i] = g_volume ? g_volume[(int64_t)b * C + i] : 0.0f;
-        gS[i] = g_surface ? g_surface[(int64_t)b * C + i] : 0.0f;
+        gV[i] = a.g_volume ? a.g_volume[(int64_t)b * C + i] : 0.0f;
+        gS[i] = a.g_surface ? a.g_surface[(int64_t)b * C + i] : 0.0f;
     }
-    const float* gpath = g_path ? g_path + (int64_t)b * K * K : nullptr;
-    const float* gmom = g_moment ? g_moment + (int64_t)b * C * 2 : nullptr;
-    const float glogp = g_logp ? g_logp[b] : 0.0f;
-    float* gJ = g_params + (int64_t)b * (K * K + 4 * K + 1);
+    const float* gpath = a.g_path ? a.g_path + (int64_t)b * K * K : nullptr;
+    const float* gmom = a.g_moment ? a.g_moment + (int64_t)b * C * 2 : nullptr;
+    const float glogp = a.g_logp ? a.g_logp[b] : 0.0f;
+    float* gJ = a.g_params + (int64_t)b * (K * K + 4 * K + 1);
     float *gvt = gJ + K * K, *glamv = gvt + K, *gst = glamv + K, *glams = gst + K, *gT = glams + K;
-    const float eps = 1.1920929e-07f, tiny = 1.17549435e-38f;
-    for (int c = 3; c >= 0; --c) {
-        const int64_t base = ((int64_t)c * B + b) * n;
-        const float* u0 = noise + ((int64_t)(c * 2 + 0) * B + b) * n;
-        for (int idx = tape.count[c * B + b] - 1; idx >= 0; --idx) {
-            const int k = tape.order[base + idx];
-            const int64_t s = tape.cells[(base + k) * 2], t = tape.cells[(base + k) * 2 + 1];
-            const bool z = tape.flag[base + k] == 2;
-            const uint8_t* cq = tape.counts + (base + k) * (K + 2);
-            const int ts = (int)types[s], tt = (int)types[t], same_s = cq[K], same_t = cq[K + 1];
-            const float ds = (float)(sh.nbh - 2 * same_s), dt = (float)(2 * same_t - sh.nbh);
-            if (z) {
-                V[s] -= 1.0f;
-                V[t] += 1.0f;
-                if (sh.has_surface) { S[s] -= ds; S[t] -= dt; }
+    const float tiny = 1.17549435e-38f;
+    for (int r = *tape.count - 1; r >= 0; --r) {
+        const int64_t s = tape.cells[2 * r], t = tape.cells[2 * r + 1];
+        const bool z = tape.decision[r] == ACCEPTED;
+        const uint8_t* cq = tape.counts + (int64_t)r * (K + 2);
+        const int ts = (int)types[s], tt = (int)types[t], same_s = cq[K], same_t = cq[K + 1];
+        const float ds = (float)(a.nbh - 2 * same_s), dt = (float)(2 * same_t - a.nbh);
+        if (z) {
+            V[s] -= 1.0f;
+            V[t] += 1.0f;
+            if (has_surface) { S[s] -= ds; S[t] -= dt; }
+        }
+        const float* extra = tape.extra ? tape.extra + (int64_t)r * EXTRA : nullptr;
+        float rest = contact_energy<float>(P, cq, K, ts, tt);
+        if (extra) rest = rest + act_energy(P, extra[0], extra[1]);
+        const float d_h = full_energy<float>(rest, P, V.data(), S.data(), s, t, ts, tt, ds, dt, has_surface);
+        const float x = d_h / P.T, p = acceptance<float>(d_h, P.T);
+        float g_p;
+        if (a.estimator == SCORE) {
+            const float one = z ? 1.0f : 0.0f;
+            g_p = glogp * (one / std::max(p, tiny) - (1.0f - one) / std::max(1.0f - p, tiny));
+        } else {
+            float g_z = gV[s] - gV[t];
+            if (has_surface) g_z += gS[s] * ds + gS[t] * dt;
+            if (gpath)
+                for (int q = 0; q < K; ++q)
+                    g_z += gpath[ts * K + q] * ((float)cq[q] - (q == ts ? (float)same_s : 0.0f)) -
+                           gpath[tt * K + q] * ((float)cq[q] - (q == tt ? (float)same_t : 0.0f));
+            if (gmom && extra) {
+                if (s > 0) g_z += gmom[2 * s] * extra[2] + gmom[2 * s + 1] * extra[3];
+                if (t > 0) g_z -= gmom[2 * t] * extra[4] + gmom[2 * t + 1] * extra[5];
             }
-            const float* extra = sh.act ? tape.extra + (base + k) * 6 : nullptr;
-            float fixed = contact_energy(P, cq, K, ts, tt, same_s, same_t);
-            if (extra) fixed = fixed + act_energy(P, extra[0], extra[1]);
-            const float d_h = full_energy(fixed, P, V.data(), S.data(), s, t, ts, tt, ds, dt, sh.has_surface);
-            const float x = d_h / P.T, p = acceptance(d_h, P.T);
-            float g_p;
-            if (estimator == 2) {
-                const float one = z ? 1.0f : 0.0f;
-                g_p = glogp * (one / std::max(p, tiny) - (1.0f - one) / std::max(1.0f - p, tiny));
-            } else {
-                float g_z = gV[s] - gV[t];
-                if (sh.has_surface) g_z += gS[s] * ds + gS[t] * dt;
-                if (gpath)
-                    for (int q = 0; q < K; ++q)
-                        g_z += gpath[ts * K + q] * ((float)cq[q] - (q == ts ? (float)same_s : 0.0f)) -
-                               gpath[tt * K + q] * ((float)cq[q] - (q == tt ? (float)same_t : 0.0f));
-                if (gmom && extra) {
-                    if (s > 0) g_z += gmom[2 * s] * extra[2] + gmom[2 * s + 1] * extra[3];
-                    if (t > 0) g_z -= gmom[2 * t] * extra[4] + gmom[2 * t + 1] * extra[5];
-                }
-                float slope = 1.0f;
-                if (estimator == 1) {
-                    float uu = u0[k] * 8.0f;
-                    const float u = uu - (float)std::min((int)uu, 7);
-                    const float pc = std::min(std::max(p, eps), 1.0f - eps), uc = std::min(std::max(u, eps), 1.0f - eps);
-                    const float logit = (std::log(pc / (1.0f - pc)) - std::log(uc / (1.0f - uc))) / tau;
-                    const float soft = 1.0f / (1.0f + std::exp(-logit));
-                    slope = (p >= eps && p <= 1.0f - eps) ? soft * (1.0f - soft) / tau / (pc * (1.0f - pc)) : 0.0f;
-                }
-                g_p = g_z * slope;
+            g_p = g_z * decision_slope(a.estimator, p, tape.noise[r], a.tau);
+        }
+        const float g_x = (x >= 0.0f && x <= MAX_EXPONENT) ? -p * g_p : 0.0f;
+        const float g_h = g_x / P.T;
+        *gT += -g_x * d_h / (P.T * P.T);
+        const float off_s = V[s] - P.vt[ts], off_t = V[t] - P.vt[tt];
+        glamv[ts] += g_h * (2.0f * off_s + 1.0f);
+        gV[s] += 2.0f * g_h * P.lamv[ts];
+        gvt[ts] -= 2.0f * g_h * P.lamv[ts];
+        glamv[tt] += g_h * (1.0f - 2.0f * off_t);
+        gV[t] -= 2.0f * g_h * P.lamv[tt];
+        gvt[tt] += 2.0f * g_h * P.lamv[tt];
+        if (has_surface) {
+            const int64_t ends[2] = {s, t};
+            const int end_types[2] = {ts, tt};
+            const float change[2] = {ds, dt};
+            for (int e = 0; e < 2; ++e) {
+                const float ex = S[ends[e]] - P.st[end_types[e]];
+                glams[end_types[e]] += g_h * ((ex + change[e]) * (ex + change[e]) - ex * ex);
+                const float g_e = g_h * P.lams[end_types[e]] * 2.0f * change[e];
+                gS[ends[e]] += g_e;
+                gst[end_types[e]] -= g_e;
             }
-            const float g_x = (x >= 0.0f && x <= 50.0f) ? -p * g_p : 0.0f;
-            const float g_h = g_x / P.T;
-            *gT += -g_x * d_h / (P.T * P.T);
-            const float off_s = V[s] - P.vt[ts], off_t = V[t] - P.vt[tt];
-            glamv[ts] += g_h * (2.0f * off_s + 1.0f);
-            gV[s] += 2.0f * g_h * P.lamv[ts];
-            gvt[ts] -= 2.0f * g_h * P.lamv[ts];
-            glamv[tt] += g_h * (1.0f - 2.0f * off_t);
-            gV[t] -= 2.0f * g_h * P.lamv[tt];
-            gvt[tt] += 2.0f * g_h * P.lamv[tt];
-            if (sh.has_surface) {
-                const int64_t ends[2] = {s, t};
-                const int end_types[2] = {ts, tt};
-                const float change[2] = {ds, dt};
-                for (int e = 0; e < 2; ++e) {
-                    const float ex = S[ends[e]] - P.st[end_types[e]];
-                    glams[end_types[e]] += g_h * ((ex + change[e]) * (ex + change[e]) - ex * ex);
-                    const float g_e = g_h * P.lams[end_types[e]] * 2.0f * change[e];
-                    gS[ends[e]] += g_e;
-                    gst[end_types[e]] -= g_e;
-                }
-            }
-            for (int q = 0; q < K; ++q) {
-                gJ[ts * K + q] += g_h * (float)cq[q];
-                gJ[tt * K + q] -= g_h * (float)cq[q];
-            }
-            gJ[ts * K + ts] -= g_h * (float)same_s;
-            gJ[tt * K + tt] += g_h * (float)same_t;
-            if (extra) {
-                g_act[2 * b] += g_h * (-(1.0f - P.f) / P.m0 * extra[0] - P.f / P.m1 * extra[1]);
-                g_act[2 * b + 1] += g_h * (P.lam_act / P.m0 * extra[0] - P.lam_act / P.m1 * extra[1]);
-            }
+        }
+        for (int q = 0; q < K; ++q) {
+            gJ[ts * K + q] += g_h * (float)cq[q];
+            gJ[tt * K + q] -= g_h * (float)cq[q];
+        }
+        gJ[ts * K + ts] -= g_h * (float)same_s;
+        gJ[tt * K + tt] += g_h * (float)same_t;
+        if (extra) {
+            a.g_act[2 * b] += g_h * (-(1.0f - P.f) / P.m0 * extra[0] - P.f / P.m1 * extra[1]);
+            a.g_act[2 * b + 1] += g_h * (P.lam_act / P.m0 * extra[0] - P.lam_act / P.m1 * extra[1]);
         }
     }
 }
@@ -402,6 +705,8 @@ void over_lattices(int B, int threads, F&& body) {
 }  // namespace
 
 extern "C" {
+
+int32_t slm_abi_version() { return ABI_VERSION; }
 
 // Clusters of equal non-zero values, 4-connected on the torus, per lattice (union-find with path halving).
 void slm_count_clusters(int B, int H, int W, int threads, const int64_t* values, int64_t* out) {
@@ -430,33 +735,24 @@ void slm_count_clusters(int B, int H, int W, int threads, const int64_t* values,
     });
 }
 
-void slm_potts_mcs(int B, int H, int W, int C, int K, int nbh, int has_surface, int act, int threads,
-                   int64_t* labels, const int64_t* types, float* volume, float* surface, const float* noise,
-                   const float* params, const float* act_params, float* age, float* moment, int32_t* order, int32_t* count,
-                   int32_t* cells, uint8_t* counts, uint8_t* flag, float* extra) {
-    Shape sh{B, H, W, C, K, nbh, has_surface, act};
-    Tape tape{order, count, cells, counts, flag, extra};
-    Tape* tp = order ? &tape : nullptr;
-    over_lattices(B, threads, [&](int b) {
-        Params P(params + (int64_t)b * (K * K + 4 * K + 1), K);
-        mcs_lattice(sh, b, labels, types, volume, surface, noise, P, act_params, age, moment, tp);
+// `a.mcs` Monte Carlo steps of every lattice (one with a tape), in place.
+void slm_potts_mcs(const Args* a) {
+    over_lattices(a->B, a->threads, [a](int b) {
+        if (a->schedule == SWEEP)
+            sweep_lattice(*a, b);
+        else
+            random_lattice(*a, b);
     });
 }
 
-void slm_potts_backward(int B, int H, int W, int C, int K, int nbh, int has_surface, int act, int threads,
-                        const int64_t* types, const float* volume_out, const float* surface_out, const float* noise,
-                        const float* params, const float* act_params, const int32_t* order, const int32_t* count, const int32_t* cells,
-                        const uint8_t* counts, const uint8_t* flag, const float* extra, int estimator, float tau,
-                        const float* g_volume, const float* g_surface, const float* g_path, const float* g_moment,
-                        const float* g_logp, float* gi_volume, float* gi_surface, float* g_params, float* g_act) {
-    Shape sh{B, H, W, C, K, nbh, has_surface, act};
-    Tape tape{const_cast<int32_t*>(order), const_cast<int32_t*>(count), const_cast<int32_t*>(cells),
-              const_cast<uint8_t*>(counts), const_cast<uint8_t*>(flag), const_cast<float*>(extra)};
-    over_lattices(B, threads, [&](int b) {
-        Params P(params + (int64_t)b * (K * K + 4 * K + 1), K);
-        backward_lattice(sh, b, types, volume_out, surface_out, noise, P, act_params, tape, estimator, tau, g_volume,
-                         g_surface, g_path, g_moment, g_logp, gi_volume, gi_surface, g_params, g_act);
-    });
+void slm_potts_backward(const Args* a) {
+    over_lattices(a->B, a->threads, [a](int b) { backward_lattice(*a, b); });
+}
+
+// The uniforms of lattice `lattice`'s stream for an MCS seeded `seed`, in the order UNIFORM_TARGETS uses them.
+void slm_uniforms(int64_t seed, int lattice, int64_t n, double* out) {
+    Random rng(seed, lattice);
+    for (int64_t i = 0; i < n; ++i) out[i] = rng.uniform();
 }
 
 }  // extern "C"

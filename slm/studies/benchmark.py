@@ -175,20 +175,24 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
                ) -> Row:
     """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites, half of each type):
 
-    * ``kernel`` / ``torch``: MCS/s and copy attempts/s of that engine (``model.engine``), no gradient;
+    * ``random`` (the default schedule: the compiled engine's border sampling), ``uniform`` (the same schedule
+      with literal uniform targets), ``kernel`` / ``torch`` (the sweep schedule on that engine): MCS/s and copy
+      attempts/s, no gradient;
     * ``glazier``: the same for glazier's serial Rust engine (``pip install -e ".[bench]"``) on the same lattice
       with the same cells tiled from a corner, per MCS from the difference of two run lengths (its start-up
       excluded);
     * ``sequential``: the literal one-attempt-at-a-time reference (:mod:`slm.studies.potts_reference`, one lattice);
-    * ``grad`` (``grad+checkpoint``: checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS, next
-      to the same forward pass (rollout and summaries) without gradients."""
+    * ``grad`` (``grad+checkpoint``: checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS of the
+      default schedule, next to the same forward pass (rollout and summaries) without gradients."""
     from slm.models.potts import CellularPotts
 
-    if mode not in ("kernel", "torch", "glazier", "sequential", "grad", "grad+checkpoint"):
+    if mode not in ("random", "uniform", "kernel", "torch", "glazier", "sequential", "grad", "grad+checkpoint"):
         raise InputError(f"unknown CPM benchmark mode {mode!r}")
     learn = ["J_1_2", "J_2_2", "lambda_volume"]
     engine = mode if mode in ("kernel", "torch") else "auto"
-    model = CellularPotts(CELLSORT, volume_target=volume, cells=cells, learn=learn, engine=engine).to(device)
+    schedule = "sweep" if mode in ("kernel", "torch") else "random"
+    model = CellularPotts(CELLSORT, volume_target=volume, cells=cells, learn=learn, engine=engine, schedule=schedule,
+                          targets="uniform" if mode == "uniform" else "border").to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     start = model.initial_state(batch, size, device=device, generator=generator)
     row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch,
@@ -206,11 +210,12 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     elif mode == "glazier":
         seconds = _glazier_mcs_seconds(size, cells, volume, repeats)
         row["model"] += ", glazier 0.3 serial (Rust)"
-    elif mode in ("kernel", "torch"):
+    elif mode in ("random", "uniform", "kernel", "torch"):
         steps = max(2, min(50, int(2e6 // (batch * size * size))))
         with torch.no_grad():
             seconds = _median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
-        row["model"] += f", {mode} engine"
+        row["model"] += {"random": ", random schedule (border sampling)", "uniform": ", random schedule (uniform "
+                         "targets)", "kernel": ", sweep schedule, compiled", "torch": ", sweep schedule, torch"}[mode]
     else:
         mcs = 100
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -264,26 +269,30 @@ def _glazier_mcs_seconds(size: int, cells: int, volume: int, repeats: int) -> fl
 
 POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, volume, batch)
                for mode, size, cells, volume, batch in [
-                   ("sequential", 64, 60, 25, 1), ("glazier", 64, 60, 25, 1), ("torch", 64, 60, 25, 1),
-                   ("kernel", 64, 60, 25, 1), ("glazier", 256, 1024, 64, 1), ("torch", 256, 1024, 64, 1),
-                   ("kernel", 256, 1024, 64, 1), ("kernel", 256, 1024, 64, 4), ("kernel", 256, 1024, 64, 16),
-                   ("glazier", 1024, 16384, 64, 1), ("kernel", 1024, 16384, 64, 1), ("grad", 128, 100, 64, 8),
+                   ("sequential", 64, 60, 25, 1), ("glazier", 64, 60, 25, 1), ("random", 64, 60, 25, 1),
+                   ("uniform", 64, 60, 25, 1), ("torch", 64, 60, 25, 1), ("kernel", 64, 60, 25, 1),
+                   ("glazier", 256, 1024, 64, 1), ("random", 256, 1024, 64, 1), ("uniform", 256, 1024, 64, 1),
+                   ("torch", 256, 1024, 64, 1), ("kernel", 256, 1024, 64, 1), ("random", 256, 1024, 64, 4),
+                   ("random", 256, 1024, 64, 16), ("glazier", 1024, 16384, 64, 1), ("random", 1024, 16384, 64, 1),
+                   ("uniform", 1024, 16384, 64, 1), ("kernel", 1024, 16384, 64, 1), ("grad", 128, 100, 64, 8),
                    ("grad+checkpoint", 128, 100, 64, 8)]}
 
 
 def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
-    """The act model as ``experiment=cpm_tcells`` runs it (one cell of 60 sites per 40x40 lattice):
-    ``forward`` MCS/s and copy attempts/s, or ``grad``: one Adam step of the T-cell fit (50 MCS of
-    burn-in, then 16 frames of 8 MCS, loss on the track statistics) next to the same forward."""
+    """The act model as ``experiment=cpm_tcells`` runs it (one cell of 60 sites per 40x40 lattice, the default
+    schedule): ``forward`` MCS/s and copy attempts/s (``uniform``: the same with literal uniform targets instead
+    of border sampling), or ``grad``: one Adam step of the T-cell fit (50 MCS of burn-in, then 16 frames of 8
+    MCS, loss on the track statistics) next to the same forward."""
     from slm.models.act import ActPotts
     from slm.stats import track_statistics
 
     size = 40
-    model = ActPotts(surface_target=160.0).to(device)
+    model = ActPotts(surface_target=160.0, targets="uniform" if mode == "uniform" else "border").to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     start = model.initial_state(batch, size, device=device, generator=generator)
-    row = {"model": "act model, 1 cell of 60", "lattice": f"{size}x{size}", "batch": batch}
-    if mode == "forward":
+    row = {"model": "act model, 1 cell of 60" + (", uniform targets" if mode == "uniform" else ""),
+           "lattice": f"{size}x{size}", "batch": batch}
+    if mode in ("forward", "uniform"):
         with torch.no_grad():
             model.rollout(start, 50, generator)  # a moving cell, not the square at rest
             seconds = _median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
@@ -309,7 +318,7 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
 
 
 ACT_CASES = {f"act_{mode}_40_b{batch}": partial(act_case, mode, batch)
-             for mode, batch in [("forward", 1), ("forward", 16), ("forward", 128), ("grad", 16)]}
+             for mode, batch in [("forward", 1), ("uniform", 1), ("forward", 16), ("forward", 128), ("grad", 16)]}
 
 
 class NaiveMK(torch.nn.Module):

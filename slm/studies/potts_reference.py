@@ -70,7 +70,8 @@ def neighbour_lists(height: int, width: int) -> list[list[int]]:
 
 
 def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, neighbours: int, mcs: int,
-                   rng: np.random.Generator, age: np.ndarray | None = None, order: str = "random") -> np.ndarray:
+                   rng: np.random.Generator | None, age: np.ndarray | None = None, order: str = "random",
+                   draws: np.ndarray | None = None) -> np.ndarray:
     """``mcs`` Monte Carlo steps of the literal sequential CPM (see the module docstring) from ``labels``.
 
     Args:
@@ -79,12 +80,16 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         params: the energy parameters, as :func:`reference_parameters` gives them.
         neighbours: 8 (Moore) or 4 (von Neumann): the bonds of the contact and surface energies.
         mcs: the number of Monte Carlo steps (``H W`` copy attempts each).
-        rng: the source of every random number.
+        rng: the source of every random number (unless ``draws``).
         age: ``(H, W)`` float ages of the sites, the act model's state (needed when ``params`` has
             ``lambda_act``); updated in place.
         order: ``random``: every attempt's target is a uniform random site (CompuCell3D's and Artistoo's
             schedule); ``classes``: every MCS takes each site once, the four site classes in turn and a
             random order within each (the schedule of the vectorised sweep).
+        draws: ``(mcs, H W, 3)`` uniforms in [0, 1) to use instead of ``rng`` (``order="random"``): attempt ``i`` of
+            MCS ``m`` targets site ``floor(H W u)``, takes the source in direction ``floor(8 u')`` of :data:`MOORE`
+            and accepts if ``u'' < exp(-dH / T)``, with ``(u, u', u'') = draws[m, i]``: the stream the compiled
+            engine's literal draws use (:func:`slm.models.potts_engine.uniforms`), to replay it attempt for attempt.
 
     Returns the new labels, ``(H, W)`` int64 (``labels`` is not changed).
     """
@@ -97,6 +102,9 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         raise InputError(f"order: expected random or classes, got {order!r}")
     height, width = labels.shape
     n_sites = height * width
+    if draws is not None and (order != "random" or np.shape(draws) != (mcs, n_sites, 3)):
+        raise InputError(f"draws: expected ({mcs}, {n_sites}, 3) uniforms with order='random', got "
+                         f"{np.shape(draws)} with order={order!r}")
     lab: list[int] = labels.astype(np.int64).ravel().tolist()
     types: list[int] = np.asarray(cell_types).astype(np.int64).ravel().tolist()
     n_ids = len(types)
@@ -147,14 +155,20 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
     done = 0
     while remaining > 0:
         # With the act model or the class order a block is one MCS (the ages grow at its end).
-        block = n_sites if acting or order == "classes" else min(remaining, BLOCK)
+        block = n_sites if acting or order == "classes" or draws is not None else min(remaining, BLOCK)
         remaining -= block
-        if order == "classes":
-            targets = np.concatenate([rng.permutation(sites) for sites in classes]).tolist()
+        if draws is not None:
+            given = np.asarray(draws[done // n_sites], dtype=np.float64)
+            targets = np.minimum((given[:, 0] * n_sites).astype(np.int64), n_sites - 1).tolist()
+            directions = np.minimum((given[:, 1] * 8).astype(np.int64), 7).tolist()
+            noise = given[:, 2].tolist()
         else:
-            targets = rng.integers(0, n_sites, block).tolist()
-        directions = rng.integers(0, 8, block).tolist()
-        noise = rng.random(block).tolist()
+            if order == "classes":
+                targets = np.concatenate([rng.permutation(sites) for sites in classes]).tolist()
+            else:
+                targets = rng.integers(0, n_sites, block).tolist()
+            directions = rng.integers(0, 8, block).tolist()
+            noise = rng.random(block).tolist()
         for t, d, u in zip(targets, directions, noise, strict=True):
             y = lab[moore[t][d]]
             x = lab[t]

@@ -1,0 +1,168 @@
+"""The field's Monte Carlo step (model.schedule=random): the compiled engine replays the literal sequential
+reference attempt for attempt, its border sampling is the same process as uniform targets in dynamics (plain
+CPM, cell sorting, act cells), its noise is reproducible per lattice and step, and its gradients are checked
+against finite differences of the expectation."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ks_2samp
+
+from slm.models import ActPotts, CellularPotts, potts_engine
+from slm.parameters import constrained_grads
+from slm.studies.potts_reference import reference_parameters, sequential_mcs
+from tests.test_act import centroids_from_labels
+
+CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
+ALPHA = 1e-3
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+MODELS = {
+    "cellsort": lambda **kw: CellularPotts(CELLSORT, volume_target=25.0, cells=30, learn=[], **kw),
+    "surface_von_neumann": lambda **kw: CellularPotts(
+        [[0, 3.3, 5.1], [3.3, 1.7, 4.2], [5.1, 4.2, 2.9]], volume_target=[12, 20], lambda_volume=[1.5, 0.7],
+        lambda_surface=0.4, surface_target=14.0, temperature=4.1, neighbourhood="von_neumann", cells=20, learn=[],
+        **kw),
+    "act": lambda **kw: ActPotts(cells=2, learn=[], **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_kernel_replays_the_literal_reference_attempt_for_attempt(name):
+    """Given the same uniforms, every attempt's target, source and decision are the reference's: the lattices
+    agree site for site after every MCS (and the act model's ages with them)."""
+    model = MODELS[name](targets="uniform")
+    state = model.initial_state(2, 32, generator=gen(1))
+    lattice = 1
+    labels = state.labels[lattice].numpy().copy()
+    age = state.age[lattice].numpy().copy() if name == "act" else None
+    params, n = reference_parameters(model), labels.size
+    changed = 0
+    for step in range(6):
+        with torch.no_grad():
+            state = model.transition(state, model.prepared(), gen(100 + step))
+        seed = potts_engine.mcs_seed(gen(100 + step))
+        draws = potts_engine.uniforms(seed, lattice, 3 * n).numpy().reshape(1, n, 3)
+        before = labels
+        labels = sequential_mcs(labels, state.cell_types[lattice].numpy(), params, model.neighbours, 1, None, age,
+                                draws=draws)
+        changed += int((labels != before).sum())
+        assert np.array_equal(state.labels[lattice].numpy(), labels), f"MCS {step}"
+        if age is not None:
+            assert np.array_equal(state.age[lattice].numpy(), age), f"MCS {step}"
+    assert changed > 100, "the cells moved"
+
+
+def dynamics(model, size: int, batch: int, burn_in: int, frames: int, every: int, seed: int) -> dict[str, np.ndarray]:
+    """Per lattice: the cells' displacement over one and over all frames, their volume and (sorting) the
+    heterotypic fraction, after ``burn_in`` MCS from the same start."""
+    start = model.initial_state(batch, size, generator=gen(0))
+    ids = start.cell_types.shape[1]
+    with torch.no_grad():
+        state = model.rollout(start, burn_in, gen(seed))
+        centres = [centroids_from_labels(state.labels, ids)]
+        for _ in range(frames):
+            state = model.rollout(state, every, gen(seed + 1 + len(centres)))
+            centres.append(centroids_from_labels(state.labels, ids))
+
+    def moved(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        step = (b - a)[:, 1:] % size
+        return (torch.minimum(step, size - step) ** 2).sum(-1).mean(1).numpy()
+
+    out = {"squared step, 1 frame": moved(centres[0], centres[1]),
+           f"squared step, {frames} frames": moved(centres[0], centres[-1]),
+           "volume": state.volume[:, 1:].mean(1).numpy()}
+    if model.n_types > 1:
+        out["heterotypic fraction"] = model.summary(state)[:, 0].numpy()
+    if isinstance(model, ActPotts):
+        out["active sites"] = (((model.max_act - state.age) > 0) & (state.labels > 0)).sum((1, 2)).float().numpy()
+    return out
+
+
+CASES = {  # model, lattice, batch, burn-in, frames, MCS per frame
+    "one cell": (lambda **kw: CellularPotts([[0, 16], [16, 0]], volume_target=25.0, cells=1, learn=[], **kw),
+                 24, 400, 5, 4, 3),
+    "cell sorting": (MODELS["cellsort"], 32, 300, 0, 3, 2),
+    "act cell": (lambda **kw: ActPotts(cells=1, learn=[], **kw), 40, 300, 20, 4, 4),
+}
+
+
+def p_values(a: dict, b: dict) -> dict[str, float]:
+    return {name: float(ks_2samp(a[name], b[name]).pvalue) for name in a}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_border_sampling_is_uniform_targets_in_dynamics(case):
+    """Displacements over frames, volumes (and sorting, activity) after few MCS: border sampling (the default)
+    and literal uniform targets are one process; the sweep schedule is told apart by the same test."""
+    make, *shape = CASES[case]
+    border = dynamics(make(), *shape, seed=10)
+    uniform = dynamics(make(targets="uniform"), *shape, seed=20)
+    p = p_values(border, uniform)
+    means = {name: (round(float(border[name].mean()), 3), round(float(uniform[name].mean()), 3)) for name in border}
+    print(f"{case}: p {p}; (border, uniform) means {means}")
+    assert min(p.values()) > ALPHA, f"{case}: p {p}; means {means}"
+    sweep = dynamics(make(schedule="sweep"), *shape, seed=30)
+    assert min(p_values(sweep, uniform).values()) < ALPHA, "the test tells the schedules apart"
+
+
+def test_noise_depends_on_seed_lattice_and_step_only():
+    """A lattice's path does not depend on the batch around it, and a rollout in one kernel call (no gradient)
+    is the same as one MCS at a time (with gradient)."""
+    model = CellularPotts(CELLSORT, volume_target=25.0, cells=30, learn=["J_1_2"])
+    start = model.initial_state(3, 32, generator=gen(2))
+    with torch.no_grad():
+        together = model.rollout(start, 5, gen(3))
+        alone = model.rollout(model.state(start.labels[:1], start.cell_types[:1]), 5, gen(3))
+    assert torch.equal(together.labels[:1], alone.labels)
+    assert not torch.equal(together.labels[0], together.labels[1])
+    stepped = model.rollout(start, 5, gen(3))  # one kernel call per MCS, with a tape
+    assert torch.equal(stepped.labels, together.labels)
+    assert torch.equal(stepped.volume.detach(), together.volume)
+
+
+def test_score_gradient_is_the_derivative_of_the_expectation():
+    """d E[volume after 3 MCS] / d lambda_volume: the kernel's score-function gradient on the field's schedule
+    against central finite differences with common random numbers, each with its standard error."""
+    def model(lam: float) -> CellularPotts:
+        return CellularPotts([[0, 8], [8, 0]], volume_target=30.0, lambda_volume=lam, temperature=6.0, cells=1,
+                             learn=["lambda_volume"], estimator="score")
+
+    lam, h, groups, batch = 1.0, 0.15, 8, 1000
+    grads = []
+    for g in range(groups):
+        m = model(lam)
+        final = m.rollout(m.initial_state(batch, 12, generator=gen(0)), 3, gen(40 + g))
+        m.surrogate(final.volume[:, 1:2]).mean().backward()
+        grads.append(float(constrained_grads(m)["lambda_volume"]))
+    score, score_se = np.mean(grads), np.std(grads, ddof=1) / np.sqrt(groups)
+
+    def volumes(value: float) -> np.ndarray:
+        m = model(value)
+        with torch.no_grad():
+            final = m.rollout(m.initial_state(groups * batch, 12, generator=gen(0)), 3, gen(99))
+        return final.volume[:, 1].numpy()
+
+    difference = (volumes(lam + h) - volumes(lam - h)) / (2 * h)
+    fd, fd_se = difference.mean(), difference.std(ddof=1) / np.sqrt(len(difference))
+    print(f"score {score:.3f} +- {score_se:.3f}, finite differences {fd:.3f} +- {fd_se:.3f}")
+    assert abs(fd) > 5 * fd_se, "a derivative to check"
+    assert abs(score - fd) < 4 * np.hypot(score_se, fd_se)
+
+
+@pytest.mark.parametrize("estimator", ["ste", "gumbel"])
+def test_pathwise_gradients_on_the_field_schedule_are_finite_and_checkpoint_alike(estimator):
+    grads = []
+    for every in (None, 2):
+        model = ActPotts(cells=2, max_act=20.4, learn=["lambda_act", "max_act", "J_medium_cell"],
+                         estimator=estimator)
+        start = model.rollout(model.initial_state(2, 32, generator=gen(5)), 5, gen(6))
+        recording = model.rollout(start, 4, gen(7), checkpoint_every=every, record_every=2)
+        ((recording.frames[:, 1:] - recording.frames[:, :-1]) ** 2).sum().backward()
+        grads.append(torch.stack([p.grad.sum() for p in model.parameters()]))
+    assert torch.isfinite(grads[0]).all() and (grads[0] != 0).all()
+    torch.testing.assert_close(grads[0], grads[1])
