@@ -183,7 +183,8 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
     task, datamodule = build_task_and_data(cfg)
     schedule = getattr(getattr(task, "simulator", None), "schedule", None)
     if schedule is not None:
-        log.info("%s: Monte Carlo schedule %s (%s)", type(task.simulator).__name__, schedule, SCHEDULES[schedule])
+        model = type(task.simulator).__name__.removeprefix("Parametrized")  # torch's parametrisation wrapper
+        log.info("%s: Monte Carlo schedule %s (%s)", model, schedule, SCHEDULES[schedule])
     if start:
         set_values(task.simulator, start, key="start")
     if uq is not None:

@@ -32,12 +32,23 @@ def write_stack(path, frames: int = 3) -> np.ndarray:
     return np.stack(labels)
 
 
-def test_a_fit_to_simulated_data_reports_the_parameter_error(make_cfg):
-    results = train(make_cfg(experiment="cpm_sorting"))
+def test_a_fit_to_simulated_data_reports_the_parameter_error_and_the_schedule(make_cfg, caplog):
+    with caplog.at_level("INFO", logger="slm.train"):
+        results = train(make_cfg(experiment="cpm_sorting"))
     truth = {"J_dark_light": 11.0, "J_light_light": 14.0, "lambda_volume": 2.0}
     worst = max(abs(results["params"][k] - v) / v for k, v in truth.items())
     assert results["metrics"]["param_rel_error"] == pytest.approx(worst)
     assert results["metrics"]["summary_rel_error"] >= 0
+    assert results["schedule"] == "random"
+    first = [r.getMessage() for r in caplog.records if r.name == "slm.train"][0]
+    assert first.startswith("CellularPotts: Monte Carlo schedule random (uniform random targets")
+
+
+def test_the_sweep_schedule_is_chosen_on_the_command_line_and_recorded(make_cfg):
+    results = train(make_cfg("model.schedule=sweep", "model.engine=torch", "uq=none", experiment="cpm_sorting"))
+    assert results["schedule"] == "sweep"
+    with pytest.raises(InputError, match="model.schedule: random \\(the field's\\) runs on the compiled engine"):
+        train(make_cfg("model.engine=torch", experiment="cpm_sorting"))
 
 
 def test_a_fit_to_a_users_label_stack(make_cfg, tmp_path):

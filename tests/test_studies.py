@@ -112,7 +112,7 @@ def test_benchmark_case_row_and_table():
     assert table[0] == ("| model | lattice | batch | forward steps/s | copy attempts/s | gradient step | epoch "
                         "| peak memory |")
     assert table[1] == "|---|---|---|---|---|---|---|---|" and table[3] == "| x |  |  |  |  |  | 1.00 s |  |"
-    for engine, ending in (("random", "random schedule (border sampling)"), ("kernel", "sweep schedule, compiled"),
+    for engine, ending in (("random", "random schedule (default)"), ("kernel", "sweep schedule, compiled"),
                            ("torch", "sweep schedule, torch")):
         potts = potts_case(engine, 16, 4, 9, 2, torch.device("cpu"), 1)
         assert potts["batch"] == 2 and potts["copy attempts/s"] and potts["forward steps/s"].endswith("MCS")

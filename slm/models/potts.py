@@ -253,11 +253,9 @@ class CellularPotts(Simulator):
         return state._replace(labels=labels, volume=volume, surface=surface, path=path)
 
     def _segment(self, state: PottsState, prepared: tuple[Tensor, ...], first_seed: int, steps: int) -> PottsState:
-        """Without gradients the random schedule's MCS of a segment run in one call of the kernel, with the seeds
+        """The random schedule's MCS of a segment in one call of the kernel (one tape with gradients), with the seeds
         the steps' generators would give one at a time."""
-        tensors = (*state, *prepared)
-        if (self.schedule != "random" or steps < 2
-                or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t.is_floating_point()))):
+        if self.schedule != "random" or steps < 2:
             return super()._segment(state, prepared, first_seed, steps)
         potts_engine.choose(self, state)
         generator = torch.Generator()

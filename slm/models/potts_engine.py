@@ -267,19 +267,20 @@ def _forward(shape: tuple[int, ...], schedule: int, labels: Tensor, cell_types: 
              surface: Tensor, draws: Tensor, params: Tensor, act: Tensor, age: Tensor, moment: Tensor, record: bool
              ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...] | None]:
     """Run the kernel on copies of the state's tensors (``draws``: the sweep's noise, or one seed per MCS);
-    returns ``(labels, volume, surface, age, moment)`` and the tape (when ``record``, one MCS)."""
+    returns ``(labels, volume, surface, age, moment)`` and the tape of all the MCS (when ``record``)."""
     batch, height, width, ids, k, neighbours, has_surface, has_act = shape
     labels, volume, surface = (_copy(t) for t in (labels, volume, surface))
     cell_types, draws = cell_types.contiguous(), draws.contiguous()  # held: the kernel reads raw pointers
     if has_act:
         age, moment, act = _copy(age), _copy(moment), act.detach().contiguous()
     tape = None
-    n = height * width
+    steps = 1 if schedule == SWEEP else len(draws)
+    n = steps * height * width  # records per lattice at most; pages never written are never touched
     if record:
         tape = (torch.zeros(batch, dtype=torch.int32), torch.empty(batch, n, 2, dtype=torch.int32),
                 torch.empty(batch, n, k + 2, dtype=torch.uint8), torch.empty(batch, n),
                 torch.empty(batch, n, dtype=torch.uint8), torch.empty(batch, n, 6 if has_act else 0))
-    args = _Args(*shape, torch.get_num_threads(), schedule, 0, 1 if schedule == SWEEP else len(draws), 1.0,
+    args = _Args(*shape, torch.get_num_threads(), schedule, 0, steps, 1.0,
                  labels.data_ptr(), cell_types.data_ptr(), volume.data_ptr(), surface.data_ptr(),
                  _ptr(draws) if schedule == SWEEP else None, None if schedule == SWEEP else _ptr(draws),
                  params.data_ptr(), *((_ptr(act), _ptr(age), _ptr(moment)) if has_act else (None,) * 3),
@@ -289,7 +290,7 @@ def _forward(shape: tuple[int, ...], schedule: int, labels: Tensor, cell_types: 
 
 
 class _MCS(torch.autograd.Function):
-    """One MCS by the kernel with a tape: ``(labels, volume, surface, path, moment, age, log_prob)`` (``log_prob``
+    """MCS by the kernel with a tape: ``(labels, volume, surface, path, moment, age, log_prob)`` (``log_prob``
     ``(B,)`` is zero, with the gradient of the decisions' log-probability) from the state's tensors, the draws,
     each lattice's parameters packed by :func:`_packed` and its ``(lambda_act, max_act)`` (act model)."""
 
@@ -308,12 +309,13 @@ class _MCS(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_labels, g_volume, g_surface, g_path, g_moment, g_age, g_log_prob):
         cell_types, volume, surface, params, act, *tape = ctx.saved_tensors
-        batch, _, _, ids, *_ = ctx.shape
+        batch, height, width, ids, *_ = ctx.shape
         code, tau = ctx.estimator
         grads = [None if g is None else g.contiguous() for g in (g_volume, g_surface, g_path, g_moment, g_log_prob)]
         gi_volume, gi_surface = torch.empty(batch, ids), torch.empty(batch, ids)
         g_params, g_act = torch.zeros_like(params), torch.zeros_like(act)
-        args = _Args(*ctx.shape, torch.get_num_threads(), 0, code, 1, tau, None, cell_types.data_ptr(),
+        steps = tape[1].shape[1] // (height * width)  # the tape's capacity: records per lattice and MCS
+        args = _Args(*ctx.shape, torch.get_num_threads(), 0, code, steps, tau, None, cell_types.data_ptr(),
                      volume.data_ptr(), surface.data_ptr(), None, None, params.data_ptr(), _ptr(act), None, None,
                      *(_ptr(t) for t in tape), *(_ptr(g) for g in grads[:4]),
                      _ptr(grads[4] if code == ESTIMATOR_CODES["score"] else None), gi_volume.data_ptr(),
@@ -341,8 +343,8 @@ def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tenso
     empty unless ``act``, the act model's ``(lambda_act, max_act)`` of each lattice, ``(B, 2)``).
 
     ``draws``: under ``sweep`` the torch path's noise of one MCS; under ``random`` one seed per MCS ``(steps,)``
-    int64 (several only without gradients). With ``score`` the per-lattice log-probability of the decisions goes
-    to the estimator."""
+    int64, all run in one call (one tape, one node of the autograd graph). With ``score`` the per-lattice
+    log-probability of the decisions goes to the estimator."""
     labels, cell_types, volume, surface, path = state[:5]
     batch, height, width = labels.shape
     params = _packed(model, prepared, batch)
@@ -355,8 +357,6 @@ def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tenso
         (labels, volume, surface, age, moment), _ = _forward(shape, schedule, labels, cell_types, volume, surface,
                                                              draws, params, act, age, moment, False)
         return labels, volume, surface, path, moment, age
-    if schedule != SWEEP and len(draws) != 1:
-        raise ValueError("the kernel records the tape of one MCS at a time")
     estimator = (ESTIMATOR_CODES[model.estimator.name], float(getattr(model.estimator, "temperature", 1.0)))
     *out, log_prob = _MCS.apply(shape, schedule, estimator, labels, cell_types, age, draws, volume, surface, path,
                                 moment, params, act)

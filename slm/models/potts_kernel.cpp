@@ -23,7 +23,7 @@
 // Energies are computed in double under RANDOM (the sequential reference's arithmetic) and in float under SWEEP
 // (the torch path's).
 //
-// With a tape, every decided attempt is recorded in order (its cells, neighbour counts, acceptance noise and
+// With a tape, every decided attempt of the call's MCS is recorded in order (its cells, neighbour counts, acceptance noise and
 // decision, and the act term's differences and positions); potts_backward is reverse-mode differentiation
 // of the step: it walks the tape backwards, undoing each accepted copy's volume and surface change to
 // recover the state it saw, and propagates the adjoints through dH as autograd does through the torch path,
@@ -52,6 +52,7 @@ constexpr int CLASSES[4][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 0}};
 constexpr int EXTRA = 6;            // act: GM(s) - GM(t) at both memories, then the site's position for s and t
 constexpr int LOG_TABLE = 4096;     // activities up to this are looked up, not logged
 constexpr float MAX_EXPONENT = 50;  // exp(-50) stands for 0 and keeps results out of subnormals
+constexpr double DENSE = 0.2;       // border share above which an MCS draws its targets literally (BORDER)
 
 }  // namespace
 
@@ -71,13 +72,13 @@ struct Args {
     const float* act_params;  // (B, 2): lambda_act, max_act
     float* age;               // (B, H, W)
     float* moment;            // (B, C, 2)
-    // The tape of one MCS, H W records per lattice at most (every target once, or H W attempts).
+    // The tape of the call's MCS, at most mcs H W records per lattice (every target once per MCS, or H W attempts).
     int32_t* tape_count;      // (B,)
-    int32_t* tape_cells;      // (B, H W, 2): source and target ids
-    uint8_t* tape_counts;     // (B, H W, K + 2): energy neighbours of each type, then those equal to source, target
-    float* tape_noise;        // (B, H W): the acceptance uniform
-    uint8_t* tape_decision;   // (B, H W): Decision
-    float* tape_extra;        // (B, H W, EXTRA), act only
+    int32_t* tape_cells;      // (B, mcs H W, 2): source and target ids
+    uint8_t* tape_counts;     // (B, mcs H W, K + 2): energy neighbours of each type, then those equal to s, t
+    float* tape_noise;        // (B, mcs H W): the acceptance uniform
+    uint8_t* tape_decision;   // (B, mcs H W): Decision
+    float* tape_extra;        // (B, mcs H W, EXTRA), act only
     // Backward: adjoints in, gradients out.
     const float* g_volume;
     const float* g_surface;
@@ -126,11 +127,14 @@ struct Params {
     }
 };
 
-// One lattice of the batch: views of its rows of every array.
+// One lattice of the batch: views of its rows of every array, and its labels as int32 while it is worked on (half
+// the memory of torch's int64 in the random accesses; written back by finish()).
 struct Lattice {
     int b, H, W, C, K, nbh;
     bool has_surface, act;
-    int64_t* labels;
+    int64_t* out;
+    std::vector<int32_t> ids;
+    int32_t* labels;
     const int64_t* types;
     float *V, *S, *age, *moment;
     Params P;
@@ -138,7 +142,8 @@ struct Lattice {
 
     Lattice(const Args& a, int b_)
         : b(b_), H(a.H), W(a.W), C(a.C), K(a.K), nbh(a.nbh), has_surface(a.has_surface), act(a.act),
-          labels(a.labels + (int64_t)b_ * a.H * a.W), types(a.types + (int64_t)b_ * a.C),
+          out(a.labels + (int64_t)b_ * a.H * a.W), ids(out, out + (int64_t)a.H * a.W), labels(ids.data()),
+          types(a.types + (int64_t)b_ * a.C),
           V(a.volume + (int64_t)b_ * a.C), S(a.surface + (int64_t)b_ * a.C),
           age(a.act ? a.age + (int64_t)b_ * a.H * a.W : nullptr),
           moment(a.act ? a.moment + (int64_t)b_ * a.C * 2 : nullptr),
@@ -149,18 +154,27 @@ struct Lattice {
         log_table.resize(top + 1);
         for (int k = 1; k <= top; ++k) log_table[k] = (double)std::log((float)k);
     }
-    int neighbour(int site, int o) const {
-        return wrap_index(site / W + MOORE[o][0], H) * W + wrap_index(site % W + MOORE[o][1], W);
+    void finish() { std::copy(ids.begin(), ids.end(), out); }
+    // The 8 Moore neighbours of a site, in MOORE's order (one division, not one per neighbour).
+    void around(int site, int* out) const {
+        const int i = site / W, j = site - i * W;
+        const int up = (i == 0 ? H - 1 : i - 1) * W, row = i * W, down = (i == H - 1 ? 0 : i + 1) * W;
+        const int left = j == 0 ? W - 1 : j - 1, right = j == W - 1 ? 0 : j + 1;
+        out[0] = up + j; out[1] = row + left; out[2] = row + right; out[3] = down + j;
+        out[4] = up + left; out[5] = up + right; out[6] = down + left; out[7] = down + right;
     }
 };
 
-// The neighbours of a target that its copy needs: energy neighbours of each type (cq[0..K-1]), then those equal
+// MOORE's offsets negated, as indices into Lattice::around: the order torch.roll reads the neighbours in.
+constexpr int MINUS[8] = {3, 2, 1, 0, 7, 6, 5, 4};
+
+// The neighbours of a target (`near`: Lattice::around) that its copy needs: energy neighbours of each type (cq[0..K-1]), then those equal
 // to the source id (cq[K]) and to the target id (cq[K+1]).
-void gather(const Lattice& L, int target, int64_t s, int64_t t, uint8_t* cq) {
+void gather(const Lattice& L, const int* near, int64_t s, int64_t t, uint8_t* cq) {
     std::memset(cq, 0, L.K + 2);
     int cells_near = 0;
     for (int o = 0; o < L.nbh; ++o) {
-        const int64_t id = L.labels[L.neighbour(target, o)];
+        const int64_t id = L.labels[near[o]];
         const int q = (int)L.types[id];
         if (q > 0) { cq[q]++; cells_near++; }
         cq[L.K] += id == s;
@@ -200,7 +214,8 @@ R full_energy(R rest, const Params& P, const float* V, const float* S, int64_t s
 
 template <typename R>
 R acceptance(R d_h, R T) {
-    return std::exp(-std::min(std::max(d_h / T, R(0)), R(MAX_EXPONENT)));
+    if (d_h <= R(0)) return R(1);  // exp(-0), without the call
+    return std::exp(-std::min(d_h / T, R(MAX_EXPONENT)));
 }
 
 // GM of the activities at memory m of the sites of x's cell among x and its Moore neighbours (0 on the medium
@@ -209,12 +224,13 @@ template <typename R>
 R geometric_activity(const Lattice& L, int site, float m) {
     const int64_t id = L.labels[site];
     if (id == 0) return R(0);
-    const int i = site / L.W, j = site % L.W;
+    int ring[8];
+    L.around(site, ring);
     R log_sum = 0, count = 0;
     for (int o = -1; o < 8; ++o) {
-        const int y = o < 0 ? i : wrap_index(i - MOORE[o][0], L.H), x = o < 0 ? j : wrap_index(j - MOORE[o][1], L.W);
-        if (L.labels[y * L.W + x] != id) continue;
-        const float near = std::max(m - L.age[y * L.W + x], 0.0f);
+        const int y = o < 0 ? site : ring[MINUS[o]];
+        if (L.labels[y] != id) continue;
+        const float near = std::max(m - L.age[y], 0.0f);
         if (near <= 0.0f) return R(0);
         const int k = (int)near;
         log_sum = log_sum + ((float)k == near && k < (int)L.log_table.size() ? (R)L.log_table[k]
@@ -237,7 +253,7 @@ void site_positions(const Lattice& L, int site, int64_t s, int64_t t, const floa
     }
 }
 
-// A lattice's tape: the records of one MCS in the order they were decided.
+// A lattice's tape: the records of the call's MCS in the order they were decided.
 struct TapeView {
     int32_t* count;
     int32_t* cells;
@@ -250,7 +266,7 @@ struct TapeView {
     TapeView(const Args& a, int b) : count(nullptr), cells(nullptr), counts(nullptr), noise(nullptr),
                                      decision(nullptr), extra(nullptr), K(a.K) {
         if (!a.tape_count) return;
-        const int64_t base = (int64_t)b * a.H * a.W;
+        const int64_t base = (int64_t)b * a.mcs * a.H * a.W;
         count = a.tape_count + b;
         cells = a.tape_cells + base * 2;
         counts = a.tape_counts + base * (a.K + 2);
@@ -309,27 +325,40 @@ struct Border {
 
     bool is_border(const Lattice& L, int site) const {
         const int64_t id = L.labels[site];
+        int near[8];
+        L.around(site, near);
         for (int o = 0; o < 8; ++o)
-            if (L.labels[L.neighbour(site, o)] != id) return true;
+            if (L.labels[near[o]] != id) return true;
         return false;
     }
-    void build(const Lattice& L) {
-        const int n = L.H * L.W;
-        where.assign(n, -1);
-        sites.clear();
+    // Calls visit(site) for every border site, in site order; returns how many there are. Branch-free over rows.
+    template <typename F>
+    static int scan(const Lattice& L, F&& visit) {
+        int count = 0;
         for (int i = 0; i < L.H; ++i) {
-            const int64_t *up = L.labels + wrap_index(i - 1, L.H) * L.W, *row = L.labels + i * L.W,
+            const int32_t *up = L.labels + wrap_index(i - 1, L.H) * L.W, *row = L.labels + i * L.W,
                           *down = L.labels + wrap_index(i + 1, L.H) * L.W;
             for (int j = 0; j < L.W; ++j) {
                 const int l = wrap_index(j - 1, L.W), r = wrap_index(j + 1, L.W);
-                const int64_t id = row[j];
-                if ((up[l] != id) | (up[j] != id) | (up[r] != id) | (row[l] != id) | (row[r] != id) |
-                    (down[l] != id) | (down[j] != id) | (down[r] != id)) {
-                    where[i * L.W + j] = (int32_t)sites.size();
-                    sites.push_back(i * L.W + j);
-                }
+                const int32_t id = row[j];
+                const bool edge = (up[l] != id) | (up[j] != id) | (up[r] != id) | (row[l] != id) | (row[r] != id) |
+                                  (down[l] != id) | (down[j] != id) | (down[r] != id);
+                count += edge;
+                if (edge) visit(i * L.W + j);
             }
         }
+        return count;
+    }
+    static int count(const Lattice& L) {
+        return scan(L, [](int) {});
+    }
+    void build(const Lattice& L) {
+        where.assign((size_t)L.H * L.W, -1);
+        sites.clear();
+        scan(L, [this](int site) {
+            where[site] = (int32_t)sites.size();
+            sites.push_back(site);
+        });
     }
     void refresh(const Lattice& L, int site) {
         const bool now = is_border(L, site);
@@ -346,8 +375,10 @@ struct Border {
         }
     }
     void changed(const Lattice& L, int site) {
+        int near[8];
+        L.around(site, near);
         refresh(L, site);
-        for (int o = 0; o < 8; ++o) refresh(L, L.neighbour(site, o));
+        for (int o = 0; o < 8; ++o) refresh(L, near[o]);
     }
 };
 
@@ -356,11 +387,13 @@ struct Border {
 // Returns whether the lattice changed.
 template <typename Draw>
 bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8_t* cq, bool need_both) {
-    const int source = L.neighbour(target, d);
+    int near[8];
+    L.around(target, near);
+    const int source = near[d];
     const int64_t s = L.labels[source], t = L.labels[target];
     if (s == t) return false;
     if (t != 0 && !(L.V[t] > 1.5f)) return false;  // a cell keeps its last site
-    gather(L, target, s, t, cq);
+    gather(L, near, s, t, cq);
     const int ts = (int)L.types[s], tt = (int)L.types[t];
     double rest = contact_energy<double>(L.P, cq, L.K, ts, tt);
     double d0 = 0, d1 = 0;
@@ -400,7 +433,7 @@ bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8
     }
     if (!z) return false;
     move_volume(L, s, t, ds, dt);
-    L.labels[target] = s;
+    L.labels[target] = (int32_t)s;
     if (L.act) {
         L.age[target] = 0.0f;
         if (s > 0) { L.moment[2 * s] += pos[0]; L.moment[2 * s + 1] += pos[1]; }
@@ -421,12 +454,15 @@ void random_lattice(const Args& a, int b) {
     std::vector<uint8_t> cq(L.K + 2);
     const bool need_both = tape.on();
     Border border;
+    if (tape.on()) *tape.count = 0;
     for (int step = 0; step < a.mcs; ++step) {
         Random rng(a.seeds[step], b);
-        // Rebuilt in site order every MCS, so that a step's draws do not depend on how steps were grouped in calls.
-        if (a.schedule == BORDER) border.build(L);
-        if (tape.on()) *tape.count = 0;
-        if (a.schedule == UNIFORM_TARGETS) {
+        // Where most sites are on the border, skipping the others saves less than upkeeping the set costs: this
+        // MCS then draws its targets literally (the same process; the choice depends on the state alone). The set
+        // is rebuilt in site order every MCS, so that a step's draws do not depend on how steps were grouped in calls.
+        const bool literal = a.schedule == UNIFORM_TARGETS || Border::count(L) > DENSE * n;
+        if (!literal) border.build(L);
+        if (literal) {
             for (int k = 0; k < n; ++k) {
                 const int target = rng.below(n, rng.uniform());
                 const int d = rng.below(8, rng.uniform());
@@ -446,7 +482,6 @@ void random_lattice(const Args& a, int b) {
                     if (skip >= (double)(n - done)) break;
                     done += (int64_t)skip;
                 }
-                if (done >= n) break;
                 done++;
                 const int target = border.sites[rng.below(size, rng.uniform())];
                 const int d = rng.below(8, rng.uniform());
@@ -456,6 +491,7 @@ void random_lattice(const Args& a, int b) {
         }
         end_of_mcs(L);
     }
+    L.finish();
 }
 
 // ---- the sweep schedule ------------------------------------------------------------------------------
@@ -511,11 +547,13 @@ void sweep_lattice(const Args& a, int b) {
             const int target = (ca + 2 * (k / w)) * W + cb + 2 * (k % w);
             const float uu = u0[k] * 8.0f;
             const int d = std::min((int)uu, 7);
-            const int source = L.neighbour(target, d);
+            int near[8];
+            L.around(target, near);
+            const int source = near[d];
             const int64_t s = L.labels[source], t = L.labels[target];
             if (s == t) continue;
             uint8_t* cq = counts.data() + (int64_t)k * (K + 2);
-            gather(L, target, s, t, cq);
+            gather(L, near, s, t, cq);
             float d_h = contact_energy<float>(L.P, cq, K, (int)L.types[s], (int)L.types[t]);
             if (L.act) {
                 const float d0 = geometric_activity<float>(L, source, L.P.m0) -
@@ -554,7 +592,7 @@ void sweep_lattice(const Args& a, int b) {
             }
             if (!z) continue;
             move_volume(L, s, t, ds, dt);
-            L.labels[(ca + 2 * (k / w)) * W + cb + 2 * (k % w)] = s;
+            L.labels[(ca + 2 * (k / w)) * W + cb + 2 * (k % w)] = (int32_t)s;
             if (L.act) L.age[(ca + 2 * (k / w)) * W + cb + 2 * (k % w)] = 0.0f;
         }
         if (!L.act) continue;
@@ -577,6 +615,7 @@ void sweep_lattice(const Args& a, int b) {
         }
     }
     end_of_mcs(L);
+    L.finish();
 }
 
 // ---- reverse mode ------------------------------------------------------------------------------------
@@ -735,7 +774,7 @@ void slm_count_clusters(int B, int H, int W, int threads, const int64_t* values,
     });
 }
 
-// `a.mcs` Monte Carlo steps of every lattice (one with a tape), in place.
+// `a.mcs` Monte Carlo steps of every lattice (one under SWEEP), in place.
 void slm_potts_mcs(const Args* a) {
     over_lattices(a->B, a->threads, [a](int b) {
         if (a->schedule == SWEEP)

@@ -214,8 +214,8 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
         steps = max(2, min(50, int(2e6 // (batch * size * size))))
         with torch.no_grad():
             seconds = _median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
-        row["model"] += {"random": ", random schedule (border sampling)", "uniform": ", random schedule (uniform "
-                         "targets)", "kernel": ", sweep schedule, compiled", "torch": ", sweep schedule, torch"}[mode]
+        row["model"] += {"random": ", random schedule (default)", "uniform": ", random schedule, literal uniform "
+                         "targets", "kernel": ", sweep schedule, compiled", "torch": ", sweep schedule, torch"}[mode]
     else:
         mcs = 100
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
