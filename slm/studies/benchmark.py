@@ -472,6 +472,12 @@ def markdown(rows: Iterable[Row], columns: Iterable[str] = COLUMNS) -> str:
     return "\n".join(lines)
 
 
+#: The CPM benchmark's modes as the figure names them.
+ENGINE_LABELS = {"random": "random schedule (default)", "uniform": "random, literal uniform targets",
+                 "kernel": "sweep, compiled", "torch": "sweep, torch", "sequential": "literal sequential (Python)",
+                 "glazier": "glazier serial (Rust)"}
+
+
 def throughput_figure(rows: Iterable[Row], path: str) -> None:
     """Log-log figure of the rows with copy attempts/s and an ``engine``: against the lattice's sites at batch 1
     (left, one line per engine) and against the batch on each lattice (right)."""
@@ -484,12 +490,12 @@ def throughput_figure(rows: Iterable[Row], path: str) -> None:
         line = sorted((row["sites"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
                       if row["engine"] == engine and row["batch"] == 1)
         if line:
-            left.plot(*zip(*line, strict=True), "o-", label=engine)
+            left.plot(*zip(*line, strict=True), "o-", label=ENGINE_LABELS.get(engine, engine))
     for sites in sorted({row["sites"] for row in rows}):
         line = sorted((row["batch"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
-                      if row["engine"] == "kernel" and row["sites"] == sites)
+                      if row["engine"] == "random" and row["sites"] == sites)
         if len(line) > 1:
-            right.plot(*zip(*line, strict=True), "o-", label=f"kernel, {math.isqrt(sites)}^2")
+            right.plot(*zip(*line, strict=True), "o-", label=f"random schedule, {math.isqrt(sites)}^2")
     for axis, label in ((left, "lattice sites (batch 1)"), (right, "lattices per batch")):
         axis.set(xscale="log", yscale="log", xlabel=label, ylabel="copy attempts / s")
         axis.grid(True, which="both", alpha=0.3)

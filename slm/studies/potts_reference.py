@@ -1,10 +1,11 @@
 r"""The literal sequential Cellular Potts model: one copy attempt at a time, in plain Python.
 
-:class:`slm.models.potts.CellularPotts` updates a quarter of the lattice at once (the four site classes
-``(i mod 2, j mod 2)`` in turn, every ``dH`` computed from the state at the start of its class). This
-module is the algorithm it stands in for, written out literally so that nothing is approximated: the
-reference that ``tests/test_potts.py`` checks the vectorised model against (in distribution), and the
-baseline row of the speed benchmark.
+The algorithm :class:`slm.models.potts.CellularPotts` runs, written out literally so that nothing is
+approximated. With ``order="random"`` (the field's schedule, the model's default) and the compiled engine's
+uniforms (``draws``) it makes the engine's decisions attempt for attempt (``tests/test_potts_schedule.py``);
+with ``order="classes"`` it is the sweep schedule that the vectorised torch path runs (the four site classes
+``(i mod 2, j mod 2)`` in turn), checked in distribution (``tests/test_potts.py``, ``tests/test_act.py``). It
+is also the baseline row of the speed benchmark.
 
 Rules (CompuCell3D's conventions, as in :mod:`slm.models.potts`). An ``H x W`` torus of cell ids
 (0 = medium), each id with a type (0 for the medium, ``1..K`` for cells). Energy
