@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from slm.config import ArgumentParser
 from slm.errors import InputError
 from slm.studies.benchmark import CASES, CaseError, markdown, run_cases, throughput_figure
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", nargs="*", help=f"case names to run (default: all): {', '.join(CASES)}")

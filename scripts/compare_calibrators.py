@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.errors import InputError
 
 BASELINES = ("pyabc", "cma", "sbi")
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         if error.name not in BASELINES:
             raise
         sys.exit(f"error: {error.name} is not installed; the comparison needs pip install -e '.[baselines]'")
-    parser = argparse.ArgumentParser(description=calibrators.__doc__,
+    parser = ArgumentParser(description=calibrators.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data and budgets (<= 15 min on 2 cores)")
     parser.add_argument("--tasks", nargs="*", default=["si", "prw"], choices=calibrators.TASKS,

@@ -6,15 +6,15 @@ The sweep is a Hydra multirun of one experiment with its coverage config (``conf
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.studies.coverage import coverage, coverage_figure, read_jobs, se_ratio, si_reference
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="multirun folders (one job folder per truth)")
     parser.add_argument("--bootstrap", nargs="+", type=Path, help="uq=bootstrap sweeps of the same truths: se ratio")
     parser.add_argument("--out", type=Path, help="write the result as JSON (and a .png figure beside it)")

@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
+from slm.config import ArgumentParser
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="a coverage multirun folder (scripts/train.py -m ... coverage=...)")
     parser.add_argument("--methods", nargs="+", default=["abc", "npe"], choices=["abc", "npe"])
     parser.add_argument("--budget", default="ad", choices=["ad", "own"],

@@ -11,11 +11,12 @@ import math
 from functools import partial
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.studies import cpm_gradients
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=cpm_gradients.__doc__,
+    parser = ArgumentParser(description=cpm_gradients.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=4000, help="cells per gradient estimate")
     parser.add_argument("--repeats", type=int, default=5, help="independent estimates per point")

@@ -9,11 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.studies import estimator_study
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=estimator_study.__doc__,
+    parser = ArgumentParser(description=estimator_study.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beta-true", type=float, default=0.4)
     parser.add_argument("--betas", type=float, nargs="*", default=[0.2, 0.4, 0.6])

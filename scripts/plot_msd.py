@@ -10,11 +10,12 @@ import argparse
 import json
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.plots import msd_runs_figure
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--labels", nargs="+")
     parser.add_argument("--out", type=Path, required=True)

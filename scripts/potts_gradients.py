@@ -12,11 +12,12 @@ import json
 from functools import partial
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.studies import potts_gradients
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=potts_gradients.__doc__,
+    parser = ArgumentParser(description=potts_gradients.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=list(potts_gradients.SETTINGS), default="sorting",
                         help="sorting (cell sorting) or act (migrating cells, the T-cell fit)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from slm.baselines.prw_exact import prw_exact_fit
+from slm.config import ArgumentParser
 from slm.errors import InputError
 from slm.io import read_tracks
 from slm.stats import track_msd
@@ -26,7 +27,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "celltrackr"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", nargs="+", type=Path,
                         default=[DATA / "TCells.csv", DATA / "BCells.csv", DATA / "Neutrophils.csv"])
     parser.add_argument("--dx", nargs="+", type=float, default=[math.sqrt(10), 4.0], help="lattice spacings (um)")

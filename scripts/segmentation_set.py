@@ -13,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.studies.segmentation_set import calibrate_level, image_settings, write_evaluation_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="write the evaluation set here (images/ and masks/)")
     parser.add_argument("--example", type=Path, default=ROOT / "data" / "bbbc005" / "site_example",
                         help="folder of the BBBC005 example pair")

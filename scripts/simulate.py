@@ -16,12 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from slm.config import ArgumentParser
 from slm.errors import InputError
 from slm.simulation import GROUPS, Options, simulate
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=list(GROUPS))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.temperature=12 truth.beta=0.3")
     parser.add_argument("--steps", type=int, help="steps (MCS) to run (mk: 20000, potts: 1000; act: data.frames)")

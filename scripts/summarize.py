@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from slm.config import ArgumentParser
+
 
 def rows(folders: list[Path]) -> list[dict[str, str]]:
     table = []
@@ -38,7 +40,7 @@ def markdown(table: list[dict[str, str]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="run or sweep folders")
     table = rows(parser.parse_args().folders)
     if not table:

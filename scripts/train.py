@@ -9,8 +9,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from slm.config import check_arguments, register_resolvers
 from slm.errors import InputError, NonFiniteError
-from slm.train import check_choices, train
+from slm.train import train
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -25,7 +26,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     try:
-        check_choices(sys.argv[1:])
+        check_arguments(sys.argv[1:])
     except InputError as err:
         raise SystemExit(f"error: {err}") from None
+    register_resolvers()
     main()

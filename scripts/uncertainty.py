@@ -6,25 +6,25 @@ writes ``uncertainty`` into its ``results.json`` (docs/uncertainty.md).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
 
+from slm.config import CONFIG_DIR, ArgumentParser, check_arguments
 from slm.errors import InputError
-from slm.train import CONFIG_DIR, check_choices, estimate_uncertainty
+from slm.reestimate import estimate_uncertainty
 
 os.environ.setdefault("PROJECT_ROOT", str(CONFIG_DIR.parent))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (.hydra/, checkpoints/, results.json)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. uq=bootstrap")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        check_choices(args.set)
+        check_arguments(args.set)
         for run in args.runs:
             estimate_uncertainty(run, args.set)
     except InputError as err:

@@ -31,12 +31,12 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
+from slm.config import build, compose_config
 from slm.errors import InputError
 from slm.io import load_labels, load_pattern
 from slm.models.malevanets_kapral import uniform_state
 from slm.plots import cells_rgb, save_field, save_gif, save_png
 from slm.stats import is_patterned, pattern_score, track_statistic_names, track_statistics
-from slm.train import build, compose_config
 
 #: The config groups composed with each model (its experiments' data and ground truth).
 GROUPS = {"si": ["data=si"], "mk": ["truth=mk"], "potts": [], "act": ["data=tracks", "truth=act"]}

@@ -1,5 +1,5 @@
 """What a fitting task needs from its data: one typed object per kind of data, handed to the task by
-:func:`slm.train.build_task_and_data` (a data module's ``task_target()`` after ``setup``).
+:func:`slm.config.build_task_and_data` (a data module's ``task_target()`` after ``setup``).
 
 A task reads its targets, units and truth from this object only, never from the data module's attributes,
 so a task and a data module agree on a declared interface and either can be replaced.

@@ -11,9 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from slm.train import CONFIG_DIR
+from slm.config import CONFIG_DIR, register_resolvers
 
 ROOT = CONFIG_DIR.parent
+register_resolvers()
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 

@@ -130,8 +130,8 @@ def test_si_and_mk_write_what_training_reads(tmp_path: Path, capsys):
 @pytest.mark.parametrize("name", ["potts", "act", "cpm", "si"])
 def test_the_model_defaults_are_the_configs(name):
     """A model's Python defaults are its config's, so a script, a notebook and a fit start from the same model."""
+    from slm.config import compose_config
     from slm.simulation import GROUPS
-    from slm.train import compose_config
 
     node = compose_config("~experiment", f"model={name}", *GROUPS.get(name, [])).model
     model = hydra.utils.get_class(node._target_)
@@ -141,8 +141,8 @@ def test_the_model_defaults_are_the_configs(name):
 
 
 def test_overrides_reach_the_model():
+    from slm.config import build
     from slm.simulation import compose
-    from slm.train import build
 
     act = build(compose("act", ["model.lambda_act=90"]).model)
     assert float(act.lambda_act.detach()) == pytest.approx(90)

@@ -1,15 +1,18 @@
 """End-to-end runs of the real config, shrunk: results, logs, seeding, resume, bad input."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from slm.config import check_arguments
 from slm.errors import InputError, NonFiniteError
 from slm.train import train
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
@@ -137,3 +140,38 @@ def test_ddp_ranks_draw_different_noise_and_hold_identical_beta(tmp_path):
     assert ranks[0]["beta"] == ranks[1]["beta"]
     assert ranks[0]["draws"] != ranks[1]["draws"]
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["model.beta=abc"], "model.beta: expected a number, got 'abc'"),
+        (["seed=abc"], "seed: expected an integer, got 'abc'"),
+        (["trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar: expected true or false, got 'maybe'"),
+        (["model.bta=0.3"], "model.bta: unknown key; did you mean model.beta? (add a new one with +model.bta=...)"),
+        (["experiment=cpm_sorting", "model.lambda_volum=3"], "model.lambda_volum: unknown key; did you mean "
+                                                            "model.lambda_volume or model.lambda_surface?"),
+        (["experiment=cpm_sorting", "model.learn=J_dark_light"], "model.learn: expected a list like [J_dark_light, "
+                                                                 "J_light_light, lambda_volume], got 'J_dark_light'"),
+        (["uq=foo"], "uq: unknown option 'foo'; expected one of bootstrap, none, sandwich"),
+    ],
+)
+def test_what_hydra_would_refuse_is_one_line(arguments, message):
+    with pytest.raises(InputError) as caught:
+        check_arguments(arguments)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_sweeps_and_good_values_pass_the_argument_check():
+    check_arguments(["-m", "model.beta=0.1,0.2", "seed=3", "experiment=si_transition", "trainer.max_epochs=2",
+                     "+trainer.limit_val_batches=1", "hydra.run.dir=/tmp/x", "seed=null"])
+
+
+def test_a_part_that_refuses_an_added_key_and_scripts_argparse_are_one_line(make_cfg):
+    with pytest.raises(InputError, match=r"^model\.bta: unknown key for SI; did you mean model\.beta\?$"):
+        train(make_cfg("+model.bta=0.3"))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "simulate.py"), "nope"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == ("error: argument model: invalid choice: 'nope' (choose from 'si', 'mk', 'potts', "
+                                   "'act')")

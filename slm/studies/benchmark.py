@@ -83,7 +83,8 @@ def si_epoch(device: torch.device, repeats: int) -> Row:
     Timed as the difference of the fit times of a ``1 + repeats`` epoch run and a 1 epoch run, so
     Lightning's start-up is not counted.
     """
-    from slm.train import compose_config, train
+    from slm.config import compose_config
+    from slm.train import train
 
     def fit_seconds(epochs: int) -> float:
         cfg = compose_config(

@@ -55,9 +55,10 @@ from slm.baselines.abc_smc import abc_smc
 from slm.baselines.cma_es import cma_es
 from slm.baselines.problems import PRWProblem, SIProblem, SummaryProblem, TrackProblem, parameter_error
 from slm.baselines.trace import Trace
+from slm.config import build, compose_config
 from slm.errors import InputError
 from slm.parameters import flat_values
-from slm.train import build, compose_config, train
+from slm.train import train
 
 log = logging.getLogger(__name__)
 

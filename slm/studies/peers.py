@@ -21,10 +21,10 @@ import yaml
 
 from slm.baselines.abc_smc import abc_smc
 from slm.baselines.npe import npe
+from slm.config import build, compose_config
 from slm.parameters import flat_values
 from slm.studies.calibrators import make_problem
 from slm.studies.coverage import band, read_jobs
-from slm.train import build, compose_config
 
 log = logging.getLogger(__name__)
 

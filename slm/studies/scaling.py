@@ -29,10 +29,10 @@ from slm.baselines.npe import npe
 from slm.baselines.problems import parameter_error
 from slm.baselines.prw_exact import prw_exact_fit
 from slm.baselines.trace import Trace
+from slm.config import compose_config
 from slm.errors import InputError
 from slm.parameters import flat_values
 from slm.studies.calibrators import make_problem, run_ad, seconds_to
-from slm.train import compose_config
 
 log = logging.getLogger(__name__)
 

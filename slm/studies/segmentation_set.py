@@ -58,7 +58,8 @@ def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.
     ``dice``, and ``dice_<q>`` for every q), and the least-squares line ``q = base + slope sigma`` through the
     best levels.
     """
-    from slm.train import compose_config, train
+    from slm.config import compose_config
+    from slm.train import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, Progress() as bar:

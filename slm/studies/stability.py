@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from slm.config import build_task_and_data
 from slm.errors import InputError
-from slm.train import build_task_and_data
 
 
 def stability_loss(cfg: DictConfig, rollouts: int) -> dict[str, float]:

@@ -36,8 +36,8 @@ class FittingTask(L.LightningModule):
     parameter raises :class:`NonFiniteError` before the optimiser step, so checkpoints stay good.
 
     A task depends only on the :class:`slm.models.Simulator` contract and on :attr:`target`, the typed
-    :class:`slm.targets.Target` of its data (targets, units, truth), which :func:`slm.train.build_task_and_data`
-    hands over from the data module's ``task_target()``. Before each loss the
+    :class:`slm.targets.Target` of its data (targets, units, truth), which :func:`slm.config.build_task_and_data`
+    hands over at construction from the data module's ``task_target()``. Before each loss the
     simulator's estimators are reset, and tasks pass per-sample losses or statistics through
     ``simulator.surrogate`` so that every estimator, the score function included, gives its gradient.
 
@@ -50,6 +50,7 @@ class FittingTask(L.LightningModule):
         seed: seed of the simulation noise.
         param_lr: learning rate per parameter name (the others use the optimiser's), for parameters
             on different scales (a contact energy of 10 next to a log-temperature).
+        target: what the task fits, from its data (:mod:`slm.targets`).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class FittingTask(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         seed: int = 0,
         param_lr: dict[str, float] | None = None,
+        target: Target | None = None,
     ):
         super().__init__()
         unknown = sorted(set(param_lr or {}) - set(simulator.parameter_values()))
@@ -71,8 +73,8 @@ class FittingTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.seed = seed
         self._last_loss: Tensor | None = None
-        #: what the task needs from its data (set by :func:`slm.train.build_task_and_data`)
-        self.target: Target | None = None
+        #: what the task needs from its data (handed over by :func:`slm.config.build_task_and_data`)
+        self.target = target
 
     @abstractmethod
     def loss(self, batch: Any, generator: torch.Generator) -> Tensor:

@@ -110,8 +110,8 @@ class SegmentationFitting(FittingTask):
 
     def __init__(self, simulator: PixelField, optimizer,
                  lambdas: tuple[float, float, float, float] = (0.0, 0.05, 0.05, 1.0), window: int | str | None = 20,
-                 level: float | str = 0.5, scheduler=None, seed: int = 0, image_every: int = 20):
-        super().__init__(simulator, optimizer, scheduler, seed)
+                 level: float | str = 0.5, scheduler=None, seed: int = 0, image_every: int = 20, target=None):
+        super().__init__(simulator, optimizer, scheduler, seed, target=target)
         if not isinstance(simulator, PixelField):
             raise InputError(f"model: segmentation fits a PixelField (model=pixel_field), got "
                              f"{type(simulator).__name__}")

@@ -52,8 +52,8 @@ class StabilityFitting(FittingTask):
 
     def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0, tau: int = 500,
                  checkpoint_every: int | None = None, loss: str = "log", param_lr: dict[str, float] | None = None,
-                 test_size: int = 64, test_steps: int = 50000):
-        super().__init__(simulator, optimizer, scheduler, seed, param_lr)
+                 test_size: int = 64, test_steps: int = 50000, target=None):
+        super().__init__(simulator, optimizer, scheduler, seed, param_lr, target=target)
         if loss not in LOSSES:
             raise InputError(f"task.loss: unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if not (isinstance(tau, int) and tau >= 1):

@@ -34,8 +34,8 @@ class StatisticsFitting(FittingTask):
     """
 
     def __init__(self, simulator: WalkSimulator, optimizer, scheduler=None, seed: int = 0, batch_size: int = 1500,
-                 loss: str = "relative", eval_walkers: int = 100_000, figure_every: int = 250):
-        super().__init__(simulator, optimizer, scheduler, seed)
+                 loss: str = "relative", eval_walkers: int = 100_000, figure_every: int = 250, target=None):
+        super().__init__(simulator, optimizer, scheduler, seed, target=target)
         if not isinstance(simulator, WalkSimulator):
             raise InputError(f"model: statistics fitting needs a model with an MSD (a WalkSimulator), got "
                              f"{type(simulator).__name__}")

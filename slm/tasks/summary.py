@@ -46,8 +46,8 @@ class SummaryFitting(FittingTask):
 
     def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0,
                  checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
-                 image_every: int = 25, eval_lattices: int = 16, param_lr: dict[str, float] | None = None):
-        super().__init__(simulator, optimizer, scheduler, seed, param_lr)
+                 image_every: int = 25, eval_lattices: int = 16, param_lr: dict[str, float] | None = None, target=None):
+        super().__init__(simulator, optimizer, scheduler, seed, param_lr, target=target)
         names = list(getattr(simulator, "summary_names", ()))
         if not names:
             raise InputError(f"model: summary fitting needs a model with summary statistics, got "

@@ -59,8 +59,8 @@ class TrackFitting(FittingTask):
     def __init__(self, simulator: Simulator, optimizer, scheduler=None, seed: int = 0,
                  checkpoint_every: int | None = None, weights: dict[str, float] | None = None,
                  image_every: int = 25, eval_lattices: int = 64, param_lr: dict[str, float] | None = None,
-                 speed_distribution: float = 0.0):
-        super().__init__(simulator, optimizer, scheduler, seed, param_lr)
+                 speed_distribution: float = 0.0, target=None):
+        super().__init__(simulator, optimizer, scheduler, seed, param_lr, target=target)
         if isinstance(speed_distribution, bool) or not isinstance(speed_distribution, int | float) or not (
                 speed_distribution >= 0):
             raise InputError(f"task.speed_distribution: expected a weight >= 0, got {speed_distribution!r}")
