@@ -8,9 +8,9 @@ from scipy.stats import ks_2samp
 
 from slm.errors import InputError
 from slm.models.act import ActPotts, geometric_activity, unwrapped_moments
+from slm.models.reference.potts import reference_parameters, sequential_mcs
 from slm.parameters import constrained_grads, set_values
 from slm.stats import track_statistics
-from slm.studies.potts_reference import reference_parameters, sequential_mcs
 
 SMALL = {"volume_target": 24, "surface_target": 70, "lambda_surface": 1.0, "lambda_volume": 10.0}
 

@@ -1,4 +1,4 @@
-"""CellularPotts: against the literal sequential CPM (slm.studies.potts_reference) in distribution, its
+"""CellularPotts: against the literal sequential CPM (slm.models.reference.potts) in distribution, its
 bookkeeping, its input checks and its gradients."""
 
 import functools
@@ -12,7 +12,7 @@ from scipy import stats
 
 from slm.errors import InputError
 from slm.models.potts import MOORE, SUMMARY, CellularPotts, count_ids, random_mixture
-from slm.studies.potts_reference import neighbour_lists, reference_parameters, sequential_mcs, summary_numpy
+from slm.models.reference.potts import neighbour_lists, reference_parameters, sequential_mcs, summary_numpy
 
 CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
 

@@ -9,8 +9,8 @@ import torch
 from scipy.stats import ks_2samp
 
 from slm.models import ActPotts, CellularPotts, potts_engine
+from slm.models.reference.potts import reference_parameters, sequential_mcs
 from slm.parameters import constrained_grads
-from slm.studies.potts_reference import reference_parameters, sequential_mcs
 from tests.test_act import centroids_from_labels
 
 CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]

@@ -7,8 +7,9 @@ import torch
 
 from slm.errors import InputError
 from slm.models.malevanets_kapral import MalevanetsKapral
+from slm.models.reference.mk import NaiveMK
 from slm.studies import cpm_gradients, estimator_study, potts_gradients
-from slm.studies.benchmark import CASES, NaiveMK, markdown, mk_case, potts_case, run_cases, si_step
+from slm.studies.benchmark import CASES, markdown, mk_case, potts_case, run_cases, si_step
 from slm.studies.stability import stability_loss
 
 

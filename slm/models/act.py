@@ -24,7 +24,7 @@ is not usable: the geometric mean has an infinite slope where an activity reache
 
 Schedules (:mod:`slm.models.potts`). Under ``random`` (default, the field's: Artistoo's, the act model's own
 implementation) every attempt reads ``GM`` from the current activities, one attempt at a time, and the
-compiled engine replays :func:`slm.studies.potts_reference.sequential_mcs` attempt for attempt
+compiled engine replays :func:`slm.models.reference.potts.sequential_mcs` attempt for attempt
 (``tests/test_potts_schedule.py``). Under ``sweep`` ``GM`` is evaluated for the whole lattice at the start of
 each of the four site classes of an MCS (:data:`slm.models.potts.CLASSES`) and used for all of the class's
 copies; ``tests/test_act.py`` finds no difference in distribution from the literal model on that schedule

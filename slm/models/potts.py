@@ -22,7 +22,7 @@ site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pa
   the attempts are decided one at a time on the current state, as in CompuCell3D, Morpheus, Artistoo and
   glazier; an MCS here means what it means there, in dynamics as well as at equilibrium. The compiled engine
   runs it (:mod:`slm.models.potts_engine`; it draws only the targets that can change, which is the same
-  process), and :func:`slm.studies.potts_reference.sequential_mcs` with ``order="random"`` is its literal
+  process), and :func:`slm.models.reference.potts.sequential_mcs` with ``order="random"`` is its literal
   reference, replayed attempt for attempt in ``tests/test_potts_schedule.py``.
 * ``sweep``: every site once per MCS, in four classes ``(i mod 2, j mod 2)``; within a class no two targets are
   neighbours, so no bond has both ends changing: the contact energy change and the surface change of every
@@ -30,7 +30,7 @@ site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pa
   surface of the cells they share, so the class's proposals are decided in rounds
   (:meth:`CellularPotts._resolve`) that give exactly the outcome of deciding them one at a time in a random
   order: the literal algorithm with the attempts ordered by class, which
-  :func:`slm.studies.potts_reference.sequential_mcs` with ``order="classes"`` checks in distribution
+  :func:`slm.models.reference.potts.sequential_mcs` with ``order="classes"`` checks in distribution
   (``tests/test_potts.py``). The same stationary distribution as ``random``, other kinetics (cells move
   farther per MCS). It runs in tensor operations (``engine="torch"``, any device, the reference) or, with the
   same noise and decisions, compiled.

@@ -7,7 +7,7 @@ Schedules (``model.schedule``):
   a time (CompuCell3D, Morpheus, glazier, Artistoo). Compiled engine only. The kernel draws only targets in the
   border set (sites with a Moore neighbour of another id) and skips the attempts between two of them in one
   geometric draw: the same process, exactly, as uniform targets (``targets="uniform"``, the literal draws that
-  :func:`slm.studies.potts_reference.sequential_mcs` replays attempt for attempt; tests and the benchmark).
+  :func:`slm.models.reference.potts.sequential_mcs` replays attempt for attempt; tests and the benchmark).
   Each MCS draws one seed from the step's generator; lattice ``b`` mixes in ``b``, so noise is reproducible from
   (seed, lattice, step).
 * ``sweep``: every site once per MCS in four site classes (:meth:`slm.models.CellularPotts._sweep`): the same

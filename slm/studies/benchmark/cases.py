@@ -1,52 +1,17 @@
-"""Speed benchmark cases (``scripts/benchmark.py``), the naive MK reference and their runner.
-
-A case is a function ``(device, repeats) -> row``: a dict with the columns of :data:`COLUMNS` that
-apply (model, lattice, batch, forward steps/s with no grad, time of one gradient step of forward,
-backward and optimiser, time of one training epoch through the real Lightning loop). Fixed seeds,
-warm-up runs, medians of ``repeats`` runs. :func:`run_cases` runs each case in its own spawned process
-so that its peak memory (CUDA: allocated; CPU: resident set above the process's baseline) is its own.
-"""
+"""The benchmark's cases: each a function ``(device, repeats) -> row`` (:data:`CASES`, in the table's order)."""
 
 from __future__ import annotations
 
-import json
-import math
-import multiprocessing as mp
-import resource
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from slm.errors import InputError
-from slm.models.malevanets_kapral import DIRECTIONS, PARAMETERS, REFERENCE, direction_probabilities
-
-COLUMNS = ("model", "lattice", "batch", "forward steps/s", "copy attempts/s", "gradient step", "epoch", "peak memory")
-Row = dict[str, object]
-
-
-class CaseError(RuntimeError):
-    """A benchmark case's process exited with an error."""
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs (CUDA synchronised)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from slm.models.reference.mk import NaiveMK
+from slm.studies.benchmark.timing import CELLSORT, Row, glazier_mcs_seconds, median_seconds
 
 
 def si_step(device: torch.device, repeats: int, blocks: int | None = None) -> Row:
@@ -70,8 +35,8 @@ def si_step(device: torch.device, repeats: int, blocks: int | None = None) -> Ro
         optimizer.step()
 
     steps = 50
-    fwd = _median_seconds(lambda: [forward() for _ in range(steps)], repeats, device) / steps
-    grad = _median_seconds(grad_step, repeats * 10, device)
+    fwd = median_seconds(lambda: [forward() for _ in range(steps)], repeats, device) / steps
+    grad = median_seconds(grad_step, repeats * 10, device)
     name = "SI" if blocks is None else f"SI field, {blocks * blocks} betas"
     return {"model": name, "lattice": "64x64", "batch": 32, "forward steps/s": f"{1 / fwd:,.0f}",
             "gradient step": f"{grad * 1e3:.2f} ms"}
@@ -118,8 +83,8 @@ def prw_step(device: torch.device, repeats: int, classes: int = 1) -> Row:
         (((model.msd(1500, 10, generator) - target) / target) ** 2).sum().backward()
         optimizer.step()
 
-    fwd = _median_seconds(forward, repeats * 5, device) / 10
-    grad = _median_seconds(grad_step, repeats * 5, device)
+    fwd = median_seconds(forward, repeats * 5, device) / 10
+    grad = median_seconds(grad_step, repeats * 5, device)
     name = "PRW (10 MCS)" if classes == 1 else f"PRW mixture of {classes} classes (10 MCS)"
     return {"model": name, "lattice": "unbounded", "batch": 1500, "forward steps/s": f"{1 / fwd:,.0f}",
             "gradient step": f"{grad * 1e3:.2f} ms"}
@@ -140,7 +105,7 @@ def segmentation_step(device: torch.device, repeats: int) -> Row:
         segmentation_loss(field.mask(), field.reference, (0.0, 0.05, 0.05, 1.0), 20).backward()
         optimizer.step()
 
-    grad = _median_seconds(grad_step, repeats * 5, device)
+    grad = median_seconds(grad_step, repeats * 5, device)
     return {"model": "segmentation pixel field", "lattice": "696x520", "batch": 1,
             "gradient step": f"{grad * 1e3:.2f} ms"}
 
@@ -162,14 +127,10 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
         (((model.msd(4000, 1, generator) - 3.0) / 3.0) ** 2).sum().backward()
         optimizer.step()
 
-    fwd = _median_seconds(forward, repeats, device, warmup=1) / 800
-    grad = _median_seconds(grad_step, repeats, device, warmup=1)
+    fwd = median_seconds(forward, repeats, device, warmup=1) / 800
+    grad = median_seconds(grad_step, repeats, device, warmup=1)
     return {"model": "1-pixel CPM (800 steps, score)", "lattice": "128x128 (coordinates)", "batch": 4000,
             "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
-
-
-#: The cellsort energies of the CPM cases, and the type names glazier's description gives them.
-CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
 
 
 def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device: torch.device, repeats: int
@@ -182,7 +143,7 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     * ``glazier``: the same for glazier's serial Rust engine (``pip install -e ".[bench]"``) on the same lattice
       with the same cells tiled from a corner, per MCS from the difference of two run lengths (its start-up
       excluded);
-    * ``sequential``: the literal one-attempt-at-a-time reference (:mod:`slm.studies.potts_reference`, one lattice);
+    * ``sequential``: the literal one-attempt-at-a-time reference (:mod:`slm.models.reference.potts`, one lattice);
     * ``grad`` (``grad+checkpoint``: checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS of the
       default schedule, next to the same forward pass (rollout and summaries) without gradients."""
     from slm.models.potts import CellularPotts
@@ -201,20 +162,20 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     if mode == "sequential":
         import numpy as np
 
-        from slm.studies.potts_reference import reference_parameters, sequential_mcs
+        from slm.models.reference.potts import reference_parameters, sequential_mcs
 
         labels, types = start.labels[0].cpu().numpy(), start.cell_types[0].cpu().numpy()
         params = reference_parameters(model)
         rng = np.random.default_rng(0)
-        seconds = _median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
+        seconds = median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
         row["model"] += ", literal sequential (Python)"
     elif mode == "glazier":
-        seconds = _glazier_mcs_seconds(size, cells, volume, repeats)
+        seconds = glazier_mcs_seconds(size, cells, volume, repeats)
         row["model"] += ", glazier 0.3 serial (Rust)"
     elif mode in ("random", "uniform", "kernel", "torch"):
         steps = max(2, min(50, int(2e6 // (batch * size * size))))
         with torch.no_grad():
-            seconds = _median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
+            seconds = median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
         row["model"] += {"random": ", random schedule (default)", "uniform": ", random schedule, literal uniform "
                          "targets", "kernel": ", sweep schedule, compiled", "torch": ", sweep schedule, torch"}[mode]
     else:
@@ -231,41 +192,14 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
             optimizer.step()
 
         with torch.no_grad():
-            plain = _median_seconds(forward, max(3, repeats // 2), device, 1)
-        grad = _median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+            plain = median_seconds(forward, max(3, repeats // 2), device, 1)
+        grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
         row["model"] += f", {mcs} MCS" + (", checkpoints every 10" if mode == "grad+checkpoint" else "")
         row["gradient step"] = f"{grad:.2f} s ({grad / plain:.1f}x the forward {plain:.2f} s)"
         return row
     row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
     row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
     return row
-
-
-def _glazier_mcs_seconds(size: int, cells: int, volume: int, repeats: int) -> float:
-    """Seconds per MCS of glazier's serial engine: cellsort energies, ``cells`` square cells of ``volume`` sites
-    tiled from a corner, half of each type; (time of ``n`` MCS - time of 1 MCS) / (n - 1), median of ``repeats``."""
-    try:
-        from glazier import _native
-    except ImportError:
-        raise CaseError('glazier is not installed: pip install -e ".[bench]"') from None
-    side = round(math.sqrt(volume))
-    across = size // side
-    kinds = [{"name": name, "target_volume": volume, "lambda_volume": 2.0} for name in ("dark", "light")]
-    description = {
-        "name": "cellsort", "width": size, "height": size, "types": kinds,
-        "contact": [value for line in CELLSORT for value in line], "temperature": 10.0, "neighbour_order": 2,
-        "seed": 1, "steps": 1, "dump_every": 0, "units": {"micron_per_site": 1.0, "minute_per_step": 1.0},
-        "initial": {"side": side, "nx": across, "ny": -(-cells // across), "fractions": {"dark": 0.5, "light": 0.5}},
-    }
-    text = json.dumps(description)
-    steps = max(3, min(60, int(4e6 // (size * size))))
-
-    def run(n: int) -> float:
-        start = time.perf_counter()
-        _native.run(text, n)
-        return time.perf_counter() - start
-
-    return statistics.median((run(steps) - run(1)) / (steps - 1) for _ in range(repeats))
 
 
 POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, volume, batch)
@@ -296,7 +230,7 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
     if mode in ("forward", "uniform"):
         with torch.no_grad():
             model.rollout(start, 50, generator)  # a moving cell, not the square at rest
-            seconds = _median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
+            seconds = median_seconds(lambda: model.rollout(start, 5, generator), repeats, device, warmup=1) / 5
         row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
         row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
         return row
@@ -311,8 +245,8 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
         optimizer.step()
 
     with torch.no_grad():
-        forward = _median_seconds(run, max(3, repeats // 2), device, 1)
-    grad = _median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+        forward = median_seconds(run, max(3, repeats // 2), device, 1)
+    grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
     row["model"] += ", T-cell fit step (178 MCS)"
     row["gradient step"] = f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s)"
     return row
@@ -320,47 +254,6 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
 
 ACT_CASES = {f"act_{mode}_40_b{batch}": partial(act_case, mode, batch)
              for mode, batch in [("forward", 1), ("uniform", 1), ("forward", 16), ("forward", 128), ("grad", 16)]}
-
-
-class NaiveMK(torch.nn.Module):
-    """A straightforward PyTorch MK (the naive reference of the speed targets), for comparison only: all 9
-    shifted copies of the excited lattice weighted by the one-hot direction, all 6 channels drawn and masked, autograd
-    through every step, no checkpointing. Parameters start at :data:`~slm.models.malevanets_kapral.REFERENCE`;
-    noise comes from torch's global generator. ``model(x)`` is one step of ``x`` ``(B, 2, H, W)``."""
-
-    def __init__(self, N: int = 50, gamma: float = 0.005):
-        super().__init__()
-        self.values = torch.nn.Parameter(torch.tensor([REFERENCE[name] for name in PARAMETERS]))
-        self.N, self.gamma = N, gamma
-
-    @staticmethod
-    def _st(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-        return hard + soft - soft.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        N, (D_A, D_B, k1, k2, k3) = self.N, self.values
-        species = []
-        for X, D in ((x[:, 0], D_A), (x[:, 1], D_B)):
-            threshold = X - N * torch.rand_like(X)
-            E = self._st((threshold > 0).float(), threshold)
-            X = X - E
-            gumbel = -torch.log(-torch.log(torch.rand(X.shape[0], 9, device=X.device)))
-            logits = torch.log(direction_probabilities(D)) + gumbel
-            z = self._st(F.one_hot(logits.argmax(-1), 9).float(), torch.softmax(logits, -1))
-            X = X + sum(z[:, k, None, None] * torch.roll(E, shifts=shift, dims=(-2, -1))
-                        for k, shift in enumerate(DIRECTIONS))
-            species.append(X)
-        A, B = species
-        channel = torch.randint(6, A.shape, device=A.device)
-        p = [self.gamma * k1 * A * (A - 1) * (N - A) / ((N - 1) * (N - 2)),
-             self.gamma * k1 * A * (N - A) * (N - A - 1) / ((N - 1) * (N - 2)),
-             self.gamma * k2 * (N - A) * B / N, self.gamma * k2 * A * (N - B) / N,
-             self.gamma * k3 * (N - A) * (N - B) / N, self.gamma * k3 * A * B / N]
-        fired = []
-        for r, p_r in enumerate(p):
-            p_r = p_r.clamp(0, 1)
-            fired.append(self._st((torch.rand_like(p_r) < p_r).float(), p_r) * (channel == r))
-        return torch.stack([A + fired[0] - fired[1] + fired[2] - fired[3], B + fired[4] - fired[5]], dim=1)
 
 
 def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch.device, repeats: int,
@@ -395,7 +288,7 @@ def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch
     if mode == "forward":
         n = 200 if size <= 64 else 20
         with torch.no_grad():
-            seconds = _median_seconds(lambda: steps(x, n), repeats, device, warmup=1) / n
+            seconds = median_seconds(lambda: steps(x, n), repeats, device, warmup=1) / n
         row["forward steps/s"] = f"{1 / seconds:,.0f}"
         return row
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)
@@ -406,7 +299,7 @@ def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch
         torch.log(((out - x) ** 2).sum()).backward()
         optimizer.step()
 
-    row["gradient step"] = f"{_median_seconds(grad_step, max(3, repeats // 2), device, warmup=1):.2f} s"
+    row["gradient step"] = f"{median_seconds(grad_step, max(3, repeats // 2), device, warmup=1):.2f} s"
     row["model"] += ", checkpoints every 50" if mode == "grad+checkpoint" else ""
     return row
 
@@ -425,81 +318,3 @@ CASES: dict[str, Callable[[torch.device, int], Row]] = {
     "prw_step": prw_step, "prw_mixture_4_step": partial(prw_step, classes=4),
     "segmentation_step": segmentation_step, "cpm_step": cpm_step,
 } | MK_CASES | POTTS_CASES | ACT_CASES
-
-
-def _run_case(name: str, device_name: str, repeats: int, queue: mp.Queue) -> None:
-    import lightning  # noqa: F401  (imported before the baseline so that its import is not counted)
-
-    import slm.train  # noqa: F401
-
-    torch.manual_seed(0)
-    device = torch.device(device_name)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    row = CASES[name](device, repeats)
-    if device.type == "cuda":
-        row["peak memory"] = f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB (CUDA)"
-    else:
-        row["peak memory"] = f"{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024:.1f} MiB (RSS)"
-    queue.put(row)
-
-
-def run_cases(names: Iterable[str] | None, device: str, repeats: int) -> list[Row]:
-    """Run the cases ``names`` (``None``: all), in the order of :data:`CASES`, each in its own spawned
-    process on ``device`` (``cpu``, ``cuda``) with ``repeats`` timed runs; their rows, with peak memory."""
-    chosen = set(CASES if names is None else names)
-    unknown = chosen - set(CASES)
-    if unknown:
-        raise InputError(f"--only: unknown case(s) {sorted(unknown)}; expected some of {', '.join(CASES)}")
-    ctx = mp.get_context("spawn")
-    rows = []
-    for name in (name for name in CASES if name in chosen):
-        queue = ctx.Queue()
-        process = ctx.Process(target=_run_case, args=(name, device, repeats, queue))
-        process.start()
-        process.join()
-        if process.exitcode != 0:
-            raise CaseError(f"benchmark case {name} failed (exit code {process.exitcode})")
-        rows.append(queue.get())
-    return rows
-
-
-def markdown(rows: Iterable[Row], columns: Iterable[str] = COLUMNS) -> str:
-    """The rows as a Markdown table with ``columns`` (empty cells where a row has no value)."""
-    columns = list(columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-#: The CPM benchmark's modes as the figure names them.
-ENGINE_LABELS = {"random": "random schedule (default)", "uniform": "random, literal uniform targets",
-                 "kernel": "sweep, compiled", "torch": "sweep, torch", "sequential": "literal sequential (Python)",
-                 "glazier": "glazier serial (Rust)"}
-
-
-def throughput_figure(rows: Iterable[Row], path: str) -> None:
-    """Log-log figure of the rows with copy attempts/s and an ``engine``: against the lattice's sites at batch 1
-    (left, one line per engine) and against the batch on each lattice (right)."""
-    from matplotlib.figure import Figure
-
-    rows = [row for row in rows if "copy attempts/s" in row and "engine" in row]
-    figure = Figure(figsize=(10, 4))
-    left, right = figure.subplots(1, 2, sharey=True)
-    for engine in dict.fromkeys(row["engine"] for row in rows):
-        line = sorted((row["sites"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
-                      if row["engine"] == engine and row["batch"] == 1)
-        if line:
-            left.plot(*zip(*line, strict=True), "o-", label=ENGINE_LABELS.get(engine, engine))
-    for sites in sorted({row["sites"] for row in rows}):
-        line = sorted((row["batch"], float(row["copy attempts/s"].replace(",", ""))) for row in rows
-                      if row["engine"] == "random" and row["sites"] == sites)
-        if len(line) > 1:
-            right.plot(*zip(*line, strict=True), "o-", label=f"random schedule, {math.isqrt(sites)}^2")
-    for axis, label in ((left, "lattice sites (batch 1)"), (right, "lattices per batch")):
-        axis.set(xscale="log", yscale="log", xlabel=label, ylabel="copy attempts / s")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
