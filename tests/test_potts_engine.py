@@ -114,6 +114,26 @@ class WithField(CellularPotts):
         return torch.zeros_like(state.labels[:, a::2, b::2], dtype=torch.float)
 
 
+class WithDeclaredField(WithField):
+    """The same term, declared: the engines and the reference say which term they lack."""
+
+    terms = (*CellularPotts.terms, "field")
+
+
+def test_a_declared_term_that_an_engine_lacks_is_named():
+    from slm.models.reference.potts import reference_parameters
+
+    state = potts("auto").initial_state(1, 32, generator=gen(12))
+    assert potts_engine.choose(WithDeclaredField(CELLSORT, cells=30, schedule="sweep"), state) == "torch"
+    with pytest.raises(InputError, match=re.escape("kernel cannot run this model: its energy has terms the kernel "
+                                                   "does not compute (field)")):
+        potts_engine.choose(WithDeclaredField(CELLSORT, cells=30, engine="kernel", schedule="sweep"), state)
+    with pytest.raises(InputError, match=re.escape("does not know field's changes to the MCS")):
+        WithDeclaredField(CELLSORT, cells=30)
+    with pytest.raises(InputError, match=re.escape("the sequential reference does not compute the term(s) ['field']")):
+        reference_parameters(WithDeclaredField(CELLSORT, cells=30, schedule="sweep"))
+
+
 def test_the_engine_is_chosen_in_one_place():
     state = potts("auto").initial_state(1, 32, generator=gen(12))
     assert potts_engine.choose(potts("auto"), state) == "kernel"

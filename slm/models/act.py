@@ -51,13 +51,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from slm.errors import InputError
-from slm.estimators import Estimator
 from slm.models import potts_engine
 from slm.models.potts import MOORE, CellularPotts, per_lattice
 from slm.parameters import Positive, Simplex, class_values, register
@@ -94,27 +93,29 @@ class ActPotts(CellularPotts):
             value); lattice ``i`` holds class ``i mod K``.
         weights: the classes' start weights (``K`` positive numbers; default equal); fitted with ``weights`` in
             ``learn``.
-        Others: as :class:`slm.models.CellularPotts` (one cell type by default, no contact between
+        Others: as :class:`slm.models.CellularPotts`, by name (one cell type by default, no contact between
             cells of it other than ``J_cell_cell``).
     """
 
     more_parameters = ("lambda_act", "max_act", "weights")
-    kernel_terms = (*CellularPotts.kernel_terms, "act")
+    terms = (*CellularPotts.terms, "act")
 
-    def __init__(self, contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)), lambda_act: float = 250.0,
-                 max_act: float = 20.0, volume_target: float | Sequence[float] = 60.0,
+    def __init__(self, lambda_act: float = 250.0, max_act: float = 20.0, classes: int = 1,
+                 weights: Sequence[float] | None = None, learn: Sequence[str] | None = None,
+                 contact: Sequence[Sequence[float]] = ((0, 20), (20, 40)),
+                 volume_target: float | Sequence[float] = 60.0,
                  lambda_volume: float | Sequence[float] = 25.0, surface_target: float | Sequence[float] = 160.0,
                  lambda_surface: float | Sequence[float] = 1.0, temperature: float = 20.0,
-                 type_names: Sequence[str] | None = ("cell",), learn: Sequence[str] | None = None,
-                 neighbourhood: str = "moore", cells: int = 1, fractions: Sequence[float] | None = None,
-                 estimator: Estimator | str = "ste", engine: str = "auto", classes: int = 1,
-                 weights: Sequence[float] | None = None, schedule: str = "random", targets: str = "border"):
+                 type_names: Sequence[str] | None = ("cell",), cells: int = 1, **cpm: Any):
         learn = ["lambda_act", "max_act"] if learn is None else list(learn)
         if not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
             raise InputError(f"model.classes: expected a positive number of classes, got {classes!r}")
         self.classes = classes  # before the CPM's parameters: each learned one gets a value per class
-        super().__init__(contact, volume_target, lambda_volume, surface_target, lambda_surface, temperature,
-                         type_names, learn, neighbourhood, cells, fractions, estimator, engine, schedule, targets)
+        # The CPM's arguments by name: here only the act model's own defaults; the rest (neighbourhood, fractions,
+        # estimator, engine, schedule, targets) pass through as CellularPotts takes them.
+        super().__init__(contact=contact, volume_target=volume_target, lambda_volume=lambda_volume,
+                         surface_target=surface_target, lambda_surface=lambda_surface, temperature=temperature,
+                         type_names=type_names, learn=learn, cells=cells, **cpm)
         for key, value in (("lambda_act", lambda_act), ("max_act", max_act)):
             values = class_values(f"model.{key}", value, classes, Positive(), 0.3)
             if key == "max_act" and bool((values < 1).any()):

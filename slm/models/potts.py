@@ -70,6 +70,18 @@ NEIGHBOURHOODS = {"moore": 8, "von_neumann": 4}
 CLASSES = ((0, 0), (1, 1), (0, 1), (1, 0))
 #: Per-type energy terms: their config names.
 PER_TYPE = ("volume_target", "lambda_volume", "surface_target", "lambda_surface")
+#: The Hamiltonian's terms, each once: what it adds to ``dH`` of a copy and the parameters it reads. A model lists
+#: the terms it adds up in ``terms``; the compiled engine (:data:`slm.models.potts_engine.KERNEL_TERMS`) and the
+#: literal reference (:data:`slm.models.reference.potts.REFERENCE_TERMS`) each say which they implement, and
+#: refuse a model with others. Adding a term: an entry here, the torch sweep's ``_copy_energy`` (and the state it
+#: needs), then the kernel and the reference, each tested against the torch path.
+TERMS = {
+    "contact": ("sum over the target's bonds of J(type, type') [id != id'], before and after",
+                ("J_<a>_<b>",)),
+    "volume": ("lambda_V (V - V_t)^2 of the source and target cells", ("lambda_volume", "volume_target")),
+    "surface": ("lambda_S (S - S_t)^2 of the source and target cells", ("lambda_surface", "surface_target")),
+    "act": ("-(lambda_act / max_act) (GM(s) - GM(t)), slm.models.act", ("lambda_act", "max_act")),
+}
 #: What :meth:`CellularPotts.summary` returns, in this order.
 SUMMARY = ("heterotypic_fraction", "volume_mean", "volume_sd", "clusters")
 
@@ -114,9 +126,8 @@ class CellularPotts(Simulator):
             uniforms per attempt: what the reference replays, and the benchmark's comparison). The same process.
     """
 
-    #: The energy terms the compiled engine computes for this class itself (subclasses run the torch engine
-    #: unless they declare theirs).
-    kernel_terms = ("contact", "volume", "surface")
+    #: The terms of :data:`TERMS` this model's energy adds up; a subclass that adds one declares it here.
+    terms: tuple[str, ...] = ("contact", "volume", "surface")
     #: Parameters of more energy terms that a subclass registers itself (names ``learn`` may hold).
     more_parameters: tuple[str, ...] = ()
 

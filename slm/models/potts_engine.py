@@ -52,6 +52,8 @@ SCHEDULES = ("random", "sweep")
 #: How the kernel draws the targets of the random schedule: ``border`` (the default) or ``uniform`` (literal).
 TARGETS = {"border": 1, "uniform": 2}
 SWEEP = 0
+#: The terms of :data:`slm.models.potts.TERMS` the kernel computes.
+KERNEL_TERMS = ("contact", "volume", "surface", "act")
 #: The estimators the kernel's backward pass knows, and their codes in it.
 ESTIMATOR_CODES = {"ste": 0, "gumbel": 1, "score": 2}
 #: The kernel's ``ABI_VERSION``; a library that reports another is not used.
@@ -164,7 +166,8 @@ def check(model: torch.nn.Module) -> None:
         if model.engine == "torch":
             raise InputError("model.schedule: random (the field's) runs on the compiled engine; the torch engine "
                              "runs model.schedule=sweep (other kinetics)")
-        changed = _changed_by(type(model))
+        unknown = [term for term in model.terms if term not in KERNEL_TERMS]
+        changed = ", ".join(unknown) if unknown else _changed_by(type(model))
         if changed is not None:
             raise InputError(f"model.schedule: random runs on the compiled engine, which does not know {changed}'s "
                              f"changes to the MCS; use model.schedule=sweep")
@@ -177,7 +180,10 @@ def choose(model: torch.nn.Module, state: tuple[Tensor, ...]) -> str:
     if model.engine == "torch":
         return "torch"
     reason = None
-    if _changed_by(type(model)) is not None:
+    unknown = [term for term in model.terms if term not in KERNEL_TERMS]
+    if unknown:
+        reason = f"its energy has terms the kernel does not compute ({', '.join(unknown)})"
+    elif _changed_by(type(model)) is not None:
         reason = f"{_changed_by(type(model))} changes the MCS in ways the kernel does not know"
     elif state.labels.device.type != "cpu":
         reason = f"the state is on {state.labels.device} (the kernel runs on the CPU)"
@@ -210,10 +216,10 @@ HOOKS = ("transition", "_sweep", "_resolve", "_copy_energy", "_copied", "_after_
 
 @functools.cache
 def _changed_by(kind: type) -> str | None:
-    """The class that changes a hook of the MCS below the class that declared its ``kernel_terms`` (a subclass of
-    a kernel model; torch's parametrisation wrapper changes none), or None."""
+    """The class that changes a hook of the MCS without declaring its ``terms`` (below the class that declared the
+    model's terms; torch's parametrisation wrapper changes none), or None."""
     for cls in kind.__mro__:
-        if "kernel_terms" in cls.__dict__:
+        if "terms" in cls.__dict__:
             return None
         if any(hook in cls.__dict__ for hook in HOOKS):
             return cls.__name__

@@ -40,6 +40,8 @@ import torch
 from slm.errors import InputError
 from slm.models.potts import CLASSES, MOORE, NEIGHBOURHOODS, SUMMARY, CellularPotts
 
+#: The terms of :data:`slm.models.potts.TERMS` this reference computes.
+REFERENCE_TERMS = ("contact", "volume", "surface", "act")
 #: Copy attempts whose random numbers are drawn at once.
 BLOCK = 1 << 16
 
@@ -51,6 +53,9 @@ def reference_parameters(model: CellularPotts) -> dict:
     ``lambda_surface`` lists of ``K+1`` numbers (the medium's lambdas are 0), and ``temperature``; for the
     act model also ``lambda_act`` and ``max_act``.
     """
+    unknown = [term for term in model.terms if term not in REFERENCE_TERMS]
+    if unknown:
+        raise InputError(f"model: the sequential reference does not compute the term(s) {unknown}")
     with torch.no_grad():
         prepared = [t.detach().cpu().double() for t in model.prepare()]
     contact, v_target, lam_v, s_target, lam_s, temperature = prepared[:6]
