@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -18,8 +20,70 @@ from torch.nn.utils import parametrize
 from slm.errors import InputError
 
 
-class Probability(nn.Module):
+@dataclass(frozen=True)
+class Link:
+    """How a reported value maps to the real line, where intervals are symmetric (and back), on numbers or arrays.
+
+    Attributes:
+        name: ``logit``, ``log`` or ``identity`` (``results.json``'s ``space``).
+        forward: value to link.
+        inverse: link to value.
+        slope: ``d value / d link`` at a value (the delta method's factor).
+    """
+
+    name: str
+    forward: Callable[[np.ndarray], np.ndarray]
+    inverse: Callable[[np.ndarray], np.ndarray]
+    slope: Callable[[np.ndarray], np.ndarray]
+
+    def label(self, name: str) -> str:
+        """``logit(p)``, ``log(x)`` or ``x``."""
+        return name if self.name == "identity" else f"{self.name}({name})"
+
+
+LOGIT = Link("logit", lambda v: np.log(v / (1 - v)), lambda x: 1 / (1 + np.exp(-x)), lambda v: v * (1 - v))
+LOG = Link("log", np.log, np.exp, lambda v: v)
+IDENTITY = Link("identity", lambda v: v, lambda x: x, lambda v: np.ones_like(np.asarray(v, dtype=float)))
+#: Every link by its name.
+LINKS = {link.name: link for link in (LOGIT, LOG, IDENTITY)}
+
+
+class _Elementwise(nn.Module):
+    """A constraint that maps every stored number to one value. Subclasses set :attr:`link`; where the link
+    undoes the map (``logit(sigmoid(theta)) = theta``) :attr:`exact_link` says so.
+
+    The uncertainty code asks a constraint for its coordinates (the free numbers of the stored tensor), the
+    link of its values (differentiable) and the labels of its coordinates."""
+
+    link: Link = IDENTITY
+    exact_link = False
+    #: stored numbers that are not free coordinates (a simplex's last)
+    fixed = 0
+
+    def coordinates(self, theta: Tensor) -> Tensor:
+        """The free coordinates of the stored ``theta``, flat."""
+        return theta.flatten()
+
+    def stored(self, coordinates: Tensor) -> Tensor:
+        """The stored tensor (flat) at ``coordinates``."""
+        return coordinates
+
+    def linked(self, theta: Tensor) -> Tensor:
+        """The link of the values at the stored ``theta``, flat and differentiable."""
+        if self.exact_link:
+            return theta.flatten()
+        value = self(theta).flatten()
+        return torch.logit(value) if self.link is LOGIT else torch.log(value) if self.link is LOG else value
+
+    def labels(self, names: list[str]) -> list[str]:
+        """One label per coordinate, from the names of the values."""
+        return [self.link.label(name) for name in names]
+
+
+class Probability(_Elementwise):
     """``p = sigmoid(theta)``, with ``dp/dtheta = p (1 - p)``."""
+
+    link, exact_link = LOGIT, True
 
     def forward(self, theta: Tensor) -> Tensor:
         return torch.sigmoid(theta)
@@ -37,7 +101,7 @@ class Probability(nn.Module):
             raise InputError(f"{key}: expected a probability strictly inside (0, 1), got {value}")
 
 
-class UnitInterval(nn.Module):
+class UnitInterval(_Elementwise):
     """``p = clamp(theta, 0, 1)``: projected gradient descent on the raw value (the thesis's MK fits).
 
     Inside ``[0, 1]`` the gradient and the learning rate act on ``p`` itself; at a bound it sticks
@@ -60,8 +124,10 @@ class UnitInterval(nn.Module):
             raise InputError(f"{key}: expected a value in [0, 1], got {value}")
 
 
-class Positive(nn.Module):
+class Positive(_Elementwise):
     """``x = exp(theta)``, with ``dx/dtheta = x``."""
+
+    link, exact_link = LOG, True
 
     def forward(self, theta: Tensor) -> Tensor:
         return torch.exp(theta)
@@ -79,13 +145,16 @@ class Positive(nn.Module):
             raise InputError(f"{key}: expected a positive finite number, got {value}")
 
 
-class Simplex(nn.Module):
+class Simplex(_Elementwise):
     """``w = softmax(theta)`` over the last dimension: weights that are positive and sum to one.
 
     The Jacobian is not diagonal: ``dL/dtheta = w * (g - <w, g>)`` for ``g = dL/dw``, so dividing by
     :meth:`derivative` ``= w`` gives ``g - <w, g>``, the gradient along the simplex (``g`` up to the
-    constant that the simplex cannot see).
+    constant that the simplex cannot see). Its coordinates are the log-ratios ``theta_k - theta_K`` to the last
+    weight (``K - 1`` free numbers); each weight is reported on the logit scale.
     """
+
+    link, fixed = LOGIT, 1
 
     def forward(self, theta: Tensor) -> Tensor:
         return torch.softmax(theta, -1)
@@ -104,8 +173,18 @@ class Simplex(nn.Module):
                 and abs(float(w.sum()) - 1) < 1e-6):
             raise InputError(f"{key}: expected positive weights that sum to 1, got {w.tolist()}")
 
+    def coordinates(self, theta: Tensor) -> Tensor:
+        theta = theta.flatten()
+        return theta[:-1] - theta[-1]
 
-class Real(nn.Module):
+    def stored(self, coordinates: Tensor) -> Tensor:
+        return torch.cat([coordinates, coordinates.new_zeros(1)])
+
+    def labels(self, names: list[str]) -> list[str]:
+        return [f"log({name}/{names[-1]})" for name in names[:-1]]
+
+
+class Real(_Elementwise):
     """``x = theta``: an unconstrained value (a contact energy, which may be negative)."""
 
     def forward(self, theta: Tensor) -> Tensor:

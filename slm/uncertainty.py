@@ -62,15 +62,12 @@ from scipy import stats
 from torch import Tensor, nn
 
 from slm.errors import InputError
-from slm.parameters import Positive, Probability, Simplex, flat_values
+from slm.parameters import Link, flat_values
 
 log = logging.getLogger(__name__)
 
 #: Above this many coordinates the estimating equation's ``A`` and ``B`` are taken block-diagonal.
 FULL_DIMENSION = 64
-#: Each link and its inverse, on numbers or arrays.
-LINK = {"logit": lambda v: np.log(v / (1 - v)), "log": np.log, "identity": lambda v: v}
-UNLINK = {"logit": lambda v: 1 / (1 + np.exp(-v)), "log": np.exp, "identity": lambda v: v}
 #: A covariance is reported in ``results.json`` (``cov``) up to this many reported scalars.
 REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
@@ -120,9 +117,11 @@ class EstimatingEquation:
 
 
 class Coordinates:
-    """The unconstrained coordinates ``phi`` of a simulator's learnable parameters and their links.
+    """The unconstrained coordinates ``phi`` of a simulator's learnable parameters and their links, as each
+    parameter's constraint (:mod:`slm.parameters`) defines them.
 
-    ``names`` are the reported scalars (:func:`slm.parameters.flat_values` order), ``links`` their link names.
+    ``names`` are the reported scalars (:func:`slm.parameters.flat_values` order), ``links`` their
+    :class:`slm.parameters.Link`.
     """
 
     def __init__(self, simulator: nn.Module):
@@ -130,31 +129,37 @@ class Coordinates:
         self.parts = [(name, simulator.parametrizations[name][0], tuple(getattr(simulator, name).shape))
                       for name in simulator.parametrizations]
         self.names = list(flat_values(simulator.parameter_values()))
-        self.links = []
-        for _, constraint, shape in self.parts:
-            link = "logit" if isinstance(constraint, Probability | Simplex) else "log" if isinstance(
-                constraint, Positive) else "identity"
-            self.links += [link] * math.prod(shape)
+        self.links: list[Link] = [constraint.link for _, constraint, shape in self.parts
+                                  for _ in range(math.prod(shape))]
 
     def original(self, name: str) -> Tensor:
         return self.simulator.parametrizations[name].original
 
+    def space(self) -> dict[str, str]:
+        """Each reported scalar's link by name (``results.json``'s ``space``)."""
+        return {name: link.name for name, link in zip(self.names, self.links, strict=True)}
+
     def get(self) -> Tensor:
         """``phi``, float64 ``(d,)``."""
-        parts = []
-        for name, constraint, _ in self.parts:
-            theta = self.original(name).detach().double().flatten()
-            parts.append(theta[:-1] - theta[-1] if isinstance(constraint, Simplex) else theta)
-        return torch.cat(parts)
+        return torch.cat([constraint.coordinates(self.original(name).detach().double())
+                          for name, constraint, _ in self.parts])
 
     def _originals(self, phi: Tensor) -> list[Tensor]:
         out, i = [], 0
         for name, constraint, _ in self.parts:
-            size = self.original(name).numel() - isinstance(constraint, Simplex)
-            part = phi[i:i + size]
+            size = self.original(name).numel() - constraint.fixed
+            out.append(constraint.stored(phi[i:i + size]))
             i += size
-            out.append(torch.cat([part, part.new_zeros(1)]) if isinstance(constraint, Simplex) else part)
         return out
+
+    def free(self, grads: list[Tensor | None]) -> Tensor:
+        """Gradients with respect to the stored tensors as gradients with respect to ``phi`` (the stored numbers
+        that are not coordinates, a simplex's last, are fixed at 0 by :meth:`set`)."""
+        parts = []
+        for (name, constraint, _), grad in zip(self.parts, grads, strict=True):
+            grad = torch.zeros_like(self.original(name)) if grad is None else grad
+            parts.append(grad.flatten()[: grad.numel() - constraint.fixed])
+        return torch.cat(parts)
 
     @torch.no_grad()
     def set(self, phi: Tensor) -> None:
@@ -165,23 +170,28 @@ class Coordinates:
 
     def link(self, phi: Tensor) -> Tensor:
         """The link of every reported scalar at ``phi`` (differentiable), ``(n,)``."""
-        out = []
-        for (_, constraint, shape), theta in zip(self.parts, self._originals(phi), strict=True):
-            value = constraint(theta.reshape(shape))
-            out.append(torch.logit(value).flatten() if isinstance(constraint, Simplex) else
-                       value.flatten() if not isinstance(constraint, Probability | Positive) else theta)
-        return torch.cat(out)
+        return torch.cat([constraint.linked(theta.reshape(shape))
+                          for (_, constraint, shape), theta in zip(self.parts, self._originals(phi), strict=True)])
+
+    def to_link(self, values: np.ndarray) -> np.ndarray:
+        """Link values from reported values."""
+        return np.array([link.forward(v) for link, v in zip(self.links, np.asarray(values, float), strict=True)])
 
     def unlink(self, link: Tensor | np.ndarray) -> np.ndarray:
         """Reported values from link values."""
-        link = np.asarray(link, dtype=float)
-        return np.array([UNLINK[kind](v) for kind, v in zip(self.links, link, strict=True)])
+        return np.array([each.inverse(v) for each, v in zip(self.links, np.asarray(link, dtype=float), strict=True)])
 
     def slope(self, link: np.ndarray) -> np.ndarray:
         """``d value / d link`` of every reported scalar at ``link`` (the delta method's factor)."""
-        value = self.unlink(link)
-        return np.array([v * (1 - v) if kind == "logit" else v if kind == "log" else 1.0
-                         for kind, v in zip(self.links, value, strict=True)])
+        return np.array([each.slope(v) for each, v in zip(self.links, self.unlink(link), strict=True)], dtype=float)
+
+    def labels(self) -> list[str]:
+        """A name per coordinate, ``logit(p_center)``, ``log(lambda_act)``, ``log(weights[0]/weights[1])``."""
+        labels = []
+        for name, constraint, shape in self.parts:
+            size = math.prod(shape)
+            labels += constraint.labels([name] if size == 1 and not shape else [f"{name}[{i}]" for i in range(size)])
+        return labels
 
     def shaped(self, flat: np.ndarray) -> dict[str, Any]:
         """Per-scalar values back into the parameters' shapes (a scalar, or a nested list), by name."""
@@ -293,21 +303,15 @@ class Sandwich:
         generator = torch.Generator(problem.observed.device).manual_seed(self.seed + 1)
         with torch.enable_grad():
             mean = simulator.surrogate(problem.simulate(problem.fit_units, generator)).mean(0)
-            rows = []
-            for value in mean:
-                grads = torch.autograd.grad(value, originals, retain_graph=True, allow_unused=True)
-                parts = []
-                for (name, constraint, _), grad in zip(coords.parts, grads, strict=True):
-                    grad = torch.zeros_like(coords.original(name)) if grad is None else grad
-                    parts.append(grad.flatten()[:-1] if isinstance(constraint, Simplex) else grad.flatten())
-                rows.append(torch.cat(parts))
+            rows = [coords.free(list(torch.autograd.grad(value, originals, retain_graph=True, allow_unused=True)))
+                    for value in mean]
         simulator.reset_estimators()
         autograd = torch.stack(rows).double().cpu()
         return float((autograd - G).norm() / G.norm().clamp_min(1e-300))
 
     def estimating_equation(self, simulator: nn.Module, coords: Coordinates, problem: EstimatingEquation
                             ) -> tuple[Tensor, int, dict[str, Any]]:
-        if any(isinstance(constraint, Simplex) for _, constraint, _ in coords.parts):
+        if any(constraint.fixed for _, constraint, _ in coords.parts):
             raise InputError("uq: the estimating-equation form does not take mixture weights")
         names = [f"simulator.parametrizations.{name}.original" for name, _, _ in coords.parts]
         originals = [coords.original(name).detach() for name, _, _ in coords.parts]
@@ -387,11 +391,8 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
                         f"own equation (one Newton step away, the intervals' centre); fit longer (trainer.max_epochs)")
     for line in warnings:
         log.warning(line)
-    small = len(link) <= REPORTED_COV
-    result = {"method": method, "level": level, **out, "cov": cov.tolist() if small else None,
-              "cov_names": coords.names if small else None, "space": dict(zip(coords.names, coords.links, strict=True)),
-              "cond": condition(cov_phi), "seconds": round(seconds, 3), "simulations": simulations,
-              "warnings": warnings, **extra}
+    result = built(method, level, coords, out, cov, condition(cov_phi), seconds, simulations, warnings=warnings,
+                   **extra)
     finite = _finite(result)
     if finite != result:
         line = ("uq: some intervals are not determined (a non-finite covariance or centre: too few data or an "
@@ -399,6 +400,17 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
         log.warning(line)
         finite["warnings"].append(line)
     return finite
+
+
+def built(method: str, level: float, coords: Coordinates, intervals: dict[str, Any], cov: Tensor, cond: float,
+          seconds: float, simulations: int | None, **extra: Any) -> dict[str, Any]:
+    """``results.json``'s ``uncertainty``, for every method: the method and level, the ``intervals`` (``se``,
+    ``se_link``, ``interval`` and what else the method has), the covariance in link space (up to
+    :data:`REPORTED_COV` scalars), each scalar's link, the condition number, the cost, and ``extra``."""
+    small = len(coords.names) <= REPORTED_COV
+    return {"method": method, "level": level, **intervals, "cov": cov.tolist() if small else None,
+            "cov_names": coords.names if small else None, "space": coords.space(), "cond": cond,
+            "seconds": round(seconds, 3), "simulations": simulations, **extra}
 
 
 def _finite(value: Any) -> Any:
@@ -439,7 +451,7 @@ def ridges(coords: Coordinates, cov: Tensor) -> list[str]:
         return []
     _, vectors = torch.linalg.eigh(correlation(cov))
     direction = vectors[:, -1]  # the correlation's largest eigenvector: where V is long
-    labels = coordinate_labels(coords)
+    labels = coords.labels()
     big = [(float(w), label) for w, label in zip(direction, labels, strict=True) if abs(w) > 0.3]
     combo = " ".join(f"{w:+.2f} {label}" for w, label in big)
     kind = ""
@@ -449,20 +461,6 @@ def ridges(coords: Coordinates, cov: Tensor) -> list[str]:
         kind = "; the data fix mostly the product of the two"
     return [f"uq: ill-conditioned direction {combo} (correlation condition number {condition(cov):.0f}): the "
             f"intervals along it are wide and each parameter's interval is not separately determined{kind}"]
-
-
-def coordinate_labels(coords: Coordinates) -> list[str]:
-    """A name per coordinate, ``logit(p_center)``, ``log(lambda_act)``, ``log(weights[0]/weights[1])``."""
-    labels = []
-    for name, constraint, shape in coords.parts:
-        size = math.prod(shape)
-        names = [name] if size == 1 and not shape else [f"{name}[{i}]" for i in range(size)]
-        if isinstance(constraint, Simplex):
-            labels += [f"log({n}/{names[-1]})" for n in names[:-1]]
-        else:
-            kind = "logit" if isinstance(constraint, Probability) else "log" if isinstance(constraint, Positive) else ""
-            labels += [f"{kind}({n})" if kind else n for n in names]
-    return labels
 
 
 class Bootstrap:
@@ -515,21 +513,18 @@ class Bootstrap:
             center = Sandwich(self.level, seed=self.seed + b)(replica, refit_steps)["center"]
             estimates.append(np.array(list(flat_values(center).values())))
         values = np.stack(estimates)
-        links = np.stack([[LINK[kind](v) for kind, v in zip(coords.links, row, strict=True)] for row in values])
+        links = np.stack([coords.to_link(row) for row in values])
         cov = np.cov(links.T).reshape(len(link), len(link))
         se_link = np.sqrt(np.diag(cov))
         tail = (1 - self.level) / 2
         lo, hi = np.quantile(values, tail, axis=0), np.quantile(values, 1 - tail, axis=0)
         low, high = coords.shaped(lo), coords.shaped(hi)
-        small = len(link) <= REPORTED_COV
-        return {"method": self.method, "level": self.level, "se": coords.shaped(values.std(0, ddof=1)),
-                "se_delta": coords.shaped(se_link * coords.slope(link)), "se_link": coords.shaped(se_link),
-                "interval": {name: [low[name], high[name]] for name in low},
-                "cov": cov.tolist() if small else None, "cov_names": coords.names if small else None,
-                "space": dict(zip(coords.names, coords.links, strict=True)),
-                "cond": condition(torch.as_tensor(cov)), "seconds": round(time.perf_counter() - start, 3),
-                "simulations": None, "replicates": self.replicates, "refit_steps": refit_steps,
-                "kind": "parametric" if parametric else "data", "estimates": values.tolist()}
+        out = {"se": coords.shaped(values.std(0, ddof=1)), "se_delta": coords.shaped(se_link * coords.slope(link)),
+               "se_link": coords.shaped(se_link), "interval": {name: [low[name], high[name]] for name in low}}
+        cov = torch.as_tensor(cov)
+        return built(self.method, self.level, coords, out, cov, condition(cov), time.perf_counter() - start, None,
+                     replicates=self.replicates, refit_steps=refit_steps, kind="parametric" if parametric else "data",
+                     estimates=values.tolist())
 
 
 def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from scipy import stats
 from slm.errors import InputError
 from slm.models import SI, PersistentRandomWalk
 from slm.models.si import transition_counts
+from slm.parameters import Positive, Probability, Real, Simplex, UnitInterval
 from slm.si_likelihood import si_beta_least_squares
 from slm.studies.coverage import coverage, read_jobs
 from slm.targets import Target
@@ -221,3 +222,24 @@ def test_coverage_sweep_runs_through_submitit(tmp_path):
     assert len(jobs) == 2 and all(job is not None for job in jobs)
     assert jobs[0]["truth"]["beta"] != jobs[1]["truth"]["beta"]
     assert coverage(jobs)["failed"] == 0
+
+
+@pytest.mark.parametrize("constraint, value, link, labels", [
+    (Probability(), [0.2, 0.7], "logit", ["logit(x[0])", "logit(x[1])"]),
+    (Positive(), [0.5, 3.0], "log", ["log(x[0])", "log(x[1])"]),
+    (Real(), [-1.5, 2.0], "identity", ["x[0]", "x[1]"]),
+    (UnitInterval(), [0.1, 0.9], "identity", ["x[0]", "x[1]"]),
+    (Simplex(), [0.2, 0.3, 0.5], "logit", ["log(x[0]/x[2])", "log(x[1]/x[2])"]),
+])
+def test_each_constraint_owns_its_link_coordinates_and_labels(constraint, value, link, labels):
+    value = torch.tensor(value, dtype=torch.float64)
+    theta = constraint.right_inverse(value)
+    assert constraint.link.name == link
+    linked = constraint.linked(theta).numpy()
+    np.testing.assert_allclose(linked, constraint.link.forward(value.numpy()), rtol=1e-9)
+    np.testing.assert_allclose(constraint.link.inverse(linked), value.numpy(), rtol=1e-9)
+    slope = (constraint.link.inverse(linked + 1e-6) - constraint.link.inverse(linked - 1e-6)) / 2e-6
+    np.testing.assert_allclose(constraint.link.slope(value.numpy()), slope, rtol=1e-5)
+    stored = constraint.stored(constraint.coordinates(theta))
+    torch.testing.assert_close(constraint(stored), value)
+    assert constraint.labels([f"x[{i}]" for i in range(len(value))]) == labels

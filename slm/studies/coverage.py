@@ -22,8 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from slm.parameters import flat_values
-from slm.uncertainty import LINK, UNLINK
+from slm.parameters import LINKS, LOGIT, flat_values
 
 #: Levels at which coverage is measured.
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -66,8 +65,8 @@ def flatten(job: dict[str, Any]) -> dict[str, Any]:
     truth = flat_values({k: v for k, v in job["truth"].items() if k in job["params"]})
     se = flat_values(uncertainty["se_link"])
     out = {"names": names, "links": [space[n] for n in names],
-           "truth": np.array([LINK[space[n]](truth[n]) for n in names]),
-           "fit": np.array([LINK[space[n]](fit[n]) for n in names]),
+           "truth": np.array([LINKS[space[n]].forward(truth[n]) for n in names]),
+           "fit": np.array([LINKS[space[n]].forward(fit[n]) for n in names]),
            "se": np.array([se[n] for n in names]),
            "cov": None if uncertainty.get("cov") is None else np.asarray(uncertainty["cov"], dtype=float)}
     return align_classes(out)
@@ -124,8 +123,8 @@ def coverage(jobs: list[dict[str, Any] | None], levels: tuple[float, ...] = LEVE
             total = n * len(columns)
             per_level[str(level)] = {"coverage": hits / total, "band": band(hits, total)}
         z90 = stats.norm.ppf(0.95)
-        widths = [UNLINK[j["links"][c]](j["fit"][c] + z90 * j["se"][c]) -
-                  UNLINK[j["links"][c]](j["fit"][c] - z90 * j["se"][c]) for j in done for c in columns]
+        widths = [LINKS[j["links"][c]].inverse(j["fit"][c] + z90 * j["se"][c]) -
+                  LINKS[j["links"][c]].inverse(j["fit"][c] - z90 * j["se"][c]) for j in done for c in columns]
         out["parameters"][group] = {"coverage": per_level, "median_width_90": float(np.median(widths)),
                                     "intervals": n * len(columns)}
     if not fields and all(j["cov"] is not None for j in done):
@@ -162,9 +161,9 @@ def si_reference(jobs: list[dict[str, Any] | None]) -> dict[str, Any]:
         post = job["metrics"]["beta_posterior_90"]
         ratios.append((hi - lo) / (post[1] - post[0]))
         se = job["uncertainty"]["se_link"]["beta"]
-        fit = LINK["logit"](job["params"]["beta"])
-        squared.append(((fit - LINK["logit"](job["metrics"]["beta_lsq"])) / se) ** 2)
-        hits += abs(fit - LINK["logit"](job["truth"]["beta"])) <= z90 * se
+        fit = LOGIT.forward(job["params"]["beta"])
+        squared.append(((fit - LOGIT.forward(job["metrics"]["beta_lsq"])) / se) ** 2)
+        hits += abs(fit - LOGIT.forward(job["truth"]["beta"])) <= z90 * se
     squared = np.array(squared)
     return {"median_width_over_exact_posterior": float(np.median(ratios)),
             "fit_to_root_mean_square_se": float(squared[squared <= 4].mean()),
