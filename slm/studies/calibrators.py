@@ -47,7 +47,6 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, open_dict
 
@@ -121,7 +120,7 @@ def run_ad(cfg: DictConfig, simulations_per_step: float, every: int = 1) -> Trac
     """``train(cfg)`` with its parameters recorded every ``every`` steps (:class:`ParameterTrace`); the last
     estimate is the fit's result at its total seconds."""
     path = Path(cfg.paths.output_dir) / "parameter_trace.json"
-    method = f"AD ({instantiate(cfg.estimator).name})"
+    method = f"AD ({build(cfg.estimator).name})"
     with open_dict(cfg):
         cfg.callbacks.parameter_trace = {"_target_": "slm.baselines.trace.ParameterTrace", "path": str(path),
                                          "every": every, "method": method}
@@ -153,14 +152,14 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     """AD, ABC-SMC (on ``procs`` processes) and CMA-ES on ``task`` with ``settings`` (one entry of a
     :data:`SETTINGS` setting); AD writes under ``work``. Returns the rows, the traces and the truth."""
     cfg = compose(task, settings["overrides"], work / task)
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     datamodule.setup("fit")
     problem = make_problem(cfg, datamodule)
     truth = problem.truth
     metric = "loss" if truth is None else "param_error"
     # AD's simulations in units of one pass over the problem (SI: all training transitions)
     per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
-    start = flat_values(instantiate(cfg.model).parameter_values())
+    start = flat_values(build(cfg.model).parameter_values())
     log.info("%s: truth %s, start %s", task, truth, start)
     traces = {}
     for trace in (run_ad(cfg, per_step),

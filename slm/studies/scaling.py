@@ -20,7 +20,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from matplotlib.figure import Figure
 
 from slm.baselines.abc_smc import abc_smc
@@ -29,7 +28,7 @@ from slm.baselines.npe import npe
 from slm.baselines.problems import parameter_error
 from slm.baselines.prw_exact import prw_exact_fit
 from slm.baselines.trace import Trace
-from slm.config import compose_config
+from slm.config import build, compose_config
 from slm.errors import InputError
 from slm.parameters import flat_values
 from slm.studies.calibrators import make_problem, run_ad, seconds_to
@@ -74,10 +73,10 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
         shape, dims, metric = f"model.classes={size}", 3 * size - 1, "loss"
     cfg = compose_config(f"experiment={study}", shape, f"paths.output_dir={work / f'{study}_{size}'}",
                          "trainer.enable_progress_bar=false", *setting[study], *overrides)
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     datamodule.setup("fit")
     problem = make_problem(cfg, datamodule)
-    start = flat_values(instantiate(cfg.model).parameter_values())
+    start = flat_values(build(cfg.model).parameter_values())
     per_step = cfg.data.batch_size / len(datamodule.train_set) if study == "si_field" else 1.0
     ad = run_ad(cfg, per_step, every=1 if dims <= 256 else 10)
     budget = max(BUDGET_FACTOR * ad.seconds[-1], min_budget)
@@ -90,7 +89,7 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
         traces[method] = guarded(method, run, make_problem(cfg, datamodule))
     clock = time.perf_counter()
     if study == "si_field":
-        reference, name = flat_values({"beta": torch.tensor(instantiate(cfg.model).reference_metrics(
+        reference, name = flat_values({"beta": torch.tensor(build(cfg.model).reference_metrics(
             datamodule.train_set.batches())["beta_mle"], dtype=torch.float64)}), "MLE"
         score = partial(parameter_error, truth=problem.truth, kind="rmse")
     else:

@@ -6,19 +6,31 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamodules.images import synthetic_cells
+from slm.config import compose_config
 from slm.errors import InputError
+from slm.models.act import ActPotts
+from slm.models.cpm import OnePixelCPM
+from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
+from slm.models.persistent_walk import PersistentRandomWalk
+from slm.models.pixel_field import PixelField
+from slm.models.potts import CellularPotts
 from slm.models.reference.mk import NaiveMK
+from slm.models.reference.potts import reference_parameters, sequential_mcs
+from slm.models.si import SI, simulate_si
+from slm.stats import track_statistics
 from slm.studies.benchmark.timing import CELLSORT, Row, glazier_mcs_seconds, median_seconds
+from slm.tasks.segmentation import segmentation_loss
+from slm.train import train
 
 
 def si_step(device: torch.device, repeats: int, blocks: int | None = None) -> Row:
     """SI: one step of 32 lattices of 64x64, and one Adam step on the pixelwise MSE; with ``blocks = b``, a
     spread field of ``b x b`` blocks."""
-    from slm.models.si import SI, simulate_si
-
     generator = torch.Generator(device=device).manual_seed(0)
     frames = simulate_si(0.4, 32, 21, generator=generator, device=device).float()
     x, y = frames[:, 10], frames[:, 11]
@@ -48,9 +60,6 @@ def si_epoch(device: torch.device, repeats: int) -> Row:
     Timed as the difference of the fit times of a ``1 + repeats`` epoch run and a 1 epoch run, so
     Lightning's start-up is not counted.
     """
-    from slm.config import compose_config
-    from slm.train import train
-
     def fit_seconds(epochs: int) -> float:
         cfg = compose_config(
             "experiment=si_noisy", "data.val_fraction=0", f"trainer.max_epochs={epochs}",
@@ -67,8 +76,6 @@ def si_epoch(device: torch.device, repeats: int) -> Row:
 def prw_step(device: torch.device, repeats: int, classes: int = 1) -> Row:
     """PRW: 1500 walkers x 10 MCS with the Gumbel estimator, and one Adam step on the relative MSD loss; with
     ``classes > 1``, a mixture of that many walker classes."""
-    from slm.models.persistent_walk import PersistentRandomWalk
-
     generator = torch.Generator(device=device).manual_seed(0)
     model = PersistentRandomWalk(0.5, 0.5, estimator="gumbel", classes=classes).to(device)
     target = PersistentRandomWalk(0.2, 0.1).to(device).expected_msd(10).detach()
@@ -92,10 +99,6 @@ def prw_step(device: torch.device, repeats: int, classes: int = 1) -> Row:
 
 def segmentation_step(device: torch.device, repeats: int) -> Row:
     """Segmentation: one Adam step of the default loss (local means, window 20) on a 696x520 pixel field."""
-    from datamodules.images import synthetic_cells
-    from slm.models.pixel_field import PixelField
-    from slm.tasks.segmentation import segmentation_loss
-
     image, _ = synthetic_cells(blur=10)
     field = PixelField(torch.tensor(image, dtype=torch.float32, device=device))
     optimizer = torch.optim.Adam(field.parameters(), lr=0.01)
@@ -112,8 +115,6 @@ def segmentation_step(device: torch.device, repeats: int) -> Row:
 
 def cpm_step(device: torch.device, repeats: int) -> Row:
     """CPM: 4000 cells x 800 sampling steps, and one Adam step on the relative MSD loss (score estimator)."""
-    from slm.models.cpm import OnePixelCPM
-
     generator = torch.Generator(device=device).manual_seed(0)
     model = OnePixelCPM(0.3).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
@@ -146,8 +147,6 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     * ``sequential``: the literal one-attempt-at-a-time reference (:mod:`slm.models.reference.potts`, one lattice);
     * ``grad`` (``grad+checkpoint``: checkpoints every 10 MCS): one Adam step on the summaries after 100 MCS of the
       default schedule, next to the same forward pass (rollout and summaries) without gradients."""
-    from slm.models.potts import CellularPotts
-
     if mode not in ("random", "uniform", "kernel", "torch", "glazier", "sequential", "grad", "grad+checkpoint"):
         raise InputError(f"unknown CPM benchmark mode {mode!r}")
     learn = ["J_1_2", "J_2_2", "lambda_volume"]
@@ -160,9 +159,7 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch,
            "engine": mode, "sites": size * size}
     if mode == "sequential":
-        import numpy as np
 
-        from slm.models.reference.potts import reference_parameters, sequential_mcs
 
         labels, types = start.labels[0].cpu().numpy(), start.cell_types[0].cpu().numpy()
         params = reference_parameters(model)
@@ -218,9 +215,6 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
     schedule): ``forward`` MCS/s and copy attempts/s (``uniform``: the same with literal uniform targets instead
     of border sampling), or ``grad``: one Adam step of the T-cell fit (50 MCS of burn-in, then 16 frames of 8
     MCS, loss on the track statistics) next to the same forward."""
-    from slm.models.act import ActPotts
-    from slm.stats import track_statistics
-
     size = 40
     model = ActPotts(surface_target=160.0, targets="uniform" if mode == "uniform" else "border").to(device)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -262,8 +256,6 @@ def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch
     steps) on the log loss, by ``implementation``: ``naive`` (:class:`NaiveMK`), ``ours``
     (``MalevanetsKapral.rollout``) or ``per_call`` (``MalevanetsKapral`` called once per step, the plain
     ``nn.Module`` way). ``label``: the row's model name (default ``MK, <implementation>``)."""
-    from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
-
     generator = torch.Generator(device=device).manual_seed(0)
     x = uniform_state(batch, size, device=device)
     if implementation == "naive":

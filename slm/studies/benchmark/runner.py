@@ -14,10 +14,7 @@ from slm.studies.benchmark.timing import CaseError, Row
 
 
 def _run_case(name: str, device_name: str, repeats: int, queue: mp.Queue) -> None:
-    import lightning  # noqa: F401  (imported before the baseline so that its import is not counted)
-
-    import slm.train  # noqa: F401
-
+    # Everything a case imports was imported with this module (by the spawned process), before the baseline.
     torch.manual_seed(0)
     device = torch.device(device_name)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
