@@ -142,7 +142,10 @@ def truth_metrics(params: dict[str, Any], metrics: dict[str, Any], truth: dict[s
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, list) and np.size(value) > 4:  # a field: its shape and mean, not every value
+    """A reported value of any shape in a log line: a number, a short list, or a field's shape and mean."""
+    if isinstance(value, list):
         array = np.asarray(value, dtype=float)
-        return f"[{'x'.join(map(str, array.shape))} values, mean {np.nanmean(array):.4f}]"
+        if array.size > 4:  # a field: its shape and mean, not every value
+            return f"[{'x'.join(map(str, array.shape))} values, mean {np.nanmean(array):.4f}]"
+        return str(np.round(array, 4).tolist())
     return f"{value:.4f}" if isinstance(value, float) else str(value)

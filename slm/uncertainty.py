@@ -531,14 +531,13 @@ def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:
     """``beta=0.4000 [0.3910, 0.4090]`` per scalar; a field as its count and median width."""
     parts = []
     for name, (lo, hi) in uncertainty["interval"].items():
-        value = np.asarray(params[name], dtype=float)
-        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)  # None (not determined) reads as nan
+        # any shape (a number, a vector, a field, a 1x1 field) as flat arrays; None (not determined) reads as nan
+        value, lo, hi = (np.ravel(np.asarray(x, dtype=float)) for x in (params[name], lo, hi))
         if value.size == 1:
-            parts.append(f"{name}={float(value):.4f} [{float(lo):.4f}, {float(hi):.4f}]")
+            parts.append(f"{name}={value[0]:.4f} [{lo[0]:.4f}, {hi[0]:.4f}]")
         elif value.size <= 4:
             parts += [f"{name}[{i}]={v:.4f} [{a:.4f}, {b:.4f}]" for i, (v, a, b) in
-                      enumerate(zip(value.flatten(), np.ravel(lo), np.ravel(hi), strict=True))]
+                      enumerate(zip(value, lo, hi, strict=True))]
         else:
-            width = np.median(np.asarray(hi, dtype=float) - np.asarray(lo, dtype=float))
-            parts.append(f"{name}: {value.size} intervals, median width {width:.4f}")
+            parts.append(f"{name}: {value.size} intervals, median width {np.median(hi - lo):.4f}")
     return f"{uncertainty['level']:.0%} intervals ({uncertainty['method']}): " + ", ".join(parts)

@@ -174,8 +174,35 @@ def test_a_baseline_that_fails_gives_a_row_that_says_why(si_problem):
     def broken(problem):
         raise IndexError("list index out of range")
 
-    trace = scaling.guarded("ABC-SMC", broken, si_problem)
+    trace = calibrators.guarded("ABC-SMC", broken, si_problem)
     assert "IndexError" in trace.stopped and trace.estimates == [{"beta": 0.5}]
+
+
+def test_a_failing_ad_run_is_a_row_and_every_finished_row_is_written(tmp_path, monkeypatch):
+    """AD's run fails like a baseline's (a row that says why, no ratios to it); the rows of every finished task are
+    on disk before the next task runs."""
+    settings = {"overrides": ["data.n_sequences=8", "data.n_frames=12", "data.batch_size=32", "trainer.max_epochs=2",
+                              "+trainer.enable_model_summary=false"],
+                "abc": {"population_size": 20, "max_generations": 1}, "cma": {"max_evaluations": 10}}
+
+    def broken(cfg, per_step, every=1):
+        raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+
+    monkeypatch.setattr(calibrators, "run_ad", broken)
+    rows, _, _ = calibrators.compare("si", settings, 1, tmp_path)
+    assert rows[0]["method"] == "AD (ste)" and rows[0]["stopped"].startswith("failed: TypeError: only 0-dim")
+    assert [r["method"][:3] for r in rows] == ["AD ", "ABC", "CMA"] and "ratio_to_AD_at_equal_error" not in rows[1]
+
+    def second_fails(task, settings, procs, work):
+        if task == "prw":
+            raise RuntimeError("the machine went away")
+        return [{"task": task, "method": "AD (ste)"}], {}, {}
+
+    monkeypatch.setattr(calibrators, "compare", second_fails)
+    monkeypatch.setattr(calibrators, "SETTINGS", {"quick": {"si": {}, "prw": {}}})
+    with pytest.raises(RuntimeError):
+        calibrators.run_comparison(True, ["si", "prw"], 1, tmp_path / "rows.json")
+    assert json.loads((tmp_path / "rows.json").read_text()) == [{"task": "si", "method": "AD (ste)"}]
 
 
 def test_abc_smc_says_why_when_its_process_dies(si_problem, monkeypatch):

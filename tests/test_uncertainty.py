@@ -19,7 +19,7 @@ from slm.si_likelihood import si_beta_least_squares
 from slm.studies.coverage import coverage, read_jobs
 from slm.targets import Target
 from slm.train import train
-from slm.uncertainty import Bootstrap, Coordinates, EstimatingEquation, Moments, Sandwich, ridges
+from slm.uncertainty import Bootstrap, Coordinates, EstimatingEquation, Moments, Sandwich, ridges, summary_line
 from tests.conftest import ROOT, run_cli
 
 
@@ -243,3 +243,24 @@ def test_each_constraint_owns_its_link_coordinates_and_labels(constraint, value,
     stored = constraint.stored(constraint.coordinates(theta))
     torch.testing.assert_close(constraint(stored), value)
     assert constraint.labels([f"x[{i}]" for i in range(len(value))]) == labels
+
+
+@pytest.mark.parametrize("value", [0.3, [0.2, 0.5], [0.2, 0.3, 0.5], [[0.3]], [[0.1, 0.2], [0.3, 0.4]],
+                                   np.full((8, 8), 0.2).tolist(), [[0.1, None], [0.3, 0.4]]],
+                         ids=["scalar", "two classes", "three classes", "1x1 field", "2x2 field", "8x8 field",
+                              "undetermined"])
+def test_the_report_takes_every_parameter_shape(value):
+    """The interval line, the figure and the fitted line on a number, per-class values, a field of any size
+    (1x1 included) and intervals that are not determined (null)."""
+    from slm.plots import uncertainty_figure
+    from slm.train import _fmt
+
+    array = np.asarray(value, dtype=float)
+    fitted = np.nan_to_num(array, nan=0.25).tolist()
+    lower = value if array.ndim == 0 else (np.where(np.isnan(array), np.nan, array - 0.05)).tolist()
+    upper = value if array.ndim == 0 else (array + 0.05).tolist()
+    uncertainty = {"level": 0.9, "method": "sandwich", "interval": {"beta": [lower, upper]}}
+    line = summary_line(uncertainty, {"beta": fitted})
+    assert line.startswith("90% intervals (sandwich): beta") and "\n" not in line
+    uncertainty_figure({"beta": fitted}, uncertainty, {"beta": fitted})
+    assert "\n" not in _fmt(fitted) and (_fmt(fitted).startswith("[") or array.ndim == 0)

@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -133,6 +134,22 @@ def run_ad(cfg: DictConfig, simulations_per_step: float, every: int = 1) -> Trac
     return trace
 
 
+def guarded(method: str, run: Callable[..., Trace], problem) -> Trace:
+    """``run(problem)``, or, if it raises or yields no estimate, a trace of one point at the prior's centre that
+    says why (``stopped``): a method that fails, AD included, gives a row, never ends the study."""
+    clock = time.perf_counter()
+    try:
+        trace = run(problem)
+    except Exception as error:  # any failure of a third-party calibrator is reported, not raised
+        log.warning("%s failed: %s: %s", method, type(error).__name__, error)
+        trace = Trace(method, stopped=f"failed: {type(error).__name__}: {error}")
+    if not trace.estimates:
+        trace.stopped = trace.stopped or "no estimate"
+        trace.add(time.perf_counter() - clock, problem.simulations,
+                  {n: (low + high) / 2 for n, (low, high) in problem.bounds.items()})
+    return trace
+
+
 def seconds_to(seconds: list[float], errors: list[float], level: float) -> float:
     """Seconds at the first estimate after which every error is at most ``level``."""
     for i in range(len(errors)):
@@ -161,10 +178,12 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
     per_step = cfg.data.batch_size / len(datamodule.train_set) if task == "si" else 1.0
     start = flat_values(build(cfg.model).parameter_values())
     log.info("%s: truth %s, start %s", task, truth, start)
+    runs = ((f"AD ({build(cfg.estimator).name})", lambda _: run_ad(cfg, per_step)),
+            ("ABC-SMC", lambda problem: abc_smc(problem, n_procs=procs, **settings["abc"])),
+            ("CMA-ES", lambda problem: cma_es(problem, start, **settings["cma"])))
     traces = {}
-    for trace in (run_ad(cfg, per_step),
-                  abc_smc(make_problem(cfg, datamodule), n_procs=procs, **settings["abc"]),
-                  cma_es(make_problem(cfg, datamodule), start, **settings["cma"])):
+    for method, run in runs:
+        trace = guarded(method, run, make_problem(cfg, datamodule))
         traces[trace.method] = trace
     score = scorer(task, problem)
     errors = {method: [score(e) for e in trace.estimates] for method, trace in traces.items()}
@@ -175,11 +194,13 @@ def compare(task: str, settings: dict, procs: int, work: Path) -> Result:
                "estimate": trace.estimates[-1], "truth": truth}
         if trace.intervals:
             row["interval_90"] = trace.intervals[-1]
+        if trace.stopped:
+            row["stopped"] = trace.stopped
         if truth is None:
             row["eval_lattices"] = problem.eval_lattices
         rows.append(row)
     ad = rows[0]
-    for row in rows[1:]:
+    for row in rows[1:] if "stopped" not in ad else ():  # no ratios to an AD run that failed
         equal = max(ad[metric], row[metric])
         t_ad = seconds_to(traces[ad["method"]].seconds, errors[ad["method"]], equal)
         t_other = seconds_to(traces[row["method"]].seconds, errors[row["method"]], equal)
@@ -216,11 +237,11 @@ def run_comparison(quick: bool, tasks: Iterable[str], procs: int, out: Path, plo
     or ``full`` :data:`SETTINGS`; write the rows to ``out`` (JSON) and the figure to ``plot_path`` (default: ``out``
     with ``.png``). Returns the rows of every task."""
     settings = SETTINGS["quick" if quick else "full"]
-    results = {}
+    results, rows = {}, []
     with tempfile.TemporaryDirectory() as work:
         for task in tasks:
             results[task] = compare(task, settings[task], procs, Path(work))
-    rows = [row for task_rows, _, _ in results.values() for row in task_rows]
-    Path(out).write_text(json.dumps(rows, indent=2) + "\n")
+            rows += results[task][0]
+            Path(out).write_text(json.dumps(rows, indent=2) + "\n")  # each finished task's rows, as it goes
     plot(results, plot_path or Path(out).with_suffix(".png"))
     return rows

@@ -15,7 +15,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from slm.baselines.trace import Trace
 from slm.config import build, compose_config
 from slm.errors import InputError
 from slm.parameters import flat_values
-from slm.studies.calibrators import make_problem, run_ad, seconds_to
+from slm.studies.calibrators import guarded, make_problem, run_ad, seconds_to
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
     problem = make_problem(cfg, datamodule)
     start = flat_values(build(cfg.model).parameter_values())
     per_step = cfg.data.batch_size / len(datamodule.train_set) if study == "si_field" else 1.0
-    ad = run_ad(cfg, per_step, every=1 if dims <= 256 else 10)
+    ad = guarded(f"AD ({build(cfg.estimator).name})", lambda _: run_ad(cfg, per_step, every=1 if dims <= 256 else 10),
+                 problem)
     budget = max(BUDGET_FACTOR * ad.seconds[-1], min_budget)
     log.info("%s, d = %d: AD %.1f s; budget of the others %.0f s", study, dims, ad.seconds[-1], budget)
     traces = {ad.method: ad}
@@ -109,7 +110,7 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
         rows.append(base | {"method": method, "seconds": round(trace.seconds[-1], 2),
                             "simulations": trace.simulations[-1], metric: errors[method][-1],
                             "time_to_ad_error": None if math.isinf(reached) else round(reached, 2),
-                            "times_ad": None if math.isinf(reached) else round(reached / ad_time, 2),
+                            "times_ad": None if math.isinf(reached) or ad_time <= 0 else round(reached / ad_time, 2),
                             "budget_seconds": None if trace is ad else round(budget, 1)})
         if trace.stopped:
             rows[-1]["stopped"] = trace.stopped
@@ -121,22 +122,6 @@ def scale(study: str, size: int, quick: bool, procs: int, work: Path, overrides:
         rows[0]["param_error_mle"] = 0.0
         del rows[0]["estimate"]  # d numbers; the fit's results.json has them as a field
     return rows, traces, errors
-
-
-def guarded(method: str, run: Callable[..., Trace], problem) -> Trace:
-    """``run(problem)``, or, if it raises or yields no estimate, a trace of one point at the prior's centre that
-    says why (``stopped``): a baseline that fails gives a row, never ends the study."""
-    clock = time.perf_counter()
-    try:
-        trace = run(problem)
-    except Exception as error:  # any failure of a third-party calibrator is reported, not raised
-        log.warning("%s failed: %s: %s", method, type(error).__name__, error)
-        trace = Trace(method, stopped=f"failed: {type(error).__name__}: {error}")
-    if not trace.estimates:
-        trace.stopped = trace.stopped or "no estimate"
-        trace.add(time.perf_counter() - clock, problem.simulations,
-                  {n: (low + high) / 2 for n, (low, high) in problem.bounds.items()})
-    return trace
 
 
 def plot_scaling(rows: list[dict], path: Path) -> None:
