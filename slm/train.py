@@ -16,6 +16,7 @@ from slm.config import build, build_task_and_data, check_checkpoint, check_setti
 from slm.items import train_each
 from slm.parameters import set_values
 from slm.plots import uncertainty_figure
+from slm.stopping import sentence
 from slm.uncertainty import summary_line
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         task.save_artifacts(out)
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**results["params"], **results["metrics"]}.items())
-        log.info("fitted %s | %d steps in %.1f s | %s", summary, results["steps"], results["seconds"],
+        said = f" | {sentence(results)}" if "stop_reason" in results else ""
+        log.info("fitted %s | %d steps in %.1f s%s | %s", summary, results["steps"], results["seconds"], said,
                  out / "results.json")
         if uq is not None:
             report_uncertainty(task, results, out)
@@ -70,6 +72,9 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
     # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
     task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    stopping = build(cfg.stopping) if cfg.get("stopping") else None
+    if stopping is not None:
+        callbacks.append(stopping)
     logger = build(cfg.logger) if cfg.get("logger") else False
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
 
@@ -78,6 +83,8 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
     seconds = time.perf_counter() - begin
 
     results = {**task.results(), "steps": int(trainer.global_step), "seconds": round(seconds, 3)}
+    if stopping is not None:
+        results |= stopping.report(trainer)
     if schedule is not None:
         results["schedule"] = schedule
     results["metrics"].update(truth_metrics(results["params"], results["metrics"], task.target.truth))

@@ -17,7 +17,8 @@ from tests.conftest import ROOT, run_cli
 
 def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
     results = train(make_cfg())
-    assert set(results) == {"params", "metrics", "steps", "seconds", "truth", "uncertainty"}
+    assert set(results) == {"params", "metrics", "steps", "seconds", "truth", "uncertainty", "converged", "stop_reason",
+                            "gradient_z", "gradient_z_threshold"}
     assert 0 < results["params"]["beta"] < 1 and 0 < results["metrics"]["beta_mle"] < 1
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -46,7 +47,7 @@ def test_seeding(make_cfg, tmp_path):
 
 
 def test_resume_after_crash_ends_where_the_uninterrupted_run_ends(make_cfg, tmp_path):
-    overrides = ["trainer.max_epochs=4", "seed=3"]
+    overrides = ["trainer.max_epochs=4", "seed=3", "stopping.window=5"]
     full = train(make_cfg(*overrides, output=tmp_path / "full"))
     steps_per_epoch = full["steps"] // 4
     crash = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", f"+callbacks.crash.step={2 * steps_per_epoch + 3}"]
@@ -57,6 +58,26 @@ def test_resume_after_crash_ends_where_the_uninterrupted_run_ends(make_cfg, tmp_
     resumed = train(make_cfg(*overrides, f"ckpt_path={last}", output=tmp_path / "part"))
     assert resumed["steps"] == full["steps"]
     assert resumed["params"]["beta"] == full["params"]["beta"]
+    assert resumed["gradient_z"] == full["gradient_z"] is not None  # the stopping rule's window came back too
+
+
+def test_a_fit_says_whether_it_converged_and_why_it_stopped(make_cfg, caplog):
+    """Every results.json has converged, stop_reason and gradient_z, whatever uq is; a fit that cannot converge
+    within the cap says so in its last line; with stopping.stop a converged fit ends early."""
+    stuck = train(make_cfg("uq=none", "task.optimizer.lr=1e-5", "model.beta=0.05", "trainer.max_epochs=4",
+                           "stopping.window=10"))
+    assert stuck["stop_reason"] == "cap" and stuck["converged"] is False
+    assert stuck["gradient_z"] > stuck["gradient_z_threshold"]
+    with caplog.at_level("INFO", logger="slm.train"):
+        early = train(make_cfg("uq=none", "trainer.max_epochs=40", "stopping.window=10", "stopping.stop=true"))
+    last = [r.getMessage() for r in caplog.records if r.name == "slm.train"][-1]
+    capped = train(make_cfg("uq=none", "trainer.max_epochs=40", "stopping.window=10"))
+    assert early["stop_reason"] == "converged" and early["converged"] is True
+    assert early["steps"] < capped["steps"] and capped["stop_reason"] == "cap"
+    assert abs(early["params"]["beta"] - early["metrics"]["beta_lsq"]) < 0.02
+    assert last.startswith("fitted beta=") and "| converged (gradient z" in last
+    with pytest.raises(InputError, match="stopping.window: expected an integer number of steps >= 5, got 2"):
+        train(make_cfg("stopping.window=2"))
 
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(make_cfg, tmp_path):
