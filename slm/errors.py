@@ -9,4 +9,8 @@ class InputError(ValueError):
 
 
 class NonFiniteError(RuntimeError):
-    """A loss, gradient or parameter became NaN or infinite during training."""
+    """A loss, gradient or parameter became NaN or infinite during training (at optimiser step ``step``)."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step

@@ -10,9 +10,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from slm.config import build, build_task_and_data, check_checkpoint, check_settings
+from slm.errors import NonFiniteError
 from slm.items import train_each
 from slm.parameters import set_values
 from slm.plots import uncertainty_figure
@@ -36,7 +38,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if items:
         return train_each(cfg, items, train)
     uq = build(cfg.uq) if cfg.get("uq") and cfg.uq.get("_target_") else None
-    task, trainer, results = fit(cfg, uq)
+    try:
+        task, trainer, results = fit(cfg, uq)
+    except NonFiniteError as error:  # said in results.json too, then raised: the run stops with its message
+        if rank_zero_only.rank == 0:
+            out = Path(cfg.paths.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            stopped = {"params": {}, "metrics": {}, "steps": error.step, "converged": False,
+                       "stop_reason": "non-finite", "error": str(error)}
+            (out / "results.json").write_text(json.dumps(stopped, indent=2) + "\n")
+        raise
     if uq is not None:
         results["uncertainty"] = uq(task, results["steps"], refit=lambda *args: refit(cfg, *args))
     if trainer.is_global_zero:

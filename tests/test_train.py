@@ -87,6 +87,8 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(make_c
         train(cfg)
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(v.isfinite().all() for v in state.values())
+    said = json.loads((tmp_path / "results.json").read_text())
+    assert said["stop_reason"] == "non-finite" and said["steps"] == 20 and said["converged"] is False
 
 
 def test_bad_checkpoint_path(make_cfg, tmp_path):

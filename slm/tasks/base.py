@@ -131,8 +131,8 @@ class FittingTask(L.LightningModule):
         if not torch.cat([self._last_loss.flatten(), *grads, *values]).isfinite().all():
             raise NonFiniteError(
                 f"non-finite loss, gradient or parameter at step {self.global_step} "
-                f"(loss={float(self._last_loss):.6g}); stopped before the update, the last checkpoint is kept"
-            )
+                f"(loss={float(self._last_loss):.6g}); stopped before the update, the last checkpoint is kept",
+                step=self.global_step)
         for name, value in self.simulator.parameter_values().items():
             self.log_values(f"param/{name}", value)
         for name, grad in constrained_grads(self.simulator).items():
