@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from slm.config import build, build_task_and_data, compose_config
 from slm.errors import InputError
-from slm.train import refit, report_uncertainty
+from slm.fit import refit, report_uncertainty
 
 
 def estimate_uncertainty(run: Path, overrides: list[str]) -> dict[str, Any]:

@@ -243,13 +243,13 @@ R geometric_activity(const Lattice& L, int site, float m) {
 inline float act_energy(const Params& P, float d0, float d1) { return (-(P.c0 * d0)) - P.c1 * d1; }
 inline double act_energy(const Params& P, double d0, double d1) { return (-(P.c0d * d0)) - P.c1d * d1; }
 
-// Positions of a target site at its image nearest each end's centre (for the moments; act only).
-void site_positions(const Lattice& L, int site, int64_t s, int64_t t, const float* centres, float* pos) {
-    const int64_t ends[2] = {s, t};
+// Positions of a target site at its image nearest each end's centre (``centre_s``, ``centre_t``: rows, columns), for
+// the moments (act only).
+void site_positions(const Lattice& L, int site, const float* centre_s, const float* centre_t, float* pos) {
+    const float* centres[2] = {centre_s, centre_t};
     for (int e = 0; e < 2; ++e) {
-        const float* near = centres + 2 * ends[e];
-        pos[2 * e] = near[0] + wrap_offset((float)(site / L.W) - near[0], (float)L.H);
-        pos[2 * e + 1] = near[1] + wrap_offset((float)(site % L.W) - near[1], (float)L.W);
+        pos[2 * e] = centres[e][0] + wrap_offset((float)(site / L.W) - centres[e][0], (float)L.H);
+        pos[2 * e + 1] = centres[e][1] + wrap_offset((float)(site % L.W) - centres[e][1], (float)L.W);
     }
 }
 
@@ -410,7 +410,7 @@ bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8
     const bool z = u < p;
     float pos[4];
     const bool moves = L.act && (z || tape.on());
-    if (moves) {
+    if (moves) {  // each end's current centre: its moment over its volume before the copy
         float centres[4];
         const int64_t ends[2] = {s, t};
         for (int e = 0; e < 2; ++e) {
@@ -418,10 +418,7 @@ bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8
             centres[2 * e] = L.moment[2 * ends[e]] / v;
             centres[2 * e + 1] = L.moment[2 * ends[e] + 1] / v;
         }
-        for (int e = 0; e < 2; ++e) {  // each end's own centre
-            pos[2 * e] = centres[2 * e] + wrap_offset((float)(target / L.W) - centres[2 * e], (float)L.H);
-            pos[2 * e + 1] = centres[2 * e + 1] + wrap_offset((float)(target % L.W) - centres[2 * e + 1], (float)L.W);
-        }
+        site_positions(L, target, centres, centres + 2, pos);
     }
     if (tape.on()) {
         const int r = tape.push(s, t, cq, (float)u, z);
@@ -607,7 +604,8 @@ void sweep_lattice(const Args& a, int b) {
             const int k = prop.site;
             if (decision[k] == UNDECIDED) continue;
             float pos[4];
-            site_positions(L, (ca + 2 * (k / w)) * W + cb + 2 * (k % w), src[k], tgt[k], centre.data(), pos);
+            site_positions(L, (ca + 2 * (k / w)) * W + cb + 2 * (k % w), centre.data() + 2 * src[k],
+                           centre.data() + 2 * tgt[k], pos);
             if (tape.extra) std::memcpy(tape.extra + (int64_t)record[k] * EXTRA + 2, pos, sizeof pos);
             if (decision[k] != ACCEPTED) continue;
             if (src[k] > 0) { L.moment[2 * src[k]] += pos[0]; L.moment[2 * src[k] + 1] += pos[1]; }

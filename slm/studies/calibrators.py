@@ -24,7 +24,7 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   normalised), on the fit's loss with its per-track speed distribution term (``--quick``: 16 lattices per
   simulation, 100 gradient steps).
 
-AD is ``scripts/train.py`` itself (``slm.train.train``); its seconds are Lightning's fit time and its
+AD is the fit ``scripts/train.py`` runs (``slm.fit.fit``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
 over the problem (SI: every training transition once; PRW: 1500 walkers; the CPM: one batch of
 lattices), so AD's count is the number of such passes its gradient steps made. ``param_error`` is the
@@ -57,8 +57,8 @@ from slm.baselines.problems import PRWProblem, SIProblem, SummaryProblem, TrackP
 from slm.baselines.trace import Trace
 from slm.config import build, compose_config
 from slm.errors import InputError
+from slm.fit import fit
 from slm.parameters import flat_values
-from slm.train import train
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,14 @@ def make_problem(cfg: DictConfig, datamodule) -> SIProblem | PRWProblem | Summar
 
 
 def run_ad(cfg: DictConfig, simulations_per_step: float, every: int = 1) -> Trace:
-    """``train(cfg)`` with its parameters recorded every ``every`` steps (:class:`ParameterTrace`); the last
-    estimate is the fit's result at its total seconds."""
+    """The fit of ``cfg`` (:func:`slm.fit.fit`) with its parameters recorded every ``every`` steps
+    (:class:`ParameterTrace`); the last estimate is the fit's result at its total seconds."""
     path = Path(cfg.paths.output_dir) / "parameter_trace.json"
     method = f"AD ({build(cfg.estimator).name})"
     with open_dict(cfg):
         cfg.callbacks.parameter_trace = {"_target_": "slm.baselines.trace.ParameterTrace", "path": str(path),
                                          "every": every, "method": method}
-    results = train(cfg)
+    results = fit(cfg)[2]
     steps = Trace.load(path)
     trace = Trace(method)
     for seconds, step, estimate in zip(steps.seconds, steps.simulations, steps.estimates, strict=True):

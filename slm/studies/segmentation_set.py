@@ -59,7 +59,7 @@ def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.
     best levels.
     """
     from slm.config import compose_config
-    from slm.train import train
+    from slm.fit import fit
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, Progress() as bar:
@@ -72,7 +72,7 @@ def calibrate_level(levels: Sequence[float] = tuple(np.round(np.arange(0.475, 0.
                                      "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null",
                                      "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
                                      f"paths.output_dir={tmp}")
-                metrics = train(cfg)["metrics"]
+                metrics = fit(cfg)[2]["metrics"]
                 row["sigma"] = metrics["blur_sigma"]  # as the run measured it: the same image at every level
                 row[f"dice_{level:g}"] = metrics["dice"]
                 bar.advance(task)

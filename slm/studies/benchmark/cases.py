@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from datamodules.images import synthetic_cells
 from slm.config import compose_config
 from slm.errors import InputError
+from slm.fit import fit
 from slm.models.act import ActPotts
 from slm.models.cpm import OnePixelCPM
 from slm.models.malevanets_kapral import MalevanetsKapral, uniform_state
@@ -25,7 +26,6 @@ from slm.models.si import SI, simulate_si
 from slm.stats import track_statistics
 from slm.studies.benchmark.timing import CELLSORT, Row, glazier_mcs_seconds, median_seconds
 from slm.tasks.segmentation import segmentation_loss
-from slm.train import train
 
 
 def si_step(device: torch.device, repeats: int, blocks: int | None = None) -> Row:
@@ -66,7 +66,7 @@ def si_epoch(device: torch.device, repeats: int) -> Row:
             f"trainer.accelerator={device.type}", "trainer.enable_progress_bar=false", "~logger",
             "~callbacks", "+trainer.enable_checkpointing=false", "+trainer.enable_model_summary=false",
             f"paths.output_dir={tempfile.mkdtemp(prefix='slm_benchmark_')}")
-        return train(cfg)["seconds"]
+        return fit(cfg)[2]["seconds"]
 
     epoch = (fit_seconds(1 + repeats) - fit_seconds(1)) / repeats
     return {"model": "SI, Lightning epoch of 2900 transitions", "lattice": "64x64", "batch": 32,
