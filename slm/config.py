@@ -103,6 +103,10 @@ def _suggest(name: str, known: list[str], prefix: str) -> str:
     return f"; known keys: {', '.join(sorted(known))}" if known else ""
 
 
+#: The task's keys read by :mod:`slm.restarts`, not by the task's constructor.
+RESTART_KEYS = ("restarts", "restart_spread", "restart_seed")
+
+
 def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
     """Instantiate ``cfg.model`` (with its estimators), set up ``cfg.data``, and instantiate ``cfg.task`` around the
     model with the data's declared target (:mod:`slm.targets`)."""
@@ -110,7 +114,8 @@ def build_task_and_data(cfg: DictConfig) -> tuple[Any, Any]:
     datamodule = build(cfg.data)
     datamodule.setup("fit")
     # Hydra would turn a dataclass argument into a config node: the target goes to the built constructor
-    task = build(cfg.task, _partial_=True)(simulator=simulator, target=datamodule.task_target())
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k not in RESTART_KEYS}
+    task = build(settings, _partial_=True)(simulator=simulator, target=datamodule.task_target())
     return task, datamodule
 
 

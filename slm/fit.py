@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,11 +45,14 @@ def fit(cfg: DictConfig, uq: Any = None, start: dict[str, Any] | None = None) ->
         uq.check(task)
     # The whole resolved config goes into every checkpoint (hyper_parameters), so a checkpoint knows its run.
     task.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True), logger=False)
+    logger = build(cfg.logger) if cfg.get("logger") else False
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not logger:  # a learning-rate monitor has nowhere to write (``~logger``): left out rather than an error
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     stopping = build(cfg.stopping) if cfg.get("stopping") else None
     if stopping is not None:
+        stopping.distance = getattr(uq, "distance", None)
         callbacks.append(stopping)
-    logger = build(cfg.logger) if cfg.get("logger") else False
     trainer = build(cfg.trainer, callbacks=callbacks, logger=logger)
 
     begin = time.perf_counter()

@@ -15,6 +15,8 @@ from slm.config import build, check_settings
 from slm.errors import NonFiniteError
 from slm.fit import fit, refit, report_uncertainty
 from slm.items import train_each
+from slm.restarts import fit_restarts
+from slm.restarts import settings as restart_settings
 from slm.stopping import sentence
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return train_each(cfg, items, train)
     uq = build(cfg.uq) if cfg.get("uq") and cfg.uq.get("_target_") else None
     try:
-        task, trainer, results = fit(cfg, uq)
+        n, spread, seed = restart_settings(cfg)
+        task, trainer, results = fit(cfg, uq) if n == 1 else fit_restarts(cfg, uq, fit, n, spread, seed)
     except NonFiniteError as error:  # said in results.json too, then raised: the run stops with its message
         if rank_zero_only.rank == 0:
             out = Path(cfg.paths.output_dir)
@@ -55,7 +58,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                  out / "results.json")
         if uq is not None:
             report_uncertainty(task, results, out)
+        if results.get("converged") is False:
+            log.warning(unconverged_line(results))
     return results
+
+
+def unconverged_line(results: dict[str, Any]) -> str:
+    """One warning line for a fit that ended unconverged, with the one-step estimate beside the fit where the
+    intervals computed one."""
+    center = (results.get("uncertainty") or {}).get("center")
+    beside = ("; fit " + ", ".join(f"{k}={_fmt(v)}" for k, v in results["params"].items()) + " | one-step estimate "
+              + ", ".join(f"{k}={_fmt(v)}" for k, v in center.items())) if center else ""
+    return (f"the fit ended at the {results['stop_reason']} after {results['steps']} steps without converging "
+            f"({sentence(results)}){beside}")
 
 
 def _fmt(value: Any) -> str:

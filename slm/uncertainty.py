@@ -73,7 +73,7 @@ REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
 AUTOGRAD_STATISTICS = 16
 #: A fit farther than this many standard errors from the root of its equation is reported as not converged.
-CONVERGED_SE = 2.0
+CONVERGED_SE = 1.0
 #: Condition number of the correlation matrix above which a direction is reported as ill-conditioned.
 RIDGE_CONDITION = 50.0
 
@@ -241,6 +241,12 @@ class Sandwich:
         """The uncertainty of ``task``'s fitted parameters after ``steps`` steps (``results.json``'s
         ``uncertainty``)."""
         start = time.perf_counter()
+        coords, phi, cov, simulations, extra = self.covariance(task)
+        return report(self.method, self.level, coords, phi, cov, time.perf_counter() - start, simulations, extra)
+
+    def covariance(self, task: Any) -> tuple[Coordinates, Tensor, Tensor, int, dict[str, Any]]:
+        """The coordinates, their current values ``phi``, the covariance around the one-step estimate, the
+        simulated units and the form's extras (with ``newton_step``)."""
         problem = task.uncertainty_problem()
         coords = Coordinates(task.simulator)
         phi = coords.get()
@@ -249,7 +255,13 @@ class Sandwich:
         else:
             cov, simulations, extra = self.moments(coords, problem, task.target)
         coords.set(phi)
-        return report(self.method, self.level, coords, phi, cov, time.perf_counter() - start, simulations, extra)
+        return coords, phi, cov, simulations, extra
+
+    def distance(self, task: Any) -> float:
+        """How far the fit is from the root of its own equation, in its standard errors: ``max_j |Delta_j| /
+        se_j`` for the one-step ``Delta`` (the stopping rule's test, :mod:`slm.stopping`)."""
+        _, _, cov, _, extra = self.covariance(task)
+        return root_distance(extra["newton_step"], cov)
 
     def moments(self, coords: Coordinates, problem: Moments, target: Any) -> tuple[Tensor, int, dict[str, Any]]:
         n = self.units or problem.units
@@ -370,6 +382,13 @@ class _Call(nn.Module):
         return self.fn(*args)
 
 
+def root_distance(step: Tensor, cov_phi: Tensor) -> float:
+    """``sqrt(mean_j (step_j / se_j)^2)``: the one-step distance in standard errors, the root mean square over the
+    coordinates (``|step| / se`` for one parameter; for a field, how far it is in a typical block rather than its
+    worst of many)."""
+    return float((step / cov_phi.diagonal().clamp_min(1e-300).sqrt()).square().mean().sqrt())
+
+
 def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi: Tensor, seconds: float,
            simulations: int, extra: dict[str, Any]) -> dict[str, Any]:
     """``results.json``'s ``uncertainty`` from the covariance of ``phi`` around the one-step estimate ``phi +
@@ -383,12 +402,14 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
     se_link = cov.diagonal().clamp_min(0).sqrt().numpy()
     out = intervals(coords, link, se_link, level)
     warnings = ridges(coords, cov_phi)
-    distance = float((step.abs() / cov_phi.diagonal().clamp_min(1e-300).sqrt()).max())
+    distance = root_distance(step, cov_phi)
     extra |= {"center": coords.shaped(coords.unlink(link)), "fit_to_root_se": distance,
+              "fit_to_root_max_se": float((step.abs() / cov_phi.diagonal().clamp_min(1e-300).sqrt()).max()),
               "converged": distance <= CONVERGED_SE}
     if distance > CONVERGED_SE:
         warnings.append(f"uq: the fit has not converged: it is {distance:.1f} standard errors from the root of its "
-                        f"own equation (one Newton step away, the intervals' centre); fit longer (trainer.max_epochs)")
+                        f"own equation; the intervals are centred on its one-step estimate (one Newton step away, printed beside "
+                        f"the fit); raise the cap (trainer.max_epochs)")
     for line in warnings:
         log.warning(line)
     result = built(method, level, coords, out, cov, condition(cov_phi), seconds, simulations, warnings=warnings,
@@ -528,16 +549,27 @@ class Bootstrap:
 
 
 def summary_line(uncertainty: dict[str, Any], params: dict[str, Any]) -> str:
-    """``beta=0.4000 [0.3910, 0.4090]`` per scalar; a field as its count and median width."""
-    parts = []
+    """``beta=0.4000 [0.3910, 0.4090]`` per scalar; a field as its count and median width. Where an interval
+    does not contain the printed estimate, the line says why: it is centred on the one-step estimate, printed
+    beside the fit, which is that many standard errors from the root of its equation."""
+    parts, outside = [], 0
+    center = uncertainty.get("center") or {}
     for name, (lo, hi) in uncertainty["interval"].items():
         # any shape (a number, a vector, a field, a 1x1 field) as flat arrays; None (not determined) reads as nan
         value, lo, hi = (np.ravel(np.asarray(x, dtype=float)) for x in (params[name], lo, hi))
-        if value.size == 1:
-            parts.append(f"{name}={value[0]:.4f} [{lo[0]:.4f}, {hi[0]:.4f}]")
-        elif value.size <= 4:
-            parts += [f"{name}[{i}]={v:.4f} [{a:.4f}, {b:.4f}]" for i, (v, a, b) in
-                      enumerate(zip(value, lo, hi, strict=True))]
+        middle = np.ravel(np.asarray(center.get(name, value), dtype=float))
+        out = (value < lo) | (value > hi)
+        outside += int(out.sum())
+        labels = [name] if value.size == 1 else [f"{name}[{i}]" for i in range(value.size)]
+        if value.size <= 4:
+            parts += [f"{label}={v:.4f}" + (f" (one-step {c:.4f})" if o else "") + f" [{a:.4f}, {b:.4f}]"
+                      for label, v, c, o, a, b in zip(labels, value, middle, out, lo, hi, strict=True)]
         else:
             parts.append(f"{name}: {value.size} intervals, median width {np.median(hi - lo):.4f}")
-    return f"{uncertainty['level']:.0%} intervals ({uncertainty['method']}): " + ", ".join(parts)
+    line = f"{uncertainty['level']:.0%} intervals ({uncertainty['method']}): " + ", ".join(parts)
+    if outside:
+        distance = uncertainty.get("fit_to_root_se")
+        far = f"{distance:.1f} standard errors" if distance is not None else "far"
+        line += (f" | {outside} interval(s) exclude the fit: they are centred on the one-step estimate, and the fit "
+                 f"is {far} from the root of its equation (not converged)")
+    return line

@@ -18,7 +18,7 @@ from tests.conftest import ROOT, run_cli
 def test_run_writes_results_checkpoint_and_tensorboard(make_cfg, tmp_path):
     results = train(make_cfg())
     assert set(results) == {"params", "metrics", "steps", "seconds", "truth", "uncertainty", "converged", "stop_reason",
-                            "gradient_z", "gradient_z_threshold"}
+                            "gradient_z", "gradient_z_threshold", "root_distance_se", "tolerance_se", "estimate"}
     assert 0 < results["params"]["beta"] < 1 and 0 < results["metrics"]["beta_mle"] < 1
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -63,19 +63,25 @@ def test_resume_after_crash_ends_where_the_uninterrupted_run_ends(make_cfg, tmp_
 
 def test_a_fit_says_whether_it_converged_and_why_it_stopped(make_cfg, caplog):
     """Every results.json has converged, stop_reason and gradient_z, whatever uq is; a fit that cannot converge
-    within the cap says so in its last line; with stopping.stop a converged fit ends early."""
-    stuck = train(make_cfg("uq=none", "task.optimizer.lr=1e-5", "model.beta=0.05", "trainer.max_epochs=4",
-                           "stopping.window=10"))
-    assert stuck["stop_reason"] == "cap" and stuck["converged"] is False
+    within the cap says so in a warning with the one-step estimate beside it; a converged fit ends early on its
+    averaged estimate, within the tolerance of its root."""
+    with caplog.at_level("WARNING", logger="slm.train"):
+        stuck = train(make_cfg("task.optimizer.lr=1e-5", "model.beta=0.05", "trainer.max_epochs=4",
+                               "stopping.window=10"))
+    assert stuck["stop_reason"] == "cap" and stuck["converged"] is False and stuck["estimate"] == "last step"
     assert stuck["gradient_z"] > stuck["gradient_z_threshold"]
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][-1]
+    assert "without converging" in warning and "one-step estimate beta=" in warning
     with caplog.at_level("INFO", logger="slm.train"):
-        early = train(make_cfg("uq=none", "trainer.max_epochs=40", "stopping.window=10", "stopping.stop=true"))
-    last = [r.getMessage() for r in caplog.records if r.name == "slm.train"][-1]
-    capped = train(make_cfg("uq=none", "trainer.max_epochs=40", "stopping.window=10"))
+        early = train(make_cfg("trainer.max_epochs=60", "stopping.window=10"))
+    last = [r.getMessage() for r in caplog.records if r.name == "slm.train" and r.levelname == "INFO"][-2]
+    capped = train(make_cfg("uq=none", "trainer.max_epochs=60", "stopping.window=10", "stopping.stop=false"))
     assert early["stop_reason"] == "converged" and early["converged"] is True
-    assert early["steps"] < capped["steps"] and capped["stop_reason"] == "cap"
-    assert abs(early["params"]["beta"] - early["metrics"]["beta_lsq"]) < 0.02
-    assert last.startswith("fitted beta=") and "| converged (gradient z" in last
+    assert early["root_distance_se"] <= 1.0 and early["uncertainty"]["fit_to_root_se"] == pytest.approx(
+        early["root_distance_se"], abs=1e-3)  # the rule measured the estimate it reports
+    assert early["estimate"].startswith("mean of the last")
+    assert early["steps"] < capped["steps"] and capped["stop_reason"] == "cap" and capped["root_distance_se"] is None
+    assert last.startswith("fitted beta=") and "| converged (gradient z" in last and "se from its root" in last
     with pytest.raises(InputError, match="stopping.window: expected an integer number of steps >= 5, got 2"):
         train(make_cfg("stopping.window=2"))
 
@@ -198,3 +204,36 @@ def test_a_part_that_refuses_an_added_key_and_scripts_argparse_are_one_line(make
     assert proc.returncode != 0
     assert proc.stderr.strip() == ("error: argument model: invalid choice: 'nope' (choose from 'si', 'mk', 'potts', "
                                    "'act')")
+
+
+def test_restarts_fit_every_start_and_keep_the_least_loss(make_cfg, tmp_path):
+    """task.restarts=3: three fits in their own folders from spread starts (the first the configured one); the
+    least common loss is kept, and every start's loss, estimate and convergence are reported."""
+    results = train(make_cfg("task.restarts=3", "task.restart_spread=1.5", "trainer.max_epochs=30", "uq=none"))
+    restarts = results["restarts"]
+    assert restarts["n"] == 3 and len(restarts["loss"]) == len(restarts["params"]) == 3
+    assert restarts["chosen"] == int(np.argmin(restarts["loss"]))
+    assert results["params"] == restarts["params"][restarts["chosen"]]
+    low, high = restarts["range"]["beta"]
+    assert low == min(p["beta"] for p in restarts["params"]) and high == max(p["beta"] for p in restarts["params"])
+    assert all((tmp_path / "restarts" / str(i) / "checkpoints" / "last.ckpt").exists() for i in range(3))
+
+
+def test_restart_starts_spread_about_the_configured_one():
+    from slm.models.si import SI
+    from slm.restarts import starts
+
+    simulator = SI(beta=0.3)
+    values = starts(simulator, 5, 1.0, seed=0)
+    assert values[0]["beta"].item() == pytest.approx(0.3)
+    moved = torch.logit(torch.stack([v["beta"] for v in values[1:]])) - torch.logit(torch.tensor(0.3))
+    assert bool((moved.abs() <= 1.0 + 1e-6).all()) and len(set(moved.tolist())) == 4
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("task.restarts=0", "task.restarts: expected a number of starts >= 1, got 0"),
+    ("task.restart_spread=-1", "task.restart_spread: expected a positive spread"),
+])
+def test_bad_restart_settings_are_one_line_errors(make_cfg, override, message):
+    with pytest.raises(InputError, match=message):
+        train(make_cfg(override))

@@ -264,3 +264,14 @@ def test_the_report_takes_every_parameter_shape(value):
     assert line.startswith("90% intervals (sandwich): beta") and "\n" not in line
     uncertainty_figure({"beta": fitted}, uncertainty, {"beta": fitted})
     assert "\n" not in _fmt(fitted) and (_fmt(fitted).startswith("[") or array.ndim == 0)
+
+
+def test_an_interval_that_excludes_its_estimate_says_why():
+    """An unconverged fit's intervals are centred on its one-step estimate: the line prints it beside the fit."""
+    uncertainty = {"level": 0.9, "method": "sandwich", "interval": {"beta": [0.839, 0.850]}, "center": {"beta": 0.8447},
+                   "fit_to_root_se": 15.9}
+    line = summary_line(uncertainty, {"beta": 0.7827})
+    assert "beta=0.7827 (one-step 0.8447) [0.8390, 0.8500]" in line
+    assert "1 interval(s) exclude the fit" in line and "15.9 standard errors" in line
+    inside = summary_line(uncertainty | {"interval": {"beta": [0.7, 0.9]}}, {"beta": 0.7827})
+    assert "one-step" not in inside and "exclude" not in inside

@@ -141,6 +141,13 @@ def coverage(jobs: list[dict[str, Any] | None], levels: tuple[float, ...] = LEVE
         abs(v["coverage"] - float(level)) for p in [*out["parameters"].values(), {"coverage": out.get("joint", {})}]
         for level, v in p["coverage"].items())
     out["not_converged"] = sum(j["uncertainty"].get("converged") is False for j in jobs if j)
+    finished = [j for j in jobs if j]
+    distances = [j["uncertainty"].get("fit_to_root_se") for j in finished]
+    out["stopping"] = {"converged": sum(j.get("converged") is True for j in finished),
+                       "within_1_se": sum(d is not None and d <= 1 for d in distances),
+                       "fit_to_root_se_median": float(np.median([d for d in distances if d is not None] or [np.nan])),
+                       "steps_median": float(np.median([j["steps"] for j in finished])),
+                       "steps_max": int(max(j["steps"] for j in finished))}
     out["seconds"] = {"fit_median": float(np.median([j["seconds"] for j in jobs if j])),
                       "uncertainty_median": float(np.median([j["uncertainty"]["seconds"] for j in jobs if j]))}
     return out

@@ -20,7 +20,7 @@ from slm.parameters import constrained_grads
 from slm.targets import Target
 from slm.uncertainty import EstimatingEquation, Moments
 
-TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM = 0, 1, 2
+TRAIN_STREAM, VAL_STREAM, PREVIEW_STREAM, COMMON_STREAM = 0, 1, 2, 3
 
 
 class FittingTask(L.LightningModule):
@@ -79,6 +79,17 @@ class FittingTask(L.LightningModule):
     @abstractmethod
     def loss(self, batch: Any, generator: torch.Generator) -> Tensor:
         """Scalar loss of one batch, simulating with noise from ``generator``."""
+
+    def common_loss(self, datamodule: L.LightningDataModule, batches: int) -> float:
+        """The mean loss over the first ``batches`` training batches with noise that depends on the batch only:
+        what :mod:`slm.restarts` compares its starts on (common random numbers)."""
+        losses = []
+        with torch.no_grad():
+            for i, batch in zip(range(batches), datamodule.train_dataloader(), strict=False):
+                self.simulator.reset_estimators()
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                losses.append(float(self.loss(batch, self.noise(COMMON_STREAM, i))))
+        return float(np.mean(losses))
 
     def final_metrics(self) -> dict[str, float]:
         """Metrics for ``results.json``, computed once after training."""
