@@ -408,8 +408,8 @@ def report(method: str, level: float, coords: Coordinates, phi: Tensor, cov_phi:
               "converged": distance <= CONVERGED_SE}
     if distance > CONVERGED_SE:
         warnings.append(f"uq: the fit has not converged: it is {distance:.1f} standard errors from the root of its "
-                        f"own equation; the intervals are centred on its one-step estimate (one Newton step away, printed beside "
-                        f"the fit); raise the cap (trainer.max_epochs)")
+                        f"own equation; the intervals are centred on its one-step estimate (one Newton step away, "
+                        f"printed beside the fit); raise the cap (trainer.max_epochs)")
     for line in warnings:
         log.warning(line)
     result = built(method, level, coords, out, cov, condition(cov_phi), seconds, simulations, warnings=warnings,
