@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 #: Above this many coordinates the estimating equation's ``A`` and ``B`` are taken block-diagonal.
 FULL_DIMENSION = 64
+#: Above this many coordinates the stopping rule's distance takes ``A`` and ``B`` block-diagonal (a full
+#: Hessian of 64 coordinates costs seconds, and the rule measures it several times in a fit).
+STOPPING_DIMENSION = 16
 #: A covariance is reported in ``results.json`` (``cov``) up to this many reported scalars.
 REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).
@@ -244,23 +247,26 @@ class Sandwich:
         coords, phi, cov, simulations, extra = self.covariance(task)
         return report(self.method, self.level, coords, phi, cov, time.perf_counter() - start, simulations, extra)
 
-    def covariance(self, task: Any) -> tuple[Coordinates, Tensor, Tensor, int, dict[str, Any]]:
+    def covariance(self, task: Any, full_dimension: int = FULL_DIMENSION
+                   ) -> tuple[Coordinates, Tensor, Tensor, int, dict[str, Any]]:
         """The coordinates, their current values ``phi``, the covariance around the one-step estimate, the
-        simulated units and the form's extras (with ``newton_step``)."""
+        simulated units and the form's extras (with ``newton_step``); an estimating equation of more than
+        ``full_dimension`` coordinates is taken block-diagonal."""
         problem = task.uncertainty_problem()
         coords = Coordinates(task.simulator)
         phi = coords.get()
         if isinstance(problem, EstimatingEquation):
-            cov, simulations, extra = self.estimating_equation(task.simulator, coords, problem)
+            cov, simulations, extra = self.estimating_equation(task.simulator, coords, problem, full_dimension)
         else:
             cov, simulations, extra = self.moments(coords, problem, task.target)
         coords.set(phi)
         return coords, phi, cov, simulations, extra
 
     def distance(self, task: Any) -> float:
-        """How far the fit is from the root of its own equation, in its standard errors: ``max_j |Delta_j| /
-        se_j`` for the one-step ``Delta`` (the stopping rule's test, :mod:`slm.stopping`)."""
-        _, _, cov, _, extra = self.covariance(task)
+        """How far the fit is from the root of its own equation, in its standard errors (:func:`root_distance`
+        of the one-step ``Delta``; the stopping rule's test, :mod:`slm.stopping`), measured often: an
+        estimating equation of more than :data:`STOPPING_DIMENSION` coordinates is taken block-diagonal."""
+        _, _, cov, _, extra = self.covariance(task, STOPPING_DIMENSION)
         return root_distance(extra["newton_step"], cov)
 
     def moments(self, coords: Coordinates, problem: Moments, target: Any) -> tuple[Tensor, int, dict[str, Any]]:
@@ -321,8 +327,8 @@ class Sandwich:
         autograd = torch.stack(rows).double().cpu()
         return float((autograd - G).norm() / G.norm().clamp_min(1e-300))
 
-    def estimating_equation(self, simulator: nn.Module, coords: Coordinates, problem: EstimatingEquation
-                            ) -> tuple[Tensor, int, dict[str, Any]]:
+    def estimating_equation(self, simulator: nn.Module, coords: Coordinates, problem: EstimatingEquation,
+                            full_dimension: int = FULL_DIMENSION) -> tuple[Tensor, int, dict[str, Any]]:
         if any(constraint.fixed for _, constraint, _ in coords.parts):
             raise InputError("uq: the estimating-equation form does not take mixture weights")
         names = [f"simulator.parametrizations.{name}.original" for name, _, _ in coords.parts]
@@ -338,7 +344,7 @@ class Sandwich:
         per_unit = torch.func.vmap(torch.func.grad(unit_loss), in_dims=(None, 0, 0))
         theta = tuple(originals)
         d = sum(t.numel() for t in theta)
-        full = d <= FULL_DIMENSION
+        full = d <= full_dimension
         A = torch.zeros(d, d, dtype=torch.float64) if full else torch.zeros(d, dtype=torch.float64)
         B = torch.zeros_like(A)
         score = torch.zeros(d, dtype=torch.float64)
