@@ -7,7 +7,7 @@ logits of mixture weights), ``u_i`` a scrambled Sobol point in ``[-1, 1]^D`` (se
 ``spread = 1`` spreads a positive parameter over a factor ``e`` either way.
 
 **Choosing.** Each start is fitted in turn, with the run's stopping rule, in its own folder
-(``restarts/<i>/``). Their losses are compared on common random numbers: the mean loss over ``batches``
+(``restarts/<i>/``; the kept start's checkpoints are copied to the run's ``checkpoints/``). Their losses are compared on common random numbers: the mean loss over ``batches``
 training batches with the same noise for every start (:meth:`slm.tasks.FittingTask.common_loss`), so the
 comparison is not decided by one start's luckier draw.
 """
@@ -15,6 +15,7 @@ comparison is not decided by one start's luckier draw.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ def fit_restarts(cfg: DictConfig, uq: Any, fit: Callable[..., tuple[Any, Any, di
         loss = task.common_loss(trainer.datamodule, BATCHES)
         runs.append((loss, task, trainer, results))
     best = min(range(n), key=lambda i: runs[i][0])
+    kept = Path(cfg.paths.output_dir) / "restarts" / str(best) / "checkpoints"
+    if kept.is_dir():  # the kept start's checkpoints where a run keeps its own (resume it with task.restarts=1)
+        shutil.copytree(kept, Path(cfg.paths.output_dir) / "checkpoints", dirs_exist_ok=True)
     loss, task, trainer, results = runs[best]
     estimates = [r[3]["params"] for r in runs]
     results["restarts"] = {

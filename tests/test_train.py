@@ -237,3 +237,12 @@ def test_restart_starts_spread_about_the_configured_one():
 def test_bad_restart_settings_are_one_line_errors(make_cfg, override, message):
     with pytest.raises(InputError, match=message):
         train(make_cfg(override))
+
+
+def test_restarts_of_a_task_that_logs_in_its_loss(make_cfg, tmp_path):
+    """The act populations' task logs its statistics inside its loss: comparing the starts outside Lightning's
+    loop must not log; the kept start's checkpoint is the run's."""
+    results = train(make_cfg("task.restarts=2", "uq=none", "+trainer.max_steps=2", "data.batch_size=3",
+                             "task.eval_lattices=3", experiment="cpm_tcells_mixture"))
+    assert len(results["restarts"]["loss"]) == 2 and all(np.isfinite(results["restarts"]["loss"]))
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -73,6 +73,7 @@ class FittingTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.seed = seed
         self._last_loss: Tensor | None = None
+        self._quiet = False
         #: what the task needs from its data (handed over by :func:`slm.config.build_task_and_data`)
         self.target = target
 
@@ -84,12 +85,20 @@ class FittingTask(L.LightningModule):
         """The mean loss over the first ``batches`` training batches with noise that depends on the batch only:
         what :mod:`slm.restarts` compares its starts on (common random numbers)."""
         losses = []
-        with torch.no_grad():
-            for i, batch in zip(range(batches), datamodule.train_dataloader(), strict=False):
-                self.simulator.reset_estimators()
-                batch = self.transfer_batch_to_device(batch, self.device, 0)
-                losses.append(float(self.loss(batch, self.noise(COMMON_STREAM, i))))
+        self._quiet = True  # outside Lightning's loop a task's ``self.log`` has nowhere to go
+        try:
+            with torch.no_grad():
+                for i, batch in zip(range(batches), datamodule.train_dataloader(), strict=False):
+                    self.simulator.reset_estimators()
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    losses.append(float(self.loss(batch, self.noise(COMMON_STREAM, i))))
+        finally:
+            self._quiet = False
         return float(np.mean(losses))
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        if not self._quiet:
+            super().log(*args, **kwargs)
 
     def final_metrics(self) -> dict[str, float]:
         """Metrics for ``results.json``, computed once after training."""
