@@ -8,8 +8,9 @@ the theory does (Polyak and Juditsky 1992; suffix averaging, Rakhlin, Shamir and
 * **Blocks.** The optimiser steps are cut into blocks of ``window`` steps. For every finished block the callback
   keeps the sums of the parameters (the unconstrained ones the optimiser moves), of their gradients and of the
   squared gradients: three vectors of ``d`` numbers per block, whatever the run length.
-* **The estimate** is the mean of the parameters over the newest half of the blocks (``ceil(K / 2)`` of ``K``):
-  the early, drifting steps fall out as the run grows, and the average's noise shrinks as ``1 / sqrt(steps)``.
+* **The estimate** is the mean of the parameters over the newest half of the blocks (``ceil(K / 2)`` of ``K``,
+  tested from ``K = 2`` on, so the first block, the approach, is never in it): the early, drifting steps fall
+  out as the run grows, and the average's noise shrinks as ``1 / sqrt(steps)``.
 * **The test**, at the end of every epoch that finished a block, on the same steps (``n`` of them):
 
   .. math::  z_j = \frac{\bar g_j}{s_j / \sqrt{n}}, \qquad \max_j |z_j| < \Phi^{-1}\Big(1 - \frac{\alpha}{2d}\Big)
@@ -95,8 +96,8 @@ class Convergence(L.Callback):
             self.current = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.blocks or self.tested == len(self.blocks):
-            return
+        if len(self.blocks) < 2 or self.tested == len(self.blocks):
+            return  # the first block is the approach: the test and the average start from the second
         self.tested = len(self.blocks)
         self.z = self.statistic()
         self.passed = self.z < self.threshold
@@ -197,7 +198,7 @@ def sentence(report: dict[str, Any]) -> str:
     """:meth:`Convergence.report` in words, for the run's last line."""
     z, threshold, root = report["gradient_z"], report["gradient_z_threshold"], report.get("root_distance_se")
     if z is None:
-        return "convergence not tested (fewer steps than one block)"
+        return "convergence not tested (fewer steps than two blocks)"
     at = f"{report['stop_reason']}, {report['estimate']}"
     if report["converged"]:
         near = f", {root:.2f} se from its root" if root is not None else ""

@@ -68,9 +68,9 @@ log = logging.getLogger(__name__)
 
 #: Above this many coordinates the estimating equation's ``A`` and ``B`` are taken block-diagonal.
 FULL_DIMENSION = 64
-#: Above this many coordinates the stopping rule's distance takes ``A`` and ``B`` block-diagonal (a full
-#: Hessian of 64 coordinates costs seconds, and the rule measures it several times in a fit).
-STOPPING_DIMENSION = 16
+#: Above this many coordinates the stopping rule's distance takes ``A`` and ``B`` diagonal (a full Hessian of
+#: 16 coordinates cost more than the fit, and the rule measures it several times).
+STOPPING_DIMENSION = 1
 #: A covariance is reported in ``results.json`` (``cov``) up to this many reported scalars.
 REPORTED_COV = 16
 #: The autograd Jacobian diagnostic is computed for up to this many statistics (one backward pass each).

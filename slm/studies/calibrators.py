@@ -125,7 +125,8 @@ def run_ad(cfg: DictConfig, simulations_per_step: float, every: int = 1) -> Trac
     with open_dict(cfg):
         cfg.callbacks.parameter_trace = {"_target_": "slm.baselines.trace.ParameterTrace", "path": str(path),
                                          "every": every, "method": method}
-    results = fit(cfg)[2]
+    uq = build(cfg.uq) if cfg.get("uq") and cfg.uq.get("_target_") else None  # the stopping rule's distance
+    results = fit(cfg, uq)[2]
     steps = Trace.load(path)
     trace = Trace(method)
     for seconds, step, estimate in zip(steps.seconds, steps.simulations, steps.estimates, strict=True):
