@@ -7,9 +7,10 @@ logits of mixture weights), ``u_i`` a scrambled Sobol point in ``[-1, 1]^D`` (se
 ``spread = 1`` spreads a positive parameter over a factor ``e`` either way.
 
 **Choosing.** Each start is fitted in turn, with the run's stopping rule, in its own folder
-(``restarts/<i>/``; the kept start's checkpoints are copied to the run's ``checkpoints/``). Their losses are compared on common random numbers: the mean loss over ``batches``
-training batches with the same noise for every start (:meth:`slm.tasks.FittingTask.common_loss`), so the
-comparison is not decided by one start's luckier draw.
+(``restarts/<i>/``; the kept start's checkpoints are copied to the run's ``checkpoints/``). Their losses are
+compared on common random numbers: the mean loss over :data:`BATCHES` training batches with the same noise
+for every start (:meth:`slm.tasks.FittingTask.common_loss`), so the comparison is not decided by one start's
+luckier draw.
 """
 
 from __future__ import annotations

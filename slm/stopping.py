@@ -21,7 +21,7 @@ the theory does (Polyak and Juditsky 1992; suffix averaging, Rakhlin, Shamir and
   of :mod:`slm.uncertainty` (:meth:`slm.uncertainty.Sandwich.distance`, the root mean square over coordinates):
   the gradient's noise is a step's, the standard error is the data's, and only the second says whether the
   estimate is as good as the data allow. A distance costs a sandwich (``2d + 1`` evaluations of the
-  statistics, or the estimating equation's Hessian), so it is measured after 1, 2, 3, 5, 8, 12, ... blocks
+  statistics, or the estimating equation's Hessian), so it is measured after 2, 3, 5, 8, 12, ... blocks
   (each count at least 1.5 times the last) and once more at the end on the estimate the run reports.
 * **Stopping.** With ``stop: true`` (the default) the fit ends at the first epoch that passes
   (``stop_reason: converged``) and ``trainer.max_epochs`` is a cap (``stop_reason: cap``). Either way the run
@@ -102,7 +102,7 @@ class Convergence(L.Callback):
         self.z = self.statistic()
         self.passed = self.z < self.threshold
         if self.passed and self.distance is not None and len(self.blocks) >= math.ceil(1.5 * self.measured):
-            # the distance costs a sandwich (2d + 1 evaluations): measured after 1, 2, 3, 5, 8, 12, ... blocks only
+            # the distance costs a sandwich (2d + 1 evaluations): measured after 2, 3, 5, 8, 12, ... blocks only
             self.measured = len(self.blocks)
             with averaged(pl_module, self.estimate()):
                 self.root_se = self.distance(pl_module)

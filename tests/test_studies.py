@@ -139,3 +139,16 @@ def test_act_gradient_setting_differentiates_the_track_statistics():
     assert len(rows) == len(setting.points) * 3 * 4
     assert {row["statistic"] for row in rows} == {"msd_1", "msd_10", "speed", "persistence"}
     assert all(row["ste"][0] != 0 for row in rows if row["parameter"] in ("lambda_act", "max_act"))
+
+
+def test_run_lengths_runs_an_experiment_as_a_user_would(tmp_path):
+    """One row per experiment from its own scripts/train.py process; a failing run is a row that says why."""
+    from slm.studies.run_lengths import experiments, markdown, run
+
+    assert "si_transition" in experiments() and "cpm_sorting" in experiments()
+    row = run("si_transition", tmp_path / "si", ["debug=si"], timeout=300)
+    assert row["steps"] > 0 and row["converged"] in (True, False) and row["metric"].startswith("param_rel_error")
+    failed = run("si_transition", tmp_path / "bad", ["model.beta=2"], timeout=300)
+    assert "model.beta" in failed["error"]
+    table = markdown([row, failed])
+    assert table.count("\n") == 3 and "| si_transition |" in table

@@ -14,6 +14,8 @@
   (``scripts/coverage_peers.py``).
 * :mod:`slm.studies.potts_gradients`: each estimator's gradient of the multi-cell CPM's summaries against
   finite differences (``scripts/potts_gradients.py``).
+* :mod:`slm.studies.run_lengths`: every experiment's default run, its steps, time and convergence
+  (``scripts/run_lengths.py``).
 * :mod:`slm.studies.scaling`: the calibrators from 1 to 4096 parameters (``scripts/compare_calibrators.py
   --dims``).
 * :mod:`slm.studies.segmentation_set`: segmentation of an image set against Otsu and Li
@@ -27,4 +29,4 @@ studies have dependencies of their own (pyabc and pycma for the calibrators) tha
 """
 
 __all__ = ["benchmark", "calibrators", "coverage", "cpm_gradients", "estimator_study", "peers", "potts_gradients",
-           "scaling", "segmentation_set", "stability"]
+           "run_lengths", "scaling", "segmentation_set", "stability"]

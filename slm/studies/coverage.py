@@ -146,8 +146,8 @@ def coverage(jobs: list[dict[str, Any] | None], levels: tuple[float, ...] = LEVE
     out["stopping"] = {"converged": sum(j.get("converged") is True for j in finished),
                        "within_1_se": sum(d is not None and d <= 1 for d in distances),
                        "fit_to_root_se_median": float(np.median([d for d in distances if d is not None] or [np.nan])),
-                       "steps_median": float(np.median([j["steps"] for j in finished])),
-                       "steps_max": int(max(j["steps"] for j in finished))}
+                       "steps_median": float(np.median([j.get("steps", np.nan) for j in finished])),
+                       "steps_max": max((j["steps"] for j in finished if "steps" in j), default=None)}
     out["seconds"] = {"fit_median": float(np.median([j["seconds"] for j in jobs if j])),
                       "uncertainty_median": float(np.median([j["uncertainty"]["seconds"] for j in jobs if j]))}
     return out
