@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 
 
 class StartingLattices(Dataset):
-    """Item ``i``: ``(labels (H, W), cell_types (C,))`` of one starting lattice: row ``i mod L`` of given
+    """Item ``i``: ``(labels (*spatial), cell_types (C,))`` of one starting lattice: row ``i mod L`` of given
     ones, or a fresh placement by ``simulator.initial_state`` seeded with ``(seed, i)``."""
 
-    def __init__(self, length: int, simulator: Simulator | None = None, size: tuple[int, int] | None = None,
+    def __init__(self, length: int, simulator: Simulator | None = None, size: tuple[int, ...] | None = None,
                  seed: int = 0, labels: Tensor | None = None, cell_types: Tensor | None = None):
         self.length, self.simulator, self.size, self.seed = length, simulator, size, seed
         self.labels, self.cell_types = labels, cell_types
@@ -61,7 +61,9 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
         truth: true values of the fitted parameters, by name (simulated data only).
         path: a user's ``.npz``/``.npy`` label stack, or ``None`` to simulate.
         cell_types: the type of each id for a ``.npy`` stack.
-        size: lattice side(s) of the simulation.
+        dims: the lattice dimension of a file's stacks (3 for volumes), where the file does not say (a ``.npz``
+            says so with a ``dims`` entry).
+        size: lattice side(s) of the simulation: a side (a square), ``[H, W]`` or ``[D, H, W]`` (a 3D torus).
         frames, mcs_per_frame: ``F`` frames of the target, ``mcs_per_frame`` steps apart (a user's file
             gives ``F``).
         lattices: simulated truth lattices (their mean is the target).
@@ -75,15 +77,17 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
     def __init__(self, simulator: Simulator, truth: dict | None = None, path: str | None = None,
                  cell_types: list[int] | None = None, size: int | list[int] = 100, frames: int = 5,
                  mcs_per_frame: int = 20, lattices: int = 16, batch_size: int = 4, steps_per_epoch: int = 50,
-                 seed: int = 0, bootstrap: int | None = None):
+                 seed: int = 0, bootstrap: int | None = None, dims: int | None = None):
         super().__init__()
         for key, value in (("frames", frames), ("mcs_per_frame", mcs_per_frame), ("lattices", lattices),
                            ("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
             if not (isinstance(value, int) and value >= 1):
                 raise InputError(f"data.{key}: expected a positive integer, got {value}")
         self.simulator = simulator
-        self.path, self.table = path, cell_types
+        self.path, self.table, self.dims = path, cell_types, dims
         self.size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(self.size) not in (2, 3) or any(not isinstance(side, int) or side < 4 or side % 2 for side in self.size):
+            raise InputError(f"data.size: expected a side, [H, W] or [D, H, W] of even sides >= 4, got {size}")
         self.frames, self.mcs_per_frame, self.lattices = frames, mcs_per_frame, lattices
         self.batch_size, self.steps_per_epoch, self.seed = batch_size, steps_per_epoch, seed
         self.bootstrap = bootstrap
@@ -97,7 +101,7 @@ class LatticeStatisticsDataModule(L.LightningDataModule):
         if self.target is not None:
             return
         if self.path:
-            labels, table = load_label_stack(self.path, self.table)
+            labels, table = load_label_stack(self.path, self.table, dims=self.dims)
             stacks = torch.from_numpy(labels)
             cell_types = torch.from_numpy(table)
             with torch.no_grad():

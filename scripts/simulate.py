@@ -4,6 +4,8 @@
     python scripts/simulate.py mk --size 512 --steps 50000 --png fig_s1.png [--gif run.gif] [--npz pattern.npz]
     python scripts/simulate.py potts model.temperature=12 --steps 1000 [--png cells.png --gif run.gif --npz cells.npz]
     python scripts/simulate.py act model.surface_target=150 --lattices 16 [--png cells.png --gif cell.gif]
+    python scripts/simulate.py potts3d --png sorting3d.png      # CompuCell3D's cellsort_3D on 64^3
+    python scripts/simulate.py act3d --png cell3d.png           # Artistoo's 3D act cell on 48^3 (--size DxHxW)
 
 The model is ``configs/model/<name>.yaml`` composed as ``scripts/train.py`` composes it (with ``data=si``
 for ``si``, ``truth=mk`` for ``mk``, ``data=tracks`` for ``act``), so every default is the config's; any
@@ -25,9 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=list(GROUPS))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.temperature=12 truth.beta=0.3")
-    parser.add_argument("--steps", type=int, help="steps (MCS) to run (mk: 20000, potts: 1000; act: data.frames)")
+    parser.add_argument("--steps", type=int,
+                        help="steps (MCS) to run (mk: 20000, potts, potts3d: 1000; act: data.frames)")
     parser.add_argument("--lattices", type=int, help="independent lattices simulated at once (act: 16, else 1)")
-    parser.add_argument("--size", help="lattice side S, or HxW (mk, potts, act)")
+    parser.add_argument("--size", help="lattice side S, or HxW (mk, potts, act), or DxHxW (a 3D torus: potts, act)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="start from a .npz: MK 'pattern', CPM 'labels' and 'cell_types'")
     parser.add_argument("--png", type=Path, help="save a picture of the final lattices")

@@ -3,7 +3,8 @@
 * Tracks CSV (``track_id,t,x,y[,z]``): :func:`read_tracks`.
 * Images and masks (TIF, PNG, JPG; 8 or 16 bit; gray, RGB or RGBA): :func:`load_image`, :func:`load_mask`.
 * SI frames (``.npz`` ``frames``): :func:`load_frames`; MK patterns (``.npz`` ``pattern``): :func:`load_pattern`.
-* Cell labels (``.npz`` ``labels``, ``cell_types``, or a ``.npy``): :func:`load_labels`, :func:`load_label_stack`.
+* Cell labels, planes or volumes (``.npz`` ``labels``, ``cell_types`` and for volumes ``dims = 3``, or a ``.npy``):
+  :func:`load_labels`, :func:`load_label_stack`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -250,12 +252,24 @@ def load_pattern(path: str | Path, N: int, key: str = "data.path") -> Tensor:
     return pattern
 
 
-def load_labels(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path"
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Cell labels ``(..., H, W)`` int64 and ``cell_types`` int64 from a ``.npz`` (keys ``labels``, ``cell_types``)
+class LabelFile(NamedTuple):
+    """What :func:`load_labels` read: ``labels (..., *spatial)`` int64, ``cell_types`` int64 (``(C,)`` or one per
+    lattice) and ``dims``, the lattice dimension (2: the last two axes are ``H, W``; 3: the last three ``D, H, W``)."""
+
+    labels: np.ndarray
+    cell_types: np.ndarray
+    dims: int
+
+
+def load_labels(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path",
+                dims: int | None = None) -> LabelFile:
+    """Cell labels and ``cell_types`` from a ``.npz`` (keys ``labels``, ``cell_types``, and ``dims``: 3 for volumes)
     or a ``.npy`` of labels with ``cell_types`` given: integer ids ``0..C-1``, a table ``(C,)`` (or one per lattice,
-    ``(L, C)`` for labels ``(L, H, W)``) with 0 for the medium (id 0) and ``>= 1`` for every cell id; one-line
-    errors for anything else."""
+    ``(L, C)`` for labels ``(L, *spatial)``) with 0 for the medium (id 0) and ``>= 1`` for every cell id.
+
+    The lattice dimension is the file's ``dims``, else the caller's ``dims`` (``data.dims``), else 2 for arrays of up
+    to 3 axes; a 4-axis array that says neither is refused, as it could be ``(L, F, H, W)`` planes or ``(F, D, H, W)``
+    volumes. One-line errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{key}: file not found: {path}")
@@ -263,6 +277,7 @@ def load_labels(path: str | Path, cell_types: list[int] | None = None, key: str 
         data = np.load(path, allow_pickle=False)
     except Exception as err:  # numpy raises several kinds for a corrupt file
         raise InputError(f"{key}: cannot read {path} as .npz/.npy ({type(err).__name__})") from None
+    stored = None
     if isinstance(data, np.ndarray):
         labels, table = data, None
     else:
@@ -270,16 +285,32 @@ def load_labels(path: str | Path, cell_types: list[int] | None = None, key: str 
             if "labels" not in data:
                 raise InputError(f"{key}: {path} has no array 'labels' (keys: {sorted(data.files)})")
             labels, table = data["labels"], data["cell_types"] if "cell_types" in data.files else None
+            if "dims" in data.files:
+                stored = data["dims"]
+                if stored.shape != () or int(stored) not in (2, 3):
+                    raise InputError(f"{key}: {path}: 'dims' must be 2 or 3 (the lattice dimension), got {stored}")
+                stored = int(stored)
+    if dims is not None and dims not in (2, 3):
+        raise InputError(f"{key}: the lattice dimension (data.dims) must be 2 or 3, got {dims}")
+    if stored is not None and dims is not None and stored != dims:
+        raise InputError(f"{key}: {path} holds {stored}D lattices ('dims'), but {dims}D were asked for (data.dims)")
+    dims = stored or dims
+    if dims is None:
+        if labels.ndim >= 4:
+            raise InputError(f"{key}: {path}: 'labels' {labels.shape} could be planes or volumes; add dims=2 or "
+                             f"dims=3 to the .npz (or set data.dims)")
+        dims = 2
     if table is None:
         if cell_types is None:
             raise InputError(f"{key}: {path} has no 'cell_types' table; add one to the .npz or set data.cell_types "
                              f"(the type of each id, 0 for the medium)")
         table = np.asarray(cell_types)
     table = np.asarray(table)
-    if labels.ndim < 2 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"{key}: {path}: 'labels' must be integer ids of shape (..., H, W), got {labels.shape} "
+    axes = "H, W" if dims == 2 else "D, H, W"
+    if labels.ndim < dims or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{key}: {path}: 'labels' must be integer ids of shape (..., {axes}), got {labels.shape} "
                          f"{labels.dtype}")
-    per_lattice = table.ndim == 2 and labels.ndim == 3 and len(table) == len(labels)
+    per_lattice = table.ndim == 2 and labels.ndim == dims + 1 and len(table) == len(labels)
     if not (table.ndim == 1 or per_lattice) or table.size == 0 or not np.issubdtype(table.dtype, np.integer):
         raise InputError(f"{key}: {path}: 'cell_types' must be a 1-d integer table (type of each id), got "
                          f"{table.shape} {table.dtype}")
@@ -289,19 +320,20 @@ def load_labels(path: str | Path, cell_types: list[int] | None = None, key: str 
     if (table[..., 0] != 0).any() or (table[..., 1:] < 1).any():
         raise InputError(f"{key}: {path}: cell_types: expected 0 for the medium (id 0) and a type >= 1 for every "
                          f"cell id")
-    return labels.astype(np.int64), table.astype(np.int64)
+    return LabelFile(labels.astype(np.int64), table.astype(np.int64), dims)
 
 
-def load_label_stack(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path"
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``labels (L, F + 1, H, W)`` and ``cell_types (C,)`` (:func:`load_labels`) of one stack of frames
-    ``(F + 1, H, W)`` or several, with at least 2 frames."""
-    labels, table = load_labels(path, cell_types, key)
+def load_label_stack(path: str | Path, cell_types: list[int] | None = None, key: str = "data.path",
+                     dims: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``labels (L, F + 1, *spatial)`` and ``cell_types (C,)`` (:func:`load_labels`) of one stack of frames
+    ``(F + 1, *spatial)`` or several, with at least 2 frames; ``spatial`` is ``(H, W)`` or ``(D, H, W)``."""
+    labels, table, dims = load_labels(path, cell_types, key, dims)
     if table.ndim != 1:
         raise InputError(f"{key}: {path}: expected one 'cell_types' table (C,) for every stack, got {table.shape}")
-    if labels.ndim == 3:
+    if labels.ndim == dims + 1:
         labels = labels[None]
-    if labels.ndim != 4 or labels.shape[1] < 2:
-        raise InputError(f"{key}: 'labels' must be integer ids shaped (frames, H, W) or (stacks, frames, H, W) "
+    if labels.ndim != dims + 2 or labels.shape[1] < 2:
+        axes = "H, W" if dims == 2 else "D, H, W"
+        raise InputError(f"{key}: 'labels' must be integer ids shaped (frames, {axes}) or (stacks, frames, {axes}) "
                          f"with >= 2 frames, got {labels.shape}")
     return labels, table

@@ -1,11 +1,41 @@
-"""Neighbourhoods and equal blocks on a periodic (torus) square lattice."""
+"""Neighbourhoods and equal blocks on a periodic (torus) lattice, square (``H x W``) or cubic (``D x H x W``)."""
 
 from __future__ import annotations
+
+import functools
+import itertools
 
 import torch
 from torch import Tensor
 
 from slm.errors import InputError
+
+#: Neighbours of a site by neighbourhood and lattice dimension (CompuCell3D's and Artistoo's): Moore (every site
+#: within one step along each axis) and von Neumann (the faces).
+NEIGHBOURHOODS = {"moore": {2: 8, 3: 26}, "von_neumann": {2: 4, 3: 6}}
+
+
+@functools.cache
+def moore_offsets(dims: int) -> tuple[tuple[int, ...], ...]:
+    """The Moore neighbourhood's offsets on a ``dims``-dimensional lattice (8 in 2D, 26 in 3D), axes in the
+    lattice's order (depth, rows, columns): the faces first (the first 4 or 6 are the von Neumann neighbourhood),
+    then the others, each group in lexicographic order. The compiled kernel builds the same table."""
+    steps = [o for o in itertools.product((-1, 0, 1), repeat=dims) if any(o)]
+    return tuple(sorted(steps, key=lambda o: (sum(map(abs, o)) > 1, o)))
+
+
+@functools.cache
+def site_classes(dims: int) -> tuple[tuple[int, ...], ...]:
+    """The ``2^dims`` site classes ``(i mod 2, j mod 2[, k mod 2])`` of the sweep, in the order an MCS visits them;
+    no two sites of a class are Moore neighbours (even sides)."""
+    if dims == 2:
+        return ((0, 0), (1, 1), (0, 1), (1, 0))
+    return tuple(itertools.product((0, 1), repeat=dims))
+
+
+def roll_axes(dims: int) -> tuple[int, ...]:
+    """The lattice axes of a batch ``(B, *spatial)`` of ``dims`` dimensions, for :func:`torch.roll`."""
+    return tuple(range(1, dims + 1))
 
 
 def moore_neighbour_sum(x: Tensor) -> Tensor:

@@ -179,20 +179,75 @@ GAP = (160, 160, 160)
 
 
 def cells_rgb(labels: Tensor, cell_types: Tensor) -> np.ndarray:
-    """``(B, H, W, 3)`` uint8 images of lattices ``labels (B, H, W)`` whose ids have types ``cell_types
+    """``(B, h, w, 3)`` uint8 images of lattices ``labels (B, H, W)`` whose ids have types ``cell_types
     (B, C)`` (or ``(C,)``): type ``k >= 1`` in ``PALETTE[(k - 1) % 9]``, the medium (type 0) white, and
-    :data:`BOUNDARY` at every site whose right or lower neighbour (on the torus) has another id."""
+    :data:`BOUNDARY` at every site whose right or lower neighbour (on the torus) has another id. Cubes
+    ``(B, D, H, W)`` are drawn by :func:`volume_cells_rgb`."""
     labels = torch.as_tensor(labels).long().cpu()
     if labels.ndim == 2:
         labels = labels[None]
     cell_types = torch.as_tensor(cell_types).long().cpu().expand(labels.shape[0], -1)
+    if labels.ndim == 4:
+        return np.stack([volume_cells_rgb(lattice, table) for lattice, table in zip(labels, cell_types, strict=True)])
     types = cell_types.gather(1, labels.flatten(1)).view_as(labels).numpy()
-    colours = np.concatenate([np.array([MEDIUM], dtype=np.uint8),
-                              PALETTE[np.arange(max(int(types.max()), 1)) % len(PALETTE)]])
-    image = colours[types]
+    image = _colours(int(types.max()))[types]
     edge = (labels != torch.roll(labels, -1, 2)) | (labels != torch.roll(labels, -1, 1))
     image[edge.numpy()] = BOUNDARY
     return image
+
+
+def _colours(n_types: int) -> np.ndarray:
+    """``(1 + n, 3)`` uint8: the medium's colour, then type ``k``'s."""
+    return np.concatenate([np.array([MEDIUM], dtype=np.uint8), PALETTE[np.arange(max(n_types, 1)) % len(PALETTE)]])
+
+
+def _mid_planes(volume: np.ndarray | Tensor) -> list:
+    """The three mid-plane slices of a ``(D, H, W)`` volume: ``volume[D/2]``, ``[:, H/2]``, ``[:, :, W/2]``."""
+    return [volume.select(axis, volume.shape[axis] // 2) if isinstance(volume, Tensor)
+            else np.take(volume, volume.shape[axis] // 2, axis) for axis in range(3)]
+
+
+def _grid(rows: list[list[np.ndarray]], fill: float | tuple, gap: int = 2) -> np.ndarray:
+    """Panels ``(h, w)`` or ``(h, w, 3)`` laid out in rows, top-left aligned in cells of the largest panel's size,
+    ``gap`` pixels of ``fill`` between and around nothing else."""
+    height = max(panel.shape[0] for row in rows for panel in row)
+    width = max(panel.shape[1] for row in rows for panel in row)
+    columns = max(len(row) for row in rows)
+    first = rows[0][0]
+    out = np.empty(((height + gap) * len(rows) - gap, (width + gap) * columns - gap, *first.shape[2:]), first.dtype)
+    out[...] = fill
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            top, left = r * (height + gap), c * (width + gap)
+            out[top: top + panel.shape[0], left: left + panel.shape[1]] = panel
+    return out
+
+
+def volume_cells_rgb(labels: Tensor, cell_types: Tensor) -> np.ndarray:
+    """One ``(h, w, 3)`` uint8 picture of a 3D lattice ``labels (D, H, W)`` with types ``cell_types (C,)``: the top
+    row its mid-plane slices (``z = D/2``, ``y = H/2``, ``x = W/2``, drawn as :func:`cells_rgb` draws a plane), then
+    a row per cell type of its maximum projections along each axis (depth, rows, columns): a pixel in the type's
+    colour where any site of the column holds a cell of the type, white elsewhere."""
+    labels, cell_types = torch.as_tensor(labels).long(), torch.as_tensor(cell_types).long()
+    types = cell_types[labels]
+    colours = _colours(int(types.max()))
+    rows = [[cells_rgb(plane[None], cell_types)[0] for plane in _mid_planes(labels)]]
+    for k in range(1, int(cell_types.max()) + 1):
+        present = (types == k).numpy()
+        rows.append([np.where(present.any(axis)[..., None], colours[k], np.array(MEDIUM, np.uint8))
+                     for axis in range(3)])
+    return _grid(rows, GAP)
+
+
+def lattice_image(field: Tensor) -> Tensor:
+    """A picture of one lattice's field in [0, 1] (a model's ``observe``): a plane ``(H, W)`` as it is; a volume
+    ``(D, H, W)`` as its maximum projections along each axis (top row) and its mid-plane slices (bottom row), one
+    white pixel apart."""
+    if field.dim() == 2:
+        return field
+    field = field.detach().float().cpu()
+    rows = [[field.amax(axis).numpy() for axis in range(3)], [plane.numpy() for plane in _mid_planes(field)]]
+    return torch.from_numpy(_grid(rows, 1.0, gap=1))
 
 
 def _scaled(image: np.ndarray, scale: int) -> np.ndarray:

@@ -14,6 +14,13 @@ run prints its numbers; a PNG, a GIF and an ``.npz`` are each optional.
   ``.npz`` of ``labels`` and ``cell_types``); copy attempts per second and the summary statistics; the ``.npz``
   holds ``labels (B, H, W)`` and ``cell_types``.
 * ``act``: migrating cells (``data=tracks``: burn-in, frames, lags, units); the track statistics the fit uses.
+
+``potts3d`` and ``act3d`` are the same models with 3D settings (``configs/model/potts3d.yaml``: CompuCell3D's
+cellsort_3D on 64^3; ``act3d.yaml``: Artistoo's 3D act cell on 48^3). ``--size DxHxW`` runs any CPM on a 3D torus
+(cubic cells; ``dims = 3`` in the ``.npz``); their
+pictures are then each lattice's mid-plane slices over its per-type maximum projections
+(:func:`slm.plots.volume_cells_rgb`), and the act model's the projections and slices of its activity
+(:func:`slm.plots.lattice_image`).
 """
 
 from __future__ import annotations
@@ -35,21 +42,24 @@ from slm.config import build, compose_config
 from slm.errors import InputError
 from slm.io import load_labels, load_pattern
 from slm.models.malevanets_kapral import uniform_state
-from slm.plots import cells_rgb, save_field, save_gif, save_png
+from slm.plots import cells_rgb, lattice_image, save_field, save_gif, save_png
 from slm.stats import is_patterned, pattern_score, track_statistic_names, track_statistics
 
 #: The config groups composed with each model (its experiments' data and ground truth).
-GROUPS = {"si": ["data=si"], "mk": ["truth=mk"], "potts": [], "act": ["data=tracks", "truth=act"]}
+GROUPS = {"si": ["data=si"], "mk": ["truth=mk"], "potts": [], "potts3d": [], "act": ["data=tracks", "truth=act"],
+          "act3d": ["data=tracks", "truth=act"]}
 #: Steps run when ``--steps`` is not given (MK steps, CPM Monte Carlo steps), steps between GIF frames, lattices.
-STEPS = {"mk": 20000, "potts": 1000}
-GIF_EVERY = {"mk": 1000, "potts": 10}
-LATTICES = {"act": 16}
+STEPS = {"mk": 20000, "potts": 1000, "potts3d": 1000}
+GIF_EVERY = {"mk": 1000, "potts": 10, "potts3d": 10}
+LATTICES = {"act": 16, "act3d": 4}
+#: Lattice sides when ``--size`` is not given (act: the data config's; act3d: a 48^3 torus).
+SIZES = {"mk": 64, "potts": 100, "potts3d": [64, 64, 64], "act3d": [48, 48, 48]}
 
 
 @dataclass
 class Options:
     """What to run and write: ``steps`` (default :data:`STEPS`), ``lattices`` (default :data:`LATTICES`, else 1),
-    lattice ``size`` (default: the data config's, else 64 for MK and 100 for the CPM), ``seed``, ``init`` (a
+    lattice ``size`` (default: :data:`SIZES`, else the data config's), ``seed``, ``init`` (a
     starting file), and the optional outputs ``png``, ``gif`` (a frame every ``gif_every`` steps, default
     :data:`GIF_EVERY`), ``npz``; ``scale``: image pixels per site. ``lines``: what the run printed."""
 
@@ -92,7 +102,7 @@ def simulate(name: str, overrides: list[str], options: Options) -> list[str]:
     options.lattices = options.lattices or LATTICES.get(name, 1)
     options.gif_every = options.gif_every or GIF_EVERY.get(name, 1)
     try:
-        RUNNERS[name](cfg, options)
+        RUNNERS[name](cfg, options, name)
     except OmegaConfBaseException as err:  # an override that does not fit the config
         raise InputError(str(err).strip().splitlines()[0]) from None
     return options.lines
@@ -103,16 +113,18 @@ def _wrote(options: Options, path: Path | None, what: str) -> None:
         options.lines.append(f"wrote {path}: {what}")
 
 
-def _size(options: Options, default: int) -> tuple[int, int]:
-    text = options.size or str(default)
+def _size(options: Options, default: int | list[int], volumes: bool = False) -> tuple[int, ...]:
+    """The lattice's sides from ``--size`` (``S``, ``HxW`` or, where ``volumes``, ``DxHxW``), else ``default``."""
+    text = options.size or "x".join(map(str, [default] if isinstance(default, int) else default))
     try:
         sides = [int(side) for side in text.lower().split("x")]
     except ValueError:
         sides = []
-    height, width = (sides * 2)[:2] if len(sides) in (1, 2) else (0, 0)
-    if min(height, width) < 4 or height % 2 or width % 2:
-        raise InputError(f"--size: expected S or HxW with even sides >= 4, got {text!r}")
-    return height, width
+    sides = sides * 2 if len(sides) == 1 else sides
+    if len(sides) not in ((2, 3) if volumes else (2,)) or min(sides) < 4 or any(side % 2 for side in sides):
+        shapes = "S, HxW or DxHxW" if volumes else "S or HxW"
+        raise InputError(f"--size: expected {shapes} with even sides >= 4, got {text!r}")
+    return tuple(sides)
 
 
 def _timed(run: Callable[[], object], options: Options, attempts: int) -> object:
@@ -124,7 +136,7 @@ def _timed(run: Callable[[], object], options: Options, attempts: int) -> object
     return out
 
 
-def run_si(cfg: DictConfig, options: Options) -> None:
+def run_si(cfg: DictConfig, options: Options, name: str) -> None:
     data = build(cfg.data)
     data.setup("fit")
     frames = data.frames.numpy()
@@ -144,11 +156,11 @@ def run_si(cfg: DictConfig, options: Options) -> None:
     _wrote(options, options.png, f"every {max(1, frames.shape[1] // 8)}th frame of sequence 0 (aware = black)")
 
 
-def run_mk(cfg: DictConfig, options: Options) -> None:
+def run_mk(cfg: DictConfig, options: Options, name: str) -> None:
     model = build(cfg.model)
     steps = options.steps or STEPS["mk"]
     if options.init is None:
-        x = uniform_state(options.lattices, _size(options, 64), model.N)
+        x = uniform_state(options.lattices, _size(options, SIZES[name]), model.N)
     else:
         x = load_pattern(options.init, model.N, key="--init")[:1].expand(options.lattices, -1, -1, -1)
     # Without a GIF the rollouts still come in chunks of the default GIF spacing, so that a picture does not change
@@ -182,13 +194,14 @@ def run_mk(cfg: DictConfig, options: Options) -> None:
     _wrote(options, options.npz, f"pattern {tuple(x[0].shape)} (data.path format)")
 
 
-def _cells_start(model: torch.nn.Module, options: Options, size: tuple[int, int]) -> tuple:
+def _cells_start(model: torch.nn.Module, options: Options, size: tuple[int, ...]) -> tuple:
     generator = torch.Generator().manual_seed(options.seed)
     if options.init is None:
         return model.initial_state(options.lattices, size, generator=generator), generator
-    labels, cell_types = load_labels(options.init, key="--init")
+    labels, cell_types, dims = load_labels(options.init, key="--init")
     # Several lattices (or frames): start from the last one.
-    labels = torch.from_numpy(labels.reshape(-1, *labels.shape[-2:])[-1]).repeat(options.lattices, 1, 1)
+    last = torch.from_numpy(labels.reshape(-1, *labels.shape[-dims:])[-1])
+    labels = last.repeat(options.lattices, *(1,) * dims)
     table = torch.from_numpy(cell_types.reshape(-1, cell_types.shape[-1])[-1])
     try:
         return model.state(labels, table), generator
@@ -196,17 +209,17 @@ def _cells_start(model: torch.nn.Module, options: Options, size: tuple[int, int]
         raise InputError(f"--init: {options.init}: {err}") from None
 
 
-def run_potts(cfg: DictConfig, options: Options) -> None:
+def run_potts(cfg: DictConfig, options: Options, name: str) -> None:
     model = build(cfg.model)
-    steps = options.steps or STEPS["potts"]
-    state, generator = _cells_start(model, options, _size(options, 100))
-    batch, height, width = state.labels.shape
+    steps = options.steps or STEPS[name]
+    state, generator = _cells_start(model, options, _size(options, SIZES[name], volumes=True))
     every = options.gif_every if options.gif else steps
     state, snapshots = _timed(
         lambda: model.simulate(state, steps, generator, every, keep=bool(options.gif)),
         options,
-        batch * height * width * steps,
+        state.labels.numel() * steps,
     )
+    batch, dims = state.labels.shape[0], state.labels.dim() - 1
     values = zip(model.summary_names, model.summary(state)[0].tolist(), strict=True)
     options.lines.append(f"lattice 0 after {steps} MCS: " + ", ".join(f"{n} {v:.4g}" for n, v in values))
     if options.png:
@@ -217,17 +230,16 @@ def run_potts(cfg: DictConfig, options: Options) -> None:
     _wrote(options, options.gif, f"lattice 0 every {options.gif_every} MCS")
     if options.npz:
         types = state.cell_types if (state.cell_types != state.cell_types[:1]).any() else state.cell_types[0]
-        np.savez_compressed(
-            options.npz, labels=state.labels.numpy().astype(np.int32), cell_types=types.numpy().astype(np.int32)
-        )
-    _wrote(options, options.npz, f"labels {tuple(state.labels.shape)} int32 and their cell_types")
+        np.savez_compressed(options.npz, labels=state.labels.numpy().astype(np.int32),
+                            cell_types=types.numpy().astype(np.int32), dims=dims)
+    _wrote(options, options.npz, f"labels {tuple(state.labels.shape)} int32, their cell_types and dims={dims}")
 
 
-def run_act(cfg: DictConfig, options: Options) -> None:
+def run_act(cfg: DictConfig, options: Options, name: str) -> None:
     model, data = build(cfg.model), build(cfg.data)
     mcs_per_frame = data.mcs_per_frame_of(data.frame_interval)
-    state, generator = _cells_start(model, options, _size(options, data.size[0]))
-    batch, height, width = state.labels.shape
+    state, generator = _cells_start(model, options, _size(options, SIZES.get(name, list(data.size)), volumes=True))
+    batch, dims = state.labels.shape[0], state.labels.dim() - 1
     mcs = data.burn_in + data.frames * mcs_per_frame
 
     def run() -> tuple:
@@ -241,7 +253,7 @@ def run_act(cfg: DictConfig, options: Options) -> None:
             record=lambda s: (model.positions(s), model.observe(s)),
         )
 
-    final, (positions, images) = _timed(run, options, batch * height * width * mcs)
+    final, (positions, images) = _timed(run, options, state.labels.numel() * mcs)
     tracks = positions.transpose(1, 2).flatten(0, 1) * data.um_per_site
     values = dict(zip(track_statistic_names(data.lags), track_statistics(tracks, data.lags).tolist(), strict=True))
     seconds = mcs_per_frame * data.seconds_per_mcs
@@ -250,7 +262,9 @@ def run_act(cfg: DictConfig, options: Options) -> None:
         f"speed {values['speed'] * 60 / seconds:.3g} um/min, persistence {values['persistence']:.3g}, MSD (um^2) "
         + " ".join(f"{values[f'msd_{k}']:.4g}" for k in range(1, data.lags + 1))
     )
-    grey = (images * 255).round().to(torch.uint8)[..., None].expand(-1, -1, -1, -1, 3).numpy()
+    if dims == 3:
+        images = torch.stack([torch.stack([lattice_image(frame) for frame in lattice]) for lattice in images])
+    grey = (images * 255).round().to(torch.uint8)[..., None].expand(*images.shape, 3).numpy()
     if options.png:
         save_png(grey[:, -1], options.png, options.scale)
     _wrote(options, options.png, f"{batch} lattice(s), cells shaded by activity")
@@ -262,14 +276,17 @@ def run_act(cfg: DictConfig, options: Options) -> None:
             options.npz,
             labels=final.labels.numpy().astype(np.int32),
             cell_types=final.cell_types[0].numpy().astype(np.int32),
+            dims=dims,
             tracks_um=tracks.numpy(),
         )
     _wrote(options, options.npz, "final labels, cell_types and the tracks (um)")
 
 
-RUNNERS: dict[str, Callable[[DictConfig, Options], None]] = {
+RUNNERS: dict[str, Callable[[DictConfig, Options, str], None]] = {
     "si": run_si,
     "mk": run_mk,
     "potts": run_potts,
+    "potts3d": run_potts,
     "act": run_act,
+    "act3d": run_act,
 }

@@ -68,7 +68,7 @@ def test_relaxed_max_act_is_linear_between_integers():
 
     def energy(max_act: float) -> torch.Tensor:
         prepared = (*model.prepare()[:7], torch.tensor(max_act))
-        return model._copy_energy(state, prepared, 0, 0, where)
+        return model._copy_energy(state, prepared, (0, 0), where)
 
     low, high, middle = energy(7.0), energy(8.0), energy(7.25)
     assert torch.allclose(middle, 0.75 * low + 0.25 * high, atol=1e-4)

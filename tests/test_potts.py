@@ -11,7 +11,8 @@ import torch
 from scipy import stats
 
 from slm.errors import InputError
-from slm.models.potts import MOORE, SUMMARY, CellularPotts, count_ids, random_mixture
+from slm.lattice import moore_offsets
+from slm.models.potts import SUMMARY, CellularPotts, count_ids, random_mixture
 from slm.models.reference.potts import neighbour_lists, reference_parameters, sequential_mcs, summary_numpy
 
 CELLSORT = [[0, 16, 16], [16, 2, 11], [16, 11, 14]]
@@ -78,7 +79,7 @@ def reference_statistics(setting: str) -> np.ndarray:
     labels, cell_types = start()
     params = reference_parameters(model)
     rng = np.random.default_rng(sorted(SETTINGS).index(setting))
-    final = [sequential_mcs(labels.numpy(), cell_types.numpy(), params, model.neighbours, MCS, rng)
+    final = [sequential_mcs(labels.numpy(), cell_types.numpy(), params, model.bonds(2), MCS, rng)
              for _ in range(REPLICAS)]
     return statistics(model, torch.from_numpy(np.stack(final)), cell_types)
 
@@ -115,7 +116,7 @@ def brute_force_energy(labels: np.ndarray, cell_types: np.ndarray, params: dict,
     contact = np.asarray(params["contact"])
     n_ids = len(cell_types)
     energy, surface = 0.0, np.zeros(n_ids)
-    for di, dj in MOORE[:neighbours]:
+    for di, dj in moore_offsets(2)[:neighbours]:
         other = np.roll(labels, (di, dj), (0, 1))
         unlike = labels != other
         energy += (contact[types, cell_types[other]] * unlike).sum() / 2  # every bond seen from both ends
@@ -140,12 +141,12 @@ def test_the_reference_is_the_literal_algorithm(neighbourhood):
     labels[1:4, 1:4], labels[1:4, 4:6], labels[4:7, 2:5], labels[5:7, 5:7] = 1, 2, 3, 4
     cell_types = np.array([0, 1, 2, 2, 1])
     mcs = 3
-    result = sequential_mcs(labels, cell_types, params, model.neighbours, mcs, np.random.default_rng(7))
+    result = sequential_mcs(labels, cell_types, params, model.bonds(2), mcs, np.random.default_rng(7))
     # The same random numbers, in the same order (one block of targets, directions and noise).
     rng = np.random.default_rng(7)
     n = labels.size * mcs
     targets, directions, noise = rng.integers(0, labels.size, n), rng.integers(0, 8, n), rng.random(n)
-    moore = neighbour_lists(*labels.shape)
+    moore = neighbour_lists(labels.shape)
     lab = labels.ravel().copy()
     accepted = 0
     for t, d, u in zip(targets, directions, noise, strict=True):
@@ -154,8 +155,8 @@ def test_the_reference_is_the_literal_algorithm(neighbourhood):
             continue
         new = lab.copy()
         new[t] = y
-        d_h = (brute_force_energy(new.reshape(labels.shape), cell_types, params, model.neighbours)
-               - brute_force_energy(lab.reshape(labels.shape), cell_types, params, model.neighbours))
+        d_h = (brute_force_energy(new.reshape(labels.shape), cell_types, params, model.bonds(2))
+               - brute_force_energy(lab.reshape(labels.shape), cell_types, params, model.bonds(2)))
         if d_h <= 0 or u < math.exp(-d_h / params["temperature"]):
             lab, accepted = new, accepted + 1
     assert accepted > 10

@@ -51,7 +51,7 @@ def test_potts_as_a_user_runs_it(tmp_path: Path):
     assert "copy attempts/s" in run.stdout and "heterotypic_fraction" in run.stdout
     assert (tmp_path / "out.png").stat().st_size > 0 and (tmp_path / "run.gif").stat().st_size > 0
     with np.load(tmp_path / "out.npz") as data:
-        assert set(data.files) == {"labels", "cell_types"}
+        assert set(data.files) == {"labels", "cell_types", "dims"} and int(data["dims"]) == 2
         labels, cell_types = data["labels"], data["cell_types"]
     assert labels.shape == (2, 24, 24) and labels.dtype == np.int32
     assert cell_types.dtype == np.int32 and cell_types.shape in {(7,), (2, 7)}

@@ -203,7 +203,7 @@ def test_a_part_that_refuses_an_added_key_and_scripts_argparse_are_one_line(make
                           text=True, timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.strip() == ("error: argument model: invalid choice: 'nope' (choose from 'si', 'mk', 'potts', "
-                                   "'act')")
+                                   "'potts3d', 'act', 'act3d')")
 
 
 def test_restarts_fit_every_start_and_keep_the_least_loss(make_cfg, tmp_path):

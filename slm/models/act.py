@@ -7,7 +7,8 @@ target ``t`` gets
 .. math::  \Delta H_{act} = -\frac{\lambda_{act}}{max_{act}} \left(GM(s) - GM(t)\right),
            \quad GM(i) = \Big(\prod_{j \in N(i) \cup \{i\},\ \sigma_j = \sigma_i} a_j\Big)^{1/n_i}
 
-(``n_i`` the number of such sites, Moore neighbourhood; ``GM = 0`` on the medium), added to the energy
+(``n_i`` the number of such sites, Moore neighbourhood: 8 sites in 2D, 26 in 3D, as Artistoo's
+ActivityConstraint; ``GM = 0`` on the medium), added to the energy
 of :class:`slm.models.CellularPotts`: active protrusions pull the cell forward, and a cell with a front
 keeps it, which makes it migrate persistently.
 
@@ -26,7 +27,7 @@ Schedules (:mod:`slm.models.potts`). Under ``random`` (default, the field's: Art
 implementation) every attempt reads ``GM`` from the current activities, one attempt at a time, and the
 compiled engine replays :func:`slm.models.reference.potts.sequential_mcs` attempt for attempt
 (``tests/test_potts_schedule.py``). Under ``sweep`` ``GM`` is evaluated for the whole lattice at the start of
-each of the four site classes of an MCS (:data:`slm.models.potts.CLASSES`) and used for all of the class's
+each of the site classes of an MCS (:func:`slm.lattice.site_classes`) and used for all of the class's
 copies; ``tests/test_act.py`` finds no difference in distribution from the literal model on that schedule
 (``order="classes"``) and a clear one from uniform random targets: with a memory counted in MCS, the schedule
 matters (the sweep renews more sites per MCS).
@@ -43,8 +44,8 @@ cells of class ``i mod K`` (every class simulated, stratified; both engines take
 ``w_k / share_k`` that turn a mean over lattices into ``sum_k w_k E_k[.]``: the class is summed out exactly, as in
 the PRW mixture. ``K = 1`` is the single population with the same random stream.
 
-State: an :class:`ActState`, the :class:`slm.models.CellularPotts` state with ``age (B, H, W)`` float and
-``moment (B, C, 2)`` (rows, columns).
+State: an :class:`ActState`, the :class:`slm.models.CellularPotts` state with ``age (B, *spatial)`` float and
+``moment (B, C, dims)`` (rows, columns; depth, rows, columns in 3D).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ import torch
 from torch import Tensor
 
 from slm.errors import InputError
+from slm.lattice import moore_offsets, roll_axes
 from slm.models import potts_engine
-from slm.models.potts import MOORE, CellularPotts, per_lattice
+from slm.models.potts import CellularPotts, cell_edges, per_lattice
 from slm.parameters import Positive, Simplex, class_values, register
 
 #: The age of a site never copied into (activity 0 for any max_act).
@@ -66,8 +68,8 @@ NEVER = 1e9
 
 
 class ActState(NamedTuple):
-    """:class:`slm.models.potts.PottsState`'s fields, then each site's ``age (B, H, W)`` (MCS since it was copied
-    into) and each id's unwrapped first moment ``moment (B, C, 2)`` (rows, columns)."""
+    """:class:`slm.models.potts.PottsState`'s fields, then each site's ``age (B, *spatial)`` (MCS since it was copied
+    into) and each id's unwrapped first moment ``moment (B, C, dims)`` (a coordinate per lattice axis)."""
 
     labels: Tensor
     cell_types: Tensor
@@ -169,16 +171,19 @@ class ActPotts(CellularPotts):
         share = torch.bincount(kind, minlength=self.classes).to(self.weights.dtype) / n
         return kind, (self.weights / share)[kind]
 
-    def _copy_energy(self, state: ActState, prepared: tuple[Tensor, ...], a: int, b: int, where: Tensor) -> Tensor:
-        lambda_act, max_act = (v.view(-1, 1, 1) for v in self.lattice_act(prepared, state.labels.shape[0]))
+    def _copy_energy(self, state: ActState, prepared: tuple[Tensor, ...], site_class: tuple[int, ...],
+                     where: Tensor) -> Tensor:
+        dims = len(site_class)
+        lambda_act, max_act = (v.view(-1, *(1,) * dims) for v in self.lattice_act(prepared, state.labels.shape[0]))
         below = max_act.detach().floor().clamp_min(1)
         fraction = max_act - below
+        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
         d_h = 0.0
         for memory, weight in ((below, 1 - fraction), (below + 1, fraction)):
             gm = geometric_activity(state.labels, (memory - state.age).clamp_min(0))
-            padded = torch.nn.functional.pad(gm[:, None], (1, 1, 1, 1), mode="circular")[:, 0]
-            source = padded.flatten(1).gather(1, where).view_as(gm[:, a::2, b::2])
-            d_h = d_h - weight * (lambda_act / memory) * (source - gm[:, a::2, b::2])
+            padded = torch.nn.functional.pad(gm[:, None], (1, 1) * dims, mode="circular")[:, 0]
+            source = padded.flatten(1).gather(1, where).view_as(gm[inside])
+            d_h = d_h - weight * (lambda_act / memory) * (source - gm[inside])
         return d_h
 
     def _kernel_mcs(self, state: ActState, prepared: tuple[Tensor, ...], draws: Tensor) -> ActState:
@@ -186,20 +191,22 @@ class ActPotts(CellularPotts):
         labels, volume, surface, path, moment, age = potts_engine.mcs(self, state, prepared, draws, act)
         return ActState(labels, state.cell_types, volume, surface, path, age, moment)
 
-    def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> ActState:
+    def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor,
+                site_class: tuple[int, ...]) -> ActState:
         age, moment = state.age.clone(), state.moment
-        age[:, a::2, b::2] = torch.where(z.detach() > 0, 0.0, age[:, a::2, b::2])
-        height, width = age.shape[1:]
-        rows = torch.arange(a, height, 2, device=z.device, dtype=moment.dtype)
-        cols = torch.arange(b, width, 2, device=z.device, dtype=moment.dtype)
-        site = torch.stack(torch.broadcast_tensors(rows[:, None], cols[None, :]), -1)  # (h, w, 2)
+        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
+        age[inside] = torch.where(z.detach() > 0, 0.0, age[inside])
+        spatial, dims = tuple(age.shape[1:]), len(site_class)
+        axes = [torch.arange(c, side, 2, device=z.device, dtype=moment.dtype) for c, side in zip(site_class, spatial,
+                                                                                                 strict=True)]
+        site = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (*half, dims)
         centre = moment.detach() / state.volume.detach().clamp_min(1)[..., None]
         for cell, sign in ((source, 1.0), (target, -1.0)):
             index = cell.flatten(1)
-            near = centre.gather(1, index[..., None].expand(-1, -1, 2)).view(*cell.shape, 2)
-            position = near + _wrap(site - near, (height, width))
+            near = centre.gather(1, index[..., None].expand(-1, -1, dims)).view(*cell.shape, dims)
+            position = near + _wrap(site - near, spatial)
             weight = (sign * z * (cell > 0)).flatten(1)[..., None]
-            moment = moment.scatter_add(1, index[..., None].expand(-1, -1, 2), weight * position.flatten(1, 2))
+            moment = moment.scatter_add(1, index[..., None].expand(-1, -1, dims), weight * position.flatten(1, -2))
         return state._replace(age=age, moment=moment)
 
     def _after_mcs(self, state: ActState, prepared: tuple[Tensor, ...]) -> ActState:
@@ -209,7 +216,7 @@ class ActPotts(CellularPotts):
 
     def state(self, labels: Tensor, cell_types: Tensor, age: Tensor | None = None) -> ActState:
         """The CPM state of ``labels`` and ``cell_types`` (see :meth:`slm.models.CellularPotts.state`), with
-        ``age (B, H, W)`` (default: never copied into, activity 0) and the cells' unwrapped moments."""
+        ``age`` (the labels' shape; default: never copied into, activity 0) and the cells' unwrapped moments."""
         base = super().state(labels, cell_types)
         labels = base.labels
         if age is None:
@@ -219,28 +226,30 @@ class ActPotts(CellularPotts):
         return ActState(*base, age.to(labels.device, torch.float), unwrapped_moments(labels, base.cell_types.shape[1]))
 
     def positions(self, state: ActState) -> Tensor:
-        """Centroids ``(B, C - 1, 2)`` (rows, columns; in sites, unwrapped) of the cells, with the gradient."""
+        """Centroids ``(B, C - 1, dims)`` (rows, columns; depth first in 3D; in sites, unwrapped) of the cells, with the
+        gradient."""
         return state.moment[:, 1:] / state.volume[:, 1:, None].clamp_min(1)
 
     def observe(self, state: ActState) -> Tensor:
-        """``(B, H, W)`` in [0, 1]: cells at 0.3 plus 0.7 x their activity over ``max_act``, the medium and the
+        """``(B, *spatial)`` in [0, 1]: cells at 0.3 plus 0.7 x their activity over ``max_act``, the medium and the
         cell boundaries at 0."""
         labels, age = state.labels, state.age
-        memory = self.lattice_act(self.prepared(), len(labels))[1].detach().view(-1, 1, 1)
+        memory = self.lattice_act(self.prepared(), len(labels))[1].detach().view(-1, *(1,) * (labels.dim() - 1))
         activity = (memory - age).clamp(0, None) / memory
-        edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
-        return torch.where(edge | (labels == 0), 0.0, 0.3 + 0.7 * activity)
+        return torch.where(cell_edges(labels) | (labels == 0), 0.0, 0.3 + 0.7 * activity)
 
 
 def geometric_activity(labels: Tensor, activity: Tensor) -> Tensor:
-    """``GM (B, H, W)``: at every site of a cell the geometric mean of the activities of the sites of the
-    same cell among the site and its 8 Moore neighbours (0 if any of them is 0), and 0 on the medium."""
+    """``GM (B, *spatial)``: at every site of a cell the geometric mean of the activities of the sites of the
+    same cell among the site and its Moore neighbours (8, or 26 in 3D; 0 if any of them is 0), and 0 on the
+    medium."""
     log_sum = torch.zeros_like(activity)
     count = torch.zeros_like(activity)
     zero = labels == 0
-    for di, dj in ((0, 0), *MOORE):
-        near = torch.roll(activity, (di, dj), (1, 2))
-        same = torch.roll(labels, (di, dj), (1, 2)) == labels
+    dims = labels.dim() - 1
+    for offset in ((0,) * dims, *moore_offsets(dims)):
+        near = torch.roll(activity, offset, roll_axes(dims))
+        same = torch.roll(labels, offset, roll_axes(dims)) == labels
         log_sum = log_sum + torch.where(same, near.clamp_min(1e-30).log(), 0.0)
         count = count + same
         zero = zero | (same & (near <= 0))
@@ -248,25 +257,25 @@ def geometric_activity(labels: Tensor, activity: Tensor) -> Tensor:
 
 
 def unwrapped_moments(labels: Tensor, ids: int) -> Tensor:
-    """``M (B, ids, 2)``: per id the sum of its sites' coordinates, each taken at the image nearest the id's
-    circular mean (so a cell across the torus' edge is summed in one piece)."""
-    batch, height, width = labels.shape
-    rows = torch.arange(height, device=labels.device, dtype=torch.float)[:, None].expand(height, width)
-    cols = torch.arange(width, device=labels.device, dtype=torch.float)[None, :].expand(height, width)
-    site = torch.stack([rows, cols], -1).reshape(-1, 2)
-    period = torch.tensor([height, width], device=labels.device, dtype=torch.float)
+    """``M (B, ids, dims)``: per id the sum of its sites' coordinates, each taken at the image nearest the id's
+    circular mean (so a cell across the torus' edge is summed in one piece), of ``labels (B, *spatial)``."""
+    batch, *spatial = labels.shape
+    dims = len(spatial)
+    axes = [torch.arange(side, device=labels.device, dtype=torch.float) for side in spatial]
+    site = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dims)
+    period = torch.tensor(spatial, device=labels.device, dtype=torch.float)
     angle = 2 * math.pi * site / period
-    index = labels.flatten(1)[..., None].expand(-1, -1, 2)
-    cos = torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, angle.cos().expand(batch, -1, -1))
-    sin = torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, angle.sin().expand(batch, -1, -1))
+    index = labels.flatten(1)[..., None].expand(-1, -1, dims)
+    cos = torch.zeros(batch, ids, dims, device=labels.device).scatter_add_(1, index, angle.cos().expand(batch, -1, -1))
+    sin = torch.zeros(batch, ids, dims, device=labels.device).scatter_add_(1, index, angle.sin().expand(batch, -1, -1))
     mean = torch.atan2(sin, cos) % (2 * math.pi) * period / (2 * math.pi)
     near = mean.gather(1, index)
-    position = near + _wrap(site - near, (height, width))
-    return torch.zeros(batch, ids, 2, device=labels.device).scatter_add_(1, index, position)
+    position = near + _wrap(site - near, tuple(spatial))
+    return torch.zeros(batch, ids, dims, device=labels.device).scatter_add_(1, index, position)
 
 
-def _wrap(offset: Tensor, size: tuple[int, int]) -> Tensor:
-    """Offsets ``(..., 2)`` on a torus of ``size`` folded into ``[-L/2, L/2)``."""
+def _wrap(offset: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Offsets ``(..., dims)`` on a torus of ``size`` folded into ``[-L/2, L/2)``."""
     period = torch.tensor(size, device=offset.device, dtype=offset.dtype)
     return offset - period * torch.floor(offset / period + 0.5)
 

@@ -1,6 +1,7 @@
 r"""Cellular Potts model with many cells (Graner and Glazier 1992), in CompuCell3D's conventions.
 
-Lattice: an ``H x W`` torus of integer cell ids ``sigma`` (0 = medium); cell ``c`` has a type
+Lattice: an ``H x W`` or ``D x H x W`` torus of integer cell ids ``sigma`` (0 = medium; the dimension comes from
+the state's labels, ``(B, H, W)`` or ``(B, D, H, W)``); cell ``c`` has a type
 ``tau(c)`` (0 for the medium, ``1..K`` for cells). Energy
 
 .. math::
@@ -8,12 +9,14 @@ Lattice: an ``H x W`` torus of integer cell ids ``sigma`` (0 = medium); cell ``c
     H = \sum_{(i, j)} J(\tau(\sigma_i), \tau(\sigma_j)) [\sigma_i \ne \sigma_j]
         + \sum_c \lambda_V(\tau_c) (V_c - V_t(\tau_c))^2 + \sum_c \lambda_S(\tau_c) (S_c - S_t(\tau_c))^2
 
-over the bonds ``(i, j)`` of neighbouring sites (Moore, 8 neighbours, by default; ``von_neumann``: 4),
+over the bonds ``(i, j)`` of neighbouring sites (Moore, 8 neighbours in 2D and 26 in 3D, by default;
+``von_neumann``: 4 or 6; :data:`slm.lattice.NEIGHBOURHOODS`),
 with ``V_c`` the number of sites of cell ``c`` and ``S_c`` the number of its bonds to sites of other
 ids. The medium has no volume or surface energy.
 
-Dynamics: one Monte Carlo step (MCS, one :meth:`CellularPotts.transition`) is ``H W`` copy attempts. An
-attempt picks a target site ``t`` and a source ``s`` among its 8 Moore neighbours and copies
+Dynamics: one Monte Carlo step (MCS, one :meth:`CellularPotts.transition`) is ``N`` copy attempts (``N`` sites).
+An attempt picks a target site ``t`` and a source ``s`` among its Moore neighbours (8, or 26 in 3D, as Artistoo
+copies) and copies
 ``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``; a copy that would remove a cell's last
 site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pair as often as picking
 ``s`` then a neighbour ``t``.) Which targets, in which order, is the schedule (``schedule``):
@@ -24,7 +27,8 @@ site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pa
   runs it (:mod:`slm.models.potts_engine`; it draws only the targets that can change, which is the same
   process), and :func:`slm.models.reference.potts.sequential_mcs` with ``order="random"`` is its literal
   reference, replayed attempt for attempt in ``tests/test_potts_schedule.py``.
-* ``sweep``: every site once per MCS, in four classes ``(i mod 2, j mod 2)``; within a class no two targets are
+* ``sweep``: every site once per MCS, in four classes ``(i mod 2, j mod 2)`` (eight in 3D,
+  :func:`slm.lattice.site_classes`); within a class no two targets are
   neighbours, so no bond has both ends changing: the contact energy change and the surface change of every
   proposal of a class are computed at once from the lattice. Proposals still interact through the volume and
   surface of the cells they share, so the class's proposals are decided in rounds
@@ -32,8 +36,8 @@ site is refused. (Picking ``t`` then a neighbour ``s`` proposes every ordered pa
   order: the literal algorithm with the attempts ordered by class, which
   :func:`slm.models.reference.potts.sequential_mcs` with ``order="classes"`` checks in distribution
   (``tests/test_potts.py``). The same stationary distribution as ``random``, other kinetics (cells move
-  farther per MCS). It runs in tensor operations (``engine="torch"``, any device, the reference) or, with the
-  same noise and decisions, compiled.
+  farther per MCS). It runs in tensor operations (``engine="torch"``, any device and dimension, the reference)
+  or, in 2D, with the same noise and decisions, compiled.
 
 Gradients. The acceptance ``z ~ Bernoulli(p)`` of every attempt is drawn through the estimator, with
 ``p`` differentiable in every energy parameter and ``T``. The state carries float volumes and surfaces
@@ -59,15 +63,11 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.estimators import Estimator, gradient_only, make_estimator
+from slm.lattice import NEIGHBOURHOODS, moore_offsets, roll_axes, site_classes
 from slm.models import potts_engine
 from slm.models.base import Simulator, _Cache
 from slm.parameters import Positive, Real, register
 
-#: Moore offsets ``(di, dj)``; the first four are also the von Neumann neighbourhood.
-MOORE = ((-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
-NEIGHBOURHOODS = {"moore": 8, "von_neumann": 4}
-#: The four site classes, updated in this order in every MCS.
-CLASSES = ((0, 0), (1, 1), (0, 1), (1, 0))
 #: Per-type energy terms: their config names.
 PER_TYPE = ("volume_target", "lambda_volume", "surface_target", "lambda_surface")
 #: The Hamiltonian's terms, each once: what it adds to ``dH`` of a copy and the parameters it reads. A model lists
@@ -88,9 +88,9 @@ SUMMARY = ("heterotypic_fraction", "volume_mean", "volume_sd", "clusters")
 
 
 class PottsState(NamedTuple):
-    """The multi-cell CPM's state: ``labels (B, H, W)`` long, ``cell_types (B, C)`` long, float ``volume (B, C)``
-    and ``surface (B, C)`` (kept by the acceptances, with their gradient) and the zero-valued gradient path of
-    the bond counts per pair of types, ``path (B, (K+1)^2)``."""
+    """The multi-cell CPM's state: ``labels (B, H, W)`` or ``(B, D, H, W)`` long, ``cell_types (B, C)`` long, float
+    ``volume (B, C)`` and ``surface (B, C)`` (kept by the acceptances, with their gradient) and the zero-valued
+    gradient path of the bond counts per pair of types, ``path (B, (K+1)^2)``."""
 
     labels: Tensor
     cell_types: Tensor
@@ -112,9 +112,10 @@ class CellularPotts(Simulator):
         learn: the parameters to fit; the others are fixed. Names: ``J_<a>_<b>`` (``a``, ``b`` among
             ``medium`` and the type names, in that order), ``temperature``, and ``lambda_volume`` etc.
             (a shared number) or ``lambda_volume_<type>`` (per type). Default: every contact energy.
-        neighbourhood: ``moore`` (8 neighbours, CompuCell3D's NeighborOrder 2) or ``von_neumann`` (4) for
-            the contact and surface energies; copy attempts always go to a Moore neighbour.
-        cells, fractions: what :meth:`initial_state` places: ``cells`` square cells of about
+        neighbourhood: ``moore`` (8 neighbours in 2D, CompuCell3D's NeighborOrder 2; 26 in 3D, its NeighborOrder 3
+            and Artistoo's) or ``von_neumann`` (4; 6 in 3D) for the contact and surface energies; copy attempts
+            always go to a Moore neighbour.
+        cells, fractions: what :meth:`initial_state` places: ``cells`` square (cubic in 3D) cells of about
             ``volume_target`` sites with types drawn in the proportions ``fractions`` (default equal).
         estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
         engine: ``auto`` (default), ``kernel`` or ``torch``: which implementation runs an MCS
@@ -158,7 +159,7 @@ class CellularPotts(Simulator):
         #: between cells and the medium
         self.summary_names = SUMMARY + (tuple(f"medium_share_{name}" for name in names[1:]) if n_types > 1 else ())
         self.n_types = n_types
-        self.neighbours = NEIGHBOURHOODS[neighbourhood]
+        self.neighbourhood = neighbourhood
         self.estimator = make_estimator(estimator)
         values = {f"J_{names[a]}_{names[b]}": (matrix[a][b], Real()) for a in range(n_types + 1)
                   for b in range(a, n_types + 1) if a + b > 0}
@@ -188,6 +189,11 @@ class CellularPotts(Simulator):
                              f"{fractions}")
         self.cells = cells
         self.register_buffer("fractions", torch.tensor(weights) / sum(weights), persistent=False)
+
+    def bonds(self, dims: int) -> int:
+        """Bonds of a site in the contact and surface energies on a ``dims``-dimensional lattice (8 or 4 in 2D,
+        26 or 6 in 3D)."""
+        return NEIGHBOURHOODS[self.neighbourhood][dims]
 
     def _start_value(self, name: str, value: float) -> float | list[float]:
         """The start of the learned parameter ``name`` from its configured ``value`` (a population of classes
@@ -243,19 +249,22 @@ class CellularPotts(Simulator):
     def transition(self, state: PottsState, prepared: tuple[Tensor, ...],
                    generator: torch.Generator | None = None) -> PottsState:
         """One MCS by the engine :func:`slm.models.potts_engine.choose` picks: under ``random`` the compiled one
-        with a seed from ``generator``, under ``sweep`` the four site classes in turn."""
+        with a seed from ``generator``, under ``sweep`` the site classes (:func:`slm.lattice.site_classes`) in
+        turn."""
         engine = potts_engine.choose(self, state)
         if self.schedule == "random":
             return self._kernel_mcs(state, prepared, torch.tensor([potts_engine.mcs_seed(generator)]))
-        noise = torch.rand(len(CLASSES), 2, *state.labels[:, ::2, ::2].shape, generator=generator,
-                           device=state.labels.device)
+        dims = state.labels.dim() - 1
+        classes = site_classes(dims)
+        noise = torch.rand(len(classes), 2, *state.labels[(slice(None), *(slice(None, None, 2),) * dims)].shape,
+                           generator=generator, device=state.labels.device)
         if engine == "kernel":
             return self._kernel_mcs(state, prepared, noise)
         state = state._replace(labels=state.labels.clone())
         lattice = self.lattice_params(prepared, state.labels.shape[0])
         per_cell = [term.gather(1, state.cell_types) for term in lattice[1:5]]
-        for (a, b), u in zip(CLASSES, noise, strict=True):
-            state = self._sweep(state, prepared, (lattice[0], per_cell, lattice[5]), a, b, u)
+        for site_class, u in zip(classes, noise, strict=True):
+            state = self._sweep(state, prepared, (lattice[0], per_cell, lattice[5]), site_class, u)
         return self._after_mcs(state, prepared)
 
     def _kernel_mcs(self, state: PottsState, prepared: tuple[Tensor, ...], draws: Tensor) -> PottsState:
@@ -275,14 +284,16 @@ class CellularPotts(Simulator):
 
     # -- what a CPM with more terms overrides (the act model, slm.models.act) -----------------------
 
-    def _copy_energy(self, state: PottsState, prepared: tuple[Tensor, ...], a: int, b: int,
+    def _copy_energy(self, state: PottsState, prepared: tuple[Tensor, ...], site_class: tuple[int, ...],
                      where: Tensor) -> Tensor | None:
-        """More ``dH (B, h, w)`` of the class's copies, from the state before the class; ``where (B, h w)``:
-        each source's flat index in the lattice padded by one site. None: no more terms."""
+        """More ``dH (B, *half)`` of the class's copies (``half``: the class's sites per axis), from the state before
+        the class; ``where (B, n)``: each source's flat index in the lattice padded by one site. None: no more
+        terms."""
         return None
 
-    def _copied(self, state: PottsState, z: Tensor, source: Tensor, target: Tensor, a: int, b: int) -> PottsState:
-        """The state's further fields after the class's copies ``z (B, h, w)`` (1: ``source`` ids copied into the
+    def _copied(self, state: PottsState, z: Tensor, source: Tensor, target: Tensor,
+                site_class: tuple[int, ...]) -> PottsState:
+        """The state's further fields after the class's copies ``z (B, *half)`` (1: ``source`` ids copied into the
         targets); ``state`` has the volumes after them, the labels before."""
         return state
 
@@ -291,8 +302,9 @@ class CellularPotts(Simulator):
         return state
 
     def _sweep(self, state: PottsState, prepared: tuple[Tensor, ...], lattice: tuple[Tensor, list[Tensor], Tensor],
-               a: int, b: int, u: Tensor) -> PottsState:
-        """Copy attempts into every site of class ``(a, b)`` at once; writes ``state.labels`` in place. ``lattice``:
+               site_class: tuple[int, ...], u: Tensor) -> PottsState:
+        """Copy attempts into every site of class ``site_class`` (``(a, b)``, or ``(a, b, c)`` in 3D) at once; writes
+        ``state.labels`` in place. ``lattice``:
         each lattice's ``J (B, (K+1)^2)``, the per-cell ``V_t, lambda_V, S_t, lambda_S (B, C)`` and ``T (B,)``.
 
         With ``c_q`` the number of energy neighbours of type ``q`` and ``n_x`` those with id ``x``, the
@@ -300,39 +312,46 @@ class CellularPotts(Simulator):
         so ``dH`` needs no per-neighbour lookups of ``J``.
         """
         labels, volume = state.labels, state.volume
-        batch, height, width = labels.shape
-        k, z_max = self.n_types + 1, self.neighbours
+        batch, *spatial = labels.shape
+        dims = len(spatial)
+        k, z_max = self.n_types + 1, self.bonds(dims)
         contact, per_cell, temperature = lattice
-        padded = F.pad(labels[:, None], (1, 1, 1, 1), mode="circular")[:, 0]  # (B, H + 2, W + 2)
+        padded = F.pad(labels[:, None], (1, 1) * dims, mode="circular")[:, 0]  # (B, *(side + 2))
         padded_types = state.cell_types.gather(1, padded.flatten(1)).view_as(padded)
-        target = labels[:, a::2, b::2]
+        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
+        target = labels[inside]
         flat = (batch, -1)
         # The source: the Moore neighbour in a random direction, read by its flat index in the padded lattice.
-        # One uniform gives both the direction (its first 3 bits) and the acceptance noise (the rest); another
+        # One uniform gives both the direction (its first bits) and the acceptance noise (the rest); another
         # the order of the class's proposals.
-        rows = torch.arange(1 + a, 1 + a + height, 2, device=labels.device)
-        cols = torch.arange(1 + b, 1 + b + width, 2, device=labels.device)
-        steps = torch.tensor([di * (width + 2) + dj for di, dj in MOORE], device=labels.device)
-        u, priority = u[0] * len(MOORE), u[1]
-        direction = u.long().clamp_max_(len(MOORE) - 1)
+        strides = padded.stride()[1:]
+        moore = moore_offsets(dims)
+        base = sum(torch.arange(1 + c, 1 + c + side, 2, device=labels.device).view(
+            *([1] * axis), -1, *([1] * (dims - 1 - axis))) * stride
+            for axis, (c, side, stride) in enumerate(zip(site_class, spatial, strides, strict=True)))
+        steps = torch.tensor([sum(o * st for o, st in zip(off, strides, strict=True)) for off in moore],
+                             device=labels.device)
+        u, priority = u[0] * len(moore), u[1]
+        direction = u.long().clamp_max_(len(moore) - 1)
         noise = u - direction
-        where = (rows[:, None] * (width + 2) + cols + steps[direction]).reshape(flat)
+        where = (base + steps[direction]).reshape(flat)
         source = padded.flatten(1).gather(1, where).view_as(target)
         source_type = padded_types.flatten(1).gather(1, where).view_as(target)
-        target_type = padded_types[:, 1 + a: 1 + a + height: 2, 1 + b: 1 + b + width: 2]
-        same_source = self._neighbour_sum(_window(padded, a, b, height, width), source)
-        same_target = self._neighbour_sum(_window(padded, a, b, height, width), target)
-        kinds = torch.arange(k, device=labels.device)[:, None, None, None]
+        target_type = padded_types[(slice(None), *(slice(1 + c, 1 + c + side, 2)
+                                                   for c, side in zip(site_class, spatial, strict=True)))]
+        same_source = self._neighbour_sum(_window(padded, site_class), dims, source)
+        same_target = self._neighbour_sum(_window(padded, site_class), dims, target)
+        kinds = torch.arange(k, device=labels.device).view(-1, *([1] * (dims + 1)))
         one_hot = (padded_types[None] == kinds[1:]).view(torch.uint8)
-        by_type = self._neighbour_sum(_window(one_hot, a, b, height, width))
-        by_type = torch.cat([z_max - by_type.sum(0, keepdim=True), by_type]).to(volume.dtype)  # (k, B, h, w)
+        by_type = self._neighbour_sum(_window(one_hot, site_class), dims)
+        by_type = torch.cat([z_max - by_type.sum(0, keepdim=True), by_type]).to(volume.dtype)  # (k, B, *half)
         matrix = contact.view(batch, k, k)
         diagonal = torch.diagonal(matrix, dim1=1, dim2=2)  # (B, k)
-        field = torch.einsum("bts,sbhw->tbhw", matrix, by_type)  # (k, B, h, w): sum_q J(t, q) c_q for every type t
+        field = torch.einsum("bts,sb...->tb...", matrix, by_type)  # (k, B, *half): sum_q J(t, q) c_q, every type t
         d_h = field.gather(0, source_type[None])[0] - field.gather(0, target_type[None])[0]
         d_h = (d_h - diagonal.gather(1, source_type.flatten(1)).view_as(d_h) * same_source
                + diagonal.gather(1, target_type.flatten(1)).view_as(d_h) * same_target)
-        more = self._copy_energy(state, prepared, a, b, where.view(batch, -1))
+        more = self._copy_energy(state, prepared, site_class, where.view(batch, -1))
         if more is not None:
             d_h = d_h + more
         d_source = (z_max - 2 * same_source.to(volume.dtype)).reshape(flat)  # bonds gained - lost by the source cell
@@ -342,15 +361,15 @@ class CellularPotts(Simulator):
                                            per_cell, temperature, (source != target).reshape(flat),
                                            noise.reshape(flat), priority.reshape(flat))
         z = z.view_as(target)
-        state = self._copied(state._replace(volume=volume, surface=surface), z, source, target, a, b)
-        labels[:, a::2, b::2] = torch.where(z.detach() > 0, source, target)
+        state = self._copied(state._replace(volume=volume, surface=surface), z, source, target, site_class)
+        labels[inside] = torch.where(z.detach() > 0, source, target)
         if z.requires_grad:
             # Bonds from the target gained by (source type, q) and lost by (target type, q), for every type q,
             # summed over the sites as (k x k) products.
             signal = gradient_only(z)
             is_source, is_target = (kinds == source_type).to(signal.dtype), (kinds == target_type).to(signal.dtype)
-            gained = torch.einsum("tbhw,qbhw->btq", is_source * signal, by_type - is_source * same_source)
-            lost = torch.einsum("tbhw,qbhw->btq", is_target * signal, by_type - is_target * same_target)
+            gained = torch.einsum("tb...,qb...->btq", is_source * signal, by_type - is_source * same_source)
+            lost = torch.einsum("tb...,qb...->btq", is_target * signal, by_type - is_target * same_target)
             state = state._replace(path=state.path + (gained - lost).reshape(batch, k * k))
         return state
 
@@ -405,31 +424,34 @@ class CellularPotts(Simulator):
         full = torch.zeros(batch * size, device=z.device, dtype=z.dtype).index_put((where,), z)
         return full.view(batch, size), volume.view(batch, ids), surface.view(batch, ids)
 
-    def _neighbour_sum(self, window: Tensor, equal_to: Tensor | None = None) -> Tensor:
-        """Sum (uint8) over the energy neighbourhood of a ``(..., 3, 3, h, w)`` window, or the number of
-        neighbours equal to ``equal_to (..., h, w)``; view by view, which beats a strided reduction."""
-        offsets = [(i + 1, j + 1) for i, j in MOORE[: self.neighbours]]
-        total = torch.zeros(window[..., 0, 0, :, :].shape, dtype=torch.uint8, device=window.device)
-        for i, j in offsets:
-            view = window[..., i, j, :, :]
+    def _neighbour_sum(self, window: Tensor, dims: int, equal_to: Tensor | None = None) -> Tensor:
+        """Sum (uint8) over the energy neighbourhood of a ``(..., 3, 3[, 3], *half)`` window of a ``dims``-dimensional
+        lattice, or the number of neighbours equal to ``equal_to (..., *half)``; view by view, which beats a strided
+        reduction."""
+        rest = (slice(None),) * dims
+        total = torch.zeros(window[(Ellipsis, *(0,) * dims, *rest)].shape, dtype=torch.uint8, device=window.device)
+        for offset in moore_offsets(dims)[: self.bonds(dims)]:
+            view = window[(Ellipsis, *(o + 1 for o in offset), *rest)]
             total += view if equal_to is None else (view == equal_to).view(torch.uint8)
         return total
 
     # -- states --------------------------------------------------------------------------------
 
     def state(self, labels: Tensor, cell_types: Tensor) -> PottsState:
-        """The state of lattices ``labels (B, H, W)`` (ids ``0..C-1``) whose ids have types ``cell_types``
-        ``(C,)`` or ``(B, C)`` (0 for the medium id 0, ``1..K`` for cells); checks both."""
+        """The state of lattices ``labels`` (ids ``0..C-1``): ``(B, H, W)`` planes (one ``(H, W)`` plane is taken as
+        a batch of one) or ``(B, D, H, W)`` cubes, whose ids have types ``cell_types`` ``(C,)`` or ``(B, C)`` (0 for
+        the medium id 0, ``1..K`` for cells); checks both."""
         labels = torch.as_tensor(labels)
         if labels.ndim == 2:
             labels = labels[None]
-        if labels.ndim != 3 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise InputError(f"labels: expected integer cell ids of shape (B, H, W), got {tuple(labels.shape)} "
-                             f"{labels.dtype}")
+        if labels.ndim not in (3, 4) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise InputError(f"labels: expected integer cell ids of shape (B, H, W) or (B, D, H, W), got "
+                             f"{tuple(labels.shape)} {labels.dtype}")
         labels = labels.long()
-        batch, height, width = labels.shape
-        if height % 2 or width % 2 or height < 4 or width < 4:
-            raise InputError(f"labels: expected even lattice sides >= 4 (the four site classes), got {height}x{width}")
+        batch, *spatial = labels.shape
+        if any(side % 2 or side < 4 for side in spatial):
+            raise InputError(f"labels: expected even lattice sides >= 4 (the sweep's site classes), got "
+                             f"{'x'.join(map(str, spatial))}")
         cell_types = torch.as_tensor(cell_types, device=labels.device).long()
         if cell_types.ndim == 1:
             cell_types = cell_types.expand(batch, -1)
@@ -449,14 +471,16 @@ class CellularPotts(Simulator):
     def _surfaces(self, labels: Tensor, ids: int) -> Tensor:
         """``S_c``, bonds of each id to other ids, ``(B, C)`` (the medium's counted too, never used)."""
         unlike = torch.zeros(labels.shape, device=labels.device)
-        for di, dj in MOORE[: self.neighbours]:
-            unlike += labels != torch.roll(labels, (di, dj), (1, 2))
+        dims = labels.dim() - 1
+        for offset in moore_offsets(dims)[: self.bonds(dims)]:
+            unlike += labels != torch.roll(labels, offset, roll_axes(dims))
         return torch.zeros(labels.shape[0], ids, device=labels.device).scatter_add_(1, labels.flatten(1),
                                                                                     unlike.flatten(1))
 
-    def initial_state(self, batch: int, size: int | tuple[int, int], device: torch.device | None = None,
+    def initial_state(self, batch: int, size: int | tuple[int, ...], device: torch.device | None = None,
                       generator: torch.Generator | None = None) -> PottsState:
-        """``batch`` lattices with :attr:`cells` cells placed by :func:`random_mixture`."""
+        """``batch`` lattices of ``size`` (a side: a square; ``(H, W)`` or ``(D, H, W)``) with :attr:`cells` cells
+        placed by :func:`random_mixture`."""
         v_target = self.prepared()[1].detach()[1:]
         volume = int(round(float((v_target * self.fractions).sum())))
         device = device if device is not None else generator.device if generator is not None else v_target.device
@@ -470,12 +494,12 @@ class CellularPotts(Simulator):
         (``O[a, b]`` = bonds between types ``a != b``, ``O[a, a]`` = twice the bonds between different cells
         of type ``a``), with the gradient path."""
         labels, cell_types, path = state.labels, state.cell_types, state.path
-        batch, k = labels.shape[0], self.n_types + 1
+        batch, k, dims = labels.shape[0], self.n_types + 1, labels.dim() - 1
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels)
         counts = torch.zeros(batch, k * k, device=labels.device)
-        for di, dj in MOORE[: self.neighbours]:
-            unlike = (labels != torch.roll(labels, (di, dj), (1, 2))).float()
-            pair = types * k + torch.roll(types, (di, dj), (1, 2))
+        for offset in moore_offsets(dims)[: self.bonds(dims)]:
+            unlike = (labels != torch.roll(labels, offset, roll_axes(dims))).float()
+            pair = types * k + torch.roll(types, offset, roll_axes(dims))
             counts.scatter_add_(1, pair.flatten(1), unlike.flatten(1))
         path = path.view(batch, k, k)
         return counts.view(batch, k, k) + path + path.transpose(1, 2)
@@ -483,7 +507,7 @@ class CellularPotts(Simulator):
     def summary(self, state: PottsState) -> Tensor:
         """Per lattice ``(B, len(summary_names))``: :data:`SUMMARY` = heterotypic fraction (bonds between cells
         of different types over all bonds between cells), mean and standard deviation of the cell volumes,
-        the number of same-type clusters (4-connected, on the torus; no gradient), and with several types
+        the number of same-type clusters (face-connected, on the torus; no gradient), and with several types
         each type's share of the bonds between cells and the medium (which type lines the aggregate)."""
         labels, cell_types, volume = state.labels, state.cell_types, state.volume
         counts = self.bond_counts(state)
@@ -502,11 +526,18 @@ class CellularPotts(Simulator):
         return torch.cat([torch.stack([heterotypic, mean, sd, clusters], 1), shares], 1)
 
     def observe(self, state: PottsState) -> Tensor:
-        """``(B, H, W)`` in [0, 1]: type ``k`` of a cell at ``k / K``, the medium at 0 and cell boundaries at 0."""
+        """``(B, *spatial)`` in [0, 1]: type ``k`` of a cell at ``k / K``, the medium at 0 and cell boundaries at 0."""
         labels, cell_types = state.labels, state.cell_types
         types = cell_types.gather(1, labels.flatten(1)).view_as(labels).float() / self.n_types
-        edge = (labels != torch.roll(labels, 1, 1)) | (labels != torch.roll(labels, 1, 2))
-        return torch.where(edge & (labels > 0), 0.0, types)
+        return torch.where(cell_edges(labels) & (labels > 0), 0.0, types)
+
+
+def cell_edges(labels: Tensor) -> Tensor:
+    """``(B, *spatial)`` bool: sites whose id differs from the one before them along some axis (cell outlines)."""
+    edge = torch.zeros_like(labels, dtype=torch.bool)
+    for axis in roll_axes(labels.dim() - 1):
+        edge |= labels != torch.roll(labels, 1, axis)
+    return edge
 
 
 def per_lattice(value: Tensor, dims: int, index: Tensor | None, batch: int) -> Tensor:
@@ -519,14 +550,16 @@ def per_lattice(value: Tensor, dims: int, index: Tensor | None, batch: int) -> T
     return value.expand(batch, *value.shape)
 
 
-def _window(padded: Tensor, a: int, b: int, height: int, width: int) -> Tensor:
-    """``(..., 3, 3, h, w)`` view of the 3x3 neighbourhood of every site of class ``(a, b)`` of a lattice
-    padded by one site on each side, ``(..., H + 2, W + 2)``; no copy."""
-    *lead, rows, cols = padded.shape
+def _window(padded: Tensor, site_class: tuple[int, ...]) -> Tensor:
+    """``(..., 3, 3[, 3], *half)`` view of the Moore neighbourhood of every site of class ``site_class`` of a lattice
+    padded by one site on each side, ``(..., *(side + 2))``; no copy."""
+    dims = len(site_class)
+    lead, sides = padded.shape[:-dims], padded.shape[-dims:]
     strides = padded.stride()
-    return padded.as_strided((*lead, 3, 3, height // 2, width // 2),
-                             (*strides[:-2], strides[-2], strides[-1], 2 * strides[-2], 2 * strides[-1]),
-                             padded.storage_offset() + a * strides[-2] + b * strides[-1])
+    lattice = strides[-dims:]
+    return padded.as_strided((*lead, *(3,) * dims, *((side - 2) // 2 for side in sides)),
+                             (*strides[:-dims], *lattice, *(2 * stride for stride in lattice)),
+                             padded.storage_offset() + sum(c * st for c, st in zip(site_class, lattice, strict=True)))
 
 
 def _number(key: str, value: object) -> float:
@@ -556,7 +589,8 @@ def count_ids(labels: Tensor, ids: int) -> Tensor:
 
 
 def count_clusters(types: Tensor, compiled: bool = True) -> Tensor:
-    """Number of 4-connected clusters of equal non-zero values on the torus, per lattice ``(B,)``.
+    """Number of face-connected clusters (4 neighbours in a plane, 6 in 3D) of equal non-zero values on the torus,
+    per lattice ``(B,)``, of ``types (B, *spatial)``.
 
     On the CPU by the compiled kernel's union-find (:func:`slm.models.potts_engine.compiled_clusters`); elsewhere,
     or with ``compiled=False``, minimum-label propagation with pointer jumping (a few dozen sweeps at 100x100),
@@ -565,53 +599,59 @@ def count_clusters(types: Tensor, compiled: bool = True) -> Tensor:
     counted = potts_engine.compiled_clusters(types) if compiled else None
     if counted is not None:
         return counted
-    batch, height, width = types.shape
-    size = height * width
+    batch = types.shape[0]
+    size = types[0].numel()
     index = torch.arange(size, device=types.device).expand(batch, -1).reshape_as(types)
     inside = types > 0
     label = torch.where(inside, index, size)
+    axes = roll_axes(types.dim() - 1)
     while True:
         new = label
-        for shift, dim in ((1, 1), (-1, 1), (1, 2), (-1, 2)):
-            same = inside & (types == torch.roll(types, shift, dim))
-            new = torch.minimum(new, torch.where(same, torch.roll(label, shift, dim), size))
+        for dim in axes:
+            for shift in (1, -1):
+                same = inside & (types == torch.roll(types, shift, dim))
+                new = torch.minimum(new, torch.where(same, torch.roll(label, shift, dim), size))
         flat = new.flatten(1)
         new = torch.where(inside, flat.gather(1, flat.clamp_max(size - 1)).view_as(new), size)
         if torch.equal(new, label):
-            return (inside & (label == index)).sum((1, 2))
+            return (inside & (label == index)).flatten(1).sum(1)
         label = new
 
 
-def random_mixture(batch: int, size: int | tuple[int, int], cells: int, volume: int,
+def random_mixture(batch: int, size: int | tuple[int, ...], cells: int, volume: int,
                    fractions: Sequence[float] | Tensor, generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """``cells`` square cells of side ``round(sqrt(volume))`` packed in a compact blob at the lattice
-    centre (the grid slots nearest to it), types drawn independently with probabilities ``fractions``.
+    """``cells`` square (in 3D cubic) cells of side ``round(volume^(1/dims))`` packed in a compact blob at the
+    lattice centre (the grid slots nearest to it), types drawn independently with probabilities ``fractions``;
+    ``size``: a side (a square), ``(H, W)`` or ``(D, H, W)``.
 
-    Returns ``labels (batch, H, W)`` long (ids ``1..cells``, medium 0) and ``cell_types (batch, cells + 1)``.
+    Returns ``labels (batch, *size)`` long (ids ``1..cells``, medium 0) and ``cell_types (batch, cells + 1)``.
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    side = max(1, round(math.sqrt(volume)))
-    rows, cols = height // side, width // side
-    if cells * side * side > height * width or cells > rows * cols:
-        raise InputError(f"model.cells: {cells} cells of {side}x{side} sites need {cells * side * side} sites, more "
-                         f"than the {height}x{width} lattice holds")
-    grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), -1).view(-1, 2)
-    centre = torch.tensor([rows - 1, cols - 1]) / 2
+    sides = (size, size) if isinstance(size, int) else tuple(size)
+    dims = len(sides)
+    side = max(1, round(volume ** (1 / dims)))
+    slots_per_axis = [s // side for s in sides]
+    shape = "x".join(map(str, sides))
+    if cells * side**dims > math.prod(sides) or cells > math.prod(slots_per_axis):
+        raise InputError(f"model.cells: {cells} cells of {'x'.join([str(side)] * dims)} sites need "
+                         f"{cells * side ** dims} sites, more than the {shape} lattice holds")
+    grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in slots_per_axis), indexing="ij"), -1).view(-1, dims)
+    centre = (torch.tensor(slots_per_axis) - 1) / 2
     slots = grid[((grid - centre) ** 2).sum(1).argsort(stable=True)[:cells]]
-    offset_i, offset_j = (height - rows * side) // 2, (width - cols * side) // 2
-    labels = torch.zeros(height, width, dtype=torch.long)
-    block = torch.zeros(rows, cols, dtype=torch.long)
-    block[slots[:, 0], slots[:, 1]] = torch.arange(1, cells + 1)
-    labels[offset_i: offset_i + rows * side, offset_j: offset_j + cols * side] = (
-        block.repeat_interleave(side, 0).repeat_interleave(side, 1))
+    labels = torch.zeros(sides, dtype=torch.long)
+    block = torch.zeros(slots_per_axis, dtype=torch.long)
+    block[tuple(slots.T)] = torch.arange(1, cells + 1)
+    for axis in range(dims):
+        block = block.repeat_interleave(side, axis)
+    labels[tuple(slice((s - n * side) // 2, (s - n * side) // 2 + n * side)
+                 for s, n in zip(sides, slots_per_axis, strict=True))] = block
     weights = torch.as_tensor(fractions, dtype=torch.float, device=device)
     draws = torch.multinomial(weights.expand(batch, -1), cells, replacement=True, generator=generator) + 1
     cell_types = torch.cat([torch.zeros(batch, 1, dtype=torch.long, device=draws.device), draws], 1)
-    return labels.to(draws.device).expand(batch, -1, -1).clone(), cell_types
+    return labels.to(draws.device).expand(batch, *sides).clone(), cell_types
 
 
-def single_cell(size: int | tuple[int, int], volume: int, cell_type: int = 1) -> tuple[Tensor, Tensor]:
-    """One square cell of about ``volume`` sites and type ``cell_type`` at the centre: ``labels (1, H, W)``,
+def single_cell(size: int | tuple[int, ...], volume: int, cell_type: int = 1) -> tuple[Tensor, Tensor]:
+    """One square (cubic) cell of about ``volume`` sites and type ``cell_type`` at the centre: ``labels (1, *size)``,
     ``cell_types (1, 2)``."""
     return random_mixture(1, size, 1, volume, [0.0] * (cell_type - 1) + [1.0])

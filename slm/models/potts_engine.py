@@ -3,16 +3,17 @@ r"""The compiled engine of the multi-cell CPM: Monte Carlo steps in C++ (``potts
 
 Schedules (``model.schedule``):
 
-* ``random`` (default), the field's: an MCS is ``H W`` copy attempts at uniform random targets, decided one at
+* ``random`` (default), the field's: an MCS is ``N`` copy attempts (``N`` sites, 2D or 3D) at uniform random
+  targets, decided one at
   a time (CompuCell3D, Morpheus, glazier, Artistoo). Compiled engine only. The kernel draws only targets in the
   border set (sites with a Moore neighbour of another id) and skips the attempts between two of them in one
   geometric draw: the same process, exactly, as uniform targets (``targets="uniform"``, the literal draws that
   :func:`slm.models.reference.potts.sequential_mcs` replays attempt for attempt; tests and the benchmark).
   Each MCS draws one seed from the step's generator; lattice ``b`` mixes in ``b``, so noise is reproducible from
   (seed, lattice, step).
-* ``sweep``: every site once per MCS in four site classes (:meth:`slm.models.CellularPotts._sweep`): the same
-  stationary distribution, other kinetics. The torch engine (any device) is its reference; the kernel makes
-  its decisions for the same noise.
+* ``sweep``: every site once per MCS in four site classes (eight in 3D; :meth:`slm.models.CellularPotts._sweep`):
+  the same stationary distribution, other kinetics. The torch engine (any device and dimension) is its reference;
+  in 2D the kernel makes its decisions for the same noise (a 3D sweep runs on torch).
 
 Engines (``model.engine``): ``torch``, ``kernel`` or ``auto`` (``kernel`` where it applies: a CPU state, the
 models :class:`slm.models.CellularPotts` and :class:`slm.models.ActPotts` themselves, the estimators ``ste``,
@@ -57,7 +58,7 @@ KERNEL_TERMS = ("contact", "volume", "surface", "act")
 #: The estimators the kernel's backward pass knows, and their codes in it.
 ESTIMATOR_CODES = {"ste": 0, "gumbel": 1, "score": 2}
 #: The kernel's ``ABI_VERSION``; a library that reports another is not used.
-ABI_VERSION = 2
+ABI_VERSION = 3
 SOURCE = Path(__file__).with_name("potts_kernel.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-pthread")
 
@@ -67,8 +68,8 @@ _P = ctypes.c_void_p
 class _Args(ctypes.Structure):
     """The kernel's ``Args`` (same order and types)."""
 
-    _fields_ = [*((name, ctypes.c_int32) for name in ("B", "H", "W", "C", "K", "nbh", "has_surface", "act", "threads",
-                                                      "schedule", "estimator", "mcs")),
+    _fields_ = [*((name, ctypes.c_int32) for name in ("B", "D", "H", "W", "C", "K", "nbh", "has_surface", "act",
+                                                      "threads", "schedule", "estimator", "mcs")),
                 ("tau", ctypes.c_float),
                 *((name, _P) for name in ("labels", "types", "volume", "surface", "noise", "seeds", "params",
                                           "act_params", "age", "moment", "tape_count", "tape_cells", "tape_counts",
@@ -149,7 +150,7 @@ def _load(path: Path) -> ctypes.CDLL:
     for name in ("slm_potts_mcs", "slm_potts_backward"):
         getattr(lib, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(lib, name).restype = None
-    lib.slm_count_clusters.argtypes = [ctypes.c_int] * 4 + [_P] * 2
+    lib.slm_count_clusters.argtypes = [ctypes.c_int] * 5 + [_P] * 2
     lib.slm_uniforms.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.c_int64, _P]
     for name in ("slm_count_clusters", "slm_uniforms"):
         getattr(lib, name).restype = None
@@ -191,6 +192,8 @@ def choose(model: torch.nn.Module, state: tuple[Tensor, ...]) -> str:
         reason = f"its backward pass does not know the estimator {model.estimator.name!r}"
     elif state.volume.dtype != torch.float32:
         reason = f"volumes are {state.volume.dtype}, the kernel computes in float32"
+    elif model.schedule == "sweep" and state.labels.dim() == 4:
+        reason = "the kernel runs the sweep in 2D only"
     if reason is None:
         try:
             library()
@@ -242,7 +245,7 @@ def compiled_clusters(values: Tensor) -> Tensor | None:
         return None
     values = values.to(torch.int64).contiguous()
     out = torch.empty(values.shape[0], dtype=torch.int64)
-    lib.slm_count_clusters(*values.shape, torch.get_num_threads(), values.data_ptr(), out.data_ptr())
+    lib.slm_count_clusters(*_batch_shape(values), torch.get_num_threads(), values.data_ptr(), out.data_ptr())
     return out
 
 
@@ -261,6 +264,11 @@ def uniforms(seed: int, lattice: int, n: int) -> Tensor:
     return out
 
 
+def _batch_shape(labels: Tensor) -> tuple[int, int, int, int]:
+    """``(B, D, H, W)`` of a batch of planes ``(B, H, W)`` (``D = 1``) or cubes ``(B, D, H, W)``."""
+    return (labels.shape[0], 1, *labels.shape[1:]) if labels.dim() == 3 else tuple(labels.shape)
+
+
 def _copy(tensor: Tensor) -> Tensor:
     return tensor.detach().clone(memory_format=torch.contiguous_format)
 
@@ -274,18 +282,19 @@ def _forward(shape: tuple[int, ...], schedule: int, labels: Tensor, cell_types: 
              ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...] | None]:
     """Run the kernel on copies of the state's tensors (``draws``: the sweep's noise, or one seed per MCS);
     returns ``(labels, volume, surface, age, moment)`` and the tape of all the MCS (when ``record``)."""
-    batch, height, width, ids, k, neighbours, has_surface, has_act = shape
+    batch, depth, height, width, ids, k, neighbours, has_surface, has_act = shape
     labels, volume, surface = (_copy(t) for t in (labels, volume, surface))
     cell_types, draws = cell_types.contiguous(), draws.contiguous()  # held: the kernel reads raw pointers
     if has_act:
         age, moment, act = _copy(age), _copy(moment), act.detach().contiguous()
     tape = None
     steps = 1 if schedule == SWEEP else len(draws)
-    n = steps * height * width  # records per lattice at most; pages never written are never touched
+    n = steps * depth * height * width  # records per lattice at most; pages never written are never touched
     if record:
+        extra = 2 + 2 * (3 if depth > 1 else 2)  # act: GM(s) - GM(t) at both memories, the site's position for s, t
         tape = (torch.zeros(batch, dtype=torch.int32), torch.empty(batch, n, 2, dtype=torch.int32),
                 torch.empty(batch, n, k + 2, dtype=torch.uint8), torch.empty(batch, n),
-                torch.empty(batch, n, dtype=torch.uint8), torch.empty(batch, n, 6 if has_act else 0))
+                torch.empty(batch, n, dtype=torch.uint8), torch.empty(batch, n, extra if has_act else 0))
     args = _Args(*shape, torch.get_num_threads(), schedule, 0, steps, 1.0,
                  labels.data_ptr(), cell_types.data_ptr(), volume.data_ptr(), surface.data_ptr(),
                  _ptr(draws) if schedule == SWEEP else None, None if schedule == SWEEP else _ptr(draws),
@@ -315,12 +324,12 @@ class _MCS(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_labels, g_volume, g_surface, g_path, g_moment, g_age, g_log_prob):
         cell_types, volume, surface, params, act, *tape = ctx.saved_tensors
-        batch, height, width, ids, *_ = ctx.shape
+        batch, depth, height, width, ids, *_ = ctx.shape
         code, tau = ctx.estimator
         grads = [None if g is None else g.contiguous() for g in (g_volume, g_surface, g_path, g_moment, g_log_prob)]
         gi_volume, gi_surface = torch.empty(batch, ids), torch.empty(batch, ids)
         g_params, g_act = torch.zeros_like(params), torch.zeros_like(act)
-        steps = tape[1].shape[1] // (height * width)  # the tape's capacity: records per lattice and MCS
+        steps = tape[1].shape[1] // (depth * height * width)  # the tape's capacity: records per lattice and MCS
         args = _Args(*ctx.shape, torch.get_num_threads(), 0, code, steps, tau, None, cell_types.data_ptr(),
                      volume.data_ptr(), surface.data_ptr(), None, None, params.data_ptr(), _ptr(act), None, None,
                      *(_ptr(t) for t in tape), *(_ptr(g) for g in grads[:4]),
@@ -352,10 +361,10 @@ def mcs(model: torch.nn.Module, state: tuple[Tensor, ...], prepared: tuple[Tenso
     int64, all run in one call (one tape, one node of the autograd graph). With ``score`` the per-lattice
     log-probability of the decisions goes to the estimator."""
     labels, cell_types, volume, surface, path = state[:5]
-    batch, height, width = labels.shape
+    batch = labels.shape[0]
     params = _packed(model, prepared, batch)
-    shape = (batch, height, width, cell_types.shape[1], model.n_types + 1, model.neighbours, int(model.has_surface),
-             int(act is not None))
+    shape = (*_batch_shape(labels), cell_types.shape[1], model.n_types + 1, model.bonds(labels.dim() - 1),
+             int(model.has_surface), int(act is not None))
     schedule = SWEEP if model.schedule == "sweep" else TARGETS[model.targets]
     empty = volume.new_empty(0)
     age, moment, act = (state[5], state[6], act) if act is not None else (empty, empty, empty)

@@ -1,20 +1,24 @@
 // The multi-cell CPM's Monte Carlo step (slm.models.potts, slm.models.act) as one compiled loop.
 //
+// Lattices are planes (D = 1: H x W, 8 Moore neighbours) or volumes (D x H x W, 26), both tori; the Moore offsets come
+// in slm.lattice.moore_offsets' order (faces first), so that the first 4 or 6 are the von Neumann neighbourhood.
+//
 // Two schedules of copy attempts (model.schedule):
 //
-// * RANDOM, the field's (CompuCell3D, Morpheus, Artistoo, glazier): an MCS is H W attempts, each at a uniform
+// * RANDOM, the field's (CompuCell3D, Morpheus, Artistoo, glazier): an MCS is N = D H W attempts, each at a uniform
 //   random target (with replacement) from a uniform random Moore neighbour as the source, decided one at a time
 //   on the current lattice, volumes, surfaces and activities. Two ways to draw the same process:
 //   - UNIFORM_TARGETS: literally, three uniforms per attempt (target, direction, acceptance), the stream that
 //     slm.studies.potts_reference.sequential_mcs replays attempt for attempt;
 //   - BORDER (the default way): only targets with a Moore neighbour of another id can change anything, so the
 //     attempts between two of them are skipped in one geometric draw (each attempt hits the border set with
-//     probability |border| / (H W)) and the target is uniform in the border set. Exact in distribution (the
+//     probability |border| / N) and the target is uniform in the border set. Exact in distribution (the
 //     skipped attempts change nothing), and cheap where the cells are sparse. (Artistoo advances time by the
 //     mean 1 / |border| instead of the geometric draw.)
 //   Each lattice's random stream is seeded from the MCS's seed and the lattice's index, so the lattices of a
 //   batch are independent and any run is reproducible from (seed, lattice, step).
-// * SWEEP: every site once per MCS in four classes (i mod 2, j mod 2): the vectorised torch path's schedule
+// * SWEEP (planes only; a volume's sweep runs on torch): every site once per MCS in four classes (i mod 2, j mod 2):
+//   the vectorised torch path's schedule
 //   (CellularPotts._sweep / _resolve), with its noise: a class's active proposals take their contact (and act)
 //   energy from the lattice as the class began and are decided one at a time in decreasing priority; the torch
 //   path's rounds have that outcome, so both give the same decisions. Arithmetic follows the torch path's
@@ -41,15 +45,14 @@
 namespace {
 
 // Bumped whenever Args or a function's signature changes; Python refuses a library that reports another.
-constexpr int32_t ABI_VERSION = 2;
+constexpr int32_t ABI_VERSION = 3;
 
 enum Estimator : int32_t { STE = 0, GUMBEL = 1, SCORE = 2 };
 enum Schedule : int32_t { SWEEP = 0, BORDER = 1, UNIFORM_TARGETS = 2 };
 enum Decision : uint8_t { UNDECIDED = 0, REFUSED = 1, ACCEPTED = 2 };
 
-constexpr int MOORE[8][2] = {{-1, 0}, {0, -1}, {0, 1}, {1, 0}, {-1, -1}, {-1, 1}, {1, -1}, {1, 1}};
 constexpr int CLASSES[4][2] = {{0, 0}, {1, 1}, {0, 1}, {1, 0}};
-constexpr int EXTRA = 6;            // act: GM(s) - GM(t) at both memories, then the site's position for s and t
+constexpr int MAX_NEAR = 26;        // Moore neighbours of a site in 3D (8 in 2D)
 constexpr int LOG_TABLE = 4096;     // activities up to this are looked up, not logged
 constexpr float MAX_EXPONENT = 50;  // exp(-50) stands for 0 and keeps results out of subnormals
 constexpr double DENSE = 0.2;       // border share above which an MCS draws its targets literally (BORDER)
@@ -60,9 +63,9 @@ extern "C" {
 
 // Every argument of a call, mirrored by slm.models.potts_engine._Args (same order and types).
 struct Args {
-    int32_t B, H, W, C, K, nbh, has_surface, act, threads, schedule, estimator, mcs;
+    int32_t B, D, H, W, C, K, nbh, has_surface, act, threads, schedule, estimator, mcs;
     float tau;
-    int64_t* labels;          // (B, H, W)
+    int64_t* labels;          // (B, D, H, W); D = 1 is a plane (H, W), with no third axis
     const int64_t* types;     // (B, C)
     float* volume;            // (B, C)
     float* surface;           // (B, C)
@@ -70,20 +73,21 @@ struct Args {
     const int64_t* seeds;     // BORDER, UNIFORM_TARGETS: (mcs,), one per MCS
     const float* params;      // (B, K K + 4 K + 1)
     const float* act_params;  // (B, 2): lambda_act, max_act
-    float* age;               // (B, H, W)
-    float* moment;            // (B, C, 2)
-    // The tape of the call's MCS, at most mcs H W records per lattice (every target once per MCS, or H W attempts).
+    float* age;               // (B, D, H, W)
+    float* moment;            // (B, C, dims): dims = 2 (rows, columns) or 3 (depth, rows, columns)
+    // The tape of the call's MCS, at most mcs N records per lattice (N = D H W sites: every target once per MCS, or
+    // N attempts).
     int32_t* tape_count;      // (B,)
-    int32_t* tape_cells;      // (B, mcs H W, 2): source and target ids
-    uint8_t* tape_counts;     // (B, mcs H W, K + 2): energy neighbours of each type, then those equal to s, t
-    float* tape_noise;        // (B, mcs H W): the acceptance uniform
-    uint8_t* tape_decision;   // (B, mcs H W): Decision
-    float* tape_extra;        // (B, mcs H W, EXTRA), act only
+    int32_t* tape_cells;      // (B, mcs N, 2): source and target ids
+    uint8_t* tape_counts;     // (B, mcs N, K + 2): energy neighbours of each type, then those equal to s, t
+    float* tape_noise;        // (B, mcs N): the acceptance uniform
+    uint8_t* tape_decision;   // (B, mcs N): Decision
+    float* tape_extra;        // (B, mcs N, extra_width(dims)), act only
     // Backward: adjoints in, gradients out.
     const float* g_volume;
     const float* g_surface;
     const float* g_path;      // (B, K K)
-    const float* g_moment;    // (B, C, 2)
+    const float* g_moment;    // (B, C, dims)
     const float* g_logp;      // (B,), score only
     float* gi_volume;
     float* gi_surface;
@@ -94,6 +98,33 @@ struct Args {
 }  // extern "C"
 
 namespace {
+
+inline int dims_of(const Args& a) { return a.D > 1 ? 3 : 2; }
+// act's tape record: GM(s) - GM(t) at both memories, then the target site's position for s and for t.
+inline int extra_width(int dims) { return 2 + 2 * dims; }
+
+// The Moore neighbourhood's offsets in a fixed order, the same as slm.lattice.moore_offsets: the faces (von
+// Neumann) first, then the others, each group in lexicographic order; and for each offset the index of its negation.
+struct Offsets {
+    int n = 0;
+    int d[MAX_NEAR][3] = {};
+    int minus[MAX_NEAR] = {};
+    explicit Offsets(int dims) {
+        for (int faces = 1; faces >= 0; --faces)
+            for (int z = dims == 3 ? -1 : 0; z <= (dims == 3 ? 1 : 0); ++z)
+                for (int i = -1; i <= 1; ++i)
+                    for (int j = -1; j <= 1; ++j) {
+                        const int norm = std::abs(z) + std::abs(i) + std::abs(j);
+                        if (norm == 0 || (norm == 1) != (faces == 1)) continue;
+                        d[n][0] = z; d[n][1] = i; d[n][2] = j;
+                        n++;
+                    }
+        for (int o = 0; o < n; ++o)
+            for (int p = 0; p < n; ++p)
+                if (d[p][0] == -d[o][0] && d[p][1] == -d[o][1] && d[p][2] == -d[o][2]) minus[o] = p;
+    }
+};
+const Offsets PLANE(2), SPACE(3);
 
 inline int wrap_index(int i, int n) { return i < 0 ? i + n : (i >= n ? i - n : i); }
 
@@ -130,23 +161,25 @@ struct Params {
 // One lattice of the batch: views of its rows of every array, and its labels as int32 while it is worked on (half
 // the memory of torch's int64 in the random accesses; written back by finish()).
 struct Lattice {
-    int b, H, W, C, K, nbh;
+    int b, D, H, W, n, C, K, nbh, dims, nnb;  // n = D H W sites; nnb Moore neighbours (8 or 26)
     bool has_surface, act;
     int64_t* out;
     std::vector<int32_t> ids;
     int32_t* labels;
     const int64_t* types;
     float *V, *S, *age, *moment;
+    const Offsets& offsets;
     Params P;
     std::vector<double> log_table;  // log(k) for integer activities k (the act model)
 
     Lattice(const Args& a, int b_)
-        : b(b_), H(a.H), W(a.W), C(a.C), K(a.K), nbh(a.nbh), has_surface(a.has_surface), act(a.act),
-          out(a.labels + (int64_t)b_ * a.H * a.W), ids(out, out + (int64_t)a.H * a.W), labels(ids.data()),
+        : b(b_), D(a.D), H(a.H), W(a.W), n(a.D * a.H * a.W), C(a.C), K(a.K), nbh(a.nbh), dims(dims_of(a)),
+          nnb(dims == 3 ? 26 : 8), has_surface(a.has_surface), act(a.act),
+          out(a.labels + (int64_t)b_ * n), ids(out, out + n), labels(ids.data()),
           types(a.types + (int64_t)b_ * a.C),
           V(a.volume + (int64_t)b_ * a.C), S(a.surface + (int64_t)b_ * a.C),
-          age(a.act ? a.age + (int64_t)b_ * a.H * a.W : nullptr),
-          moment(a.act ? a.moment + (int64_t)b_ * a.C * 2 : nullptr),
+          age(a.act ? a.age + (int64_t)b_ * n : nullptr),
+          moment(a.act ? a.moment + (int64_t)b_ * a.C * dims : nullptr), offsets(dims == 3 ? SPACE : PLANE),
           P(a.params + (int64_t)b_ * (a.K * a.K + 4 * a.K + 1), a.K) {
         if (!act) return;
         P.set_act(a.act_params + 2 * b_);
@@ -155,8 +188,27 @@ struct Lattice {
         for (int k = 1; k <= top; ++k) log_table[k] = (double)std::log((float)k);
     }
     void finish() { std::copy(ids.begin(), ids.end(), out); }
-    // The 8 Moore neighbours of a site, in MOORE's order (one division, not one per neighbour).
+    // The Moore neighbour of a site in direction o (Lattice::around's o-th), alone.
+    int neighbour(int site, int o) const {
+        const int* d = offsets.d[o];
+        if (dims == 3) {
+            const int plane = H * W, z = site / plane, rest = site - z * plane, i = rest / W, j = rest - i * W;
+            return wrap_index(z + d[0], D) * plane + wrap_index(i + d[1], H) * W + wrap_index(j + d[2], W);
+        }
+        const int i = site / W, j = site - i * W;
+        return wrap_index(i + d[1], H) * W + wrap_index(j + d[2], W);
+    }
+    // The Moore neighbours of a site (8 or 26), in the offsets' order (one division per axis, not per neighbour).
     void around(int site, int* out) const {
+        if (dims == 3) {
+            const int plane = H * W, z = site / plane, rest = site - z * plane, i = rest / W, j = rest - i * W;
+            const int zs[3] = {(z == 0 ? D - 1 : z - 1) * plane, z * plane, (z == D - 1 ? 0 : z + 1) * plane};
+            const int is[3] = {(i == 0 ? H - 1 : i - 1) * W, i * W, (i == H - 1 ? 0 : i + 1) * W};
+            const int js[3] = {j == 0 ? W - 1 : j - 1, j, j == W - 1 ? 0 : j + 1};
+            for (int o = 0; o < 26; ++o)
+                out[o] = zs[offsets.d[o][0] + 1] + is[offsets.d[o][1] + 1] + js[offsets.d[o][2] + 1];
+            return;
+        }
         const int i = site / W, j = site - i * W;
         const int up = (i == 0 ? H - 1 : i - 1) * W, row = i * W, down = (i == H - 1 ? 0 : i + 1) * W;
         const int left = j == 0 ? W - 1 : j - 1, right = j == W - 1 ? 0 : j + 1;
@@ -164,9 +216,6 @@ struct Lattice {
         out[4] = up + left; out[5] = up + right; out[6] = down + left; out[7] = down + right;
     }
 };
-
-// MOORE's offsets negated, as indices into Lattice::around: the order torch.roll reads the neighbours in.
-constexpr int MINUS[8] = {3, 2, 1, 0, 7, 6, 5, 4};
 
 // The neighbours of a target (`near`: Lattice::around) that its copy needs: energy neighbours of each type (cq[0..K-1]), then those equal
 // to the source id (cq[K]) and to the target id (cq[K+1]).
@@ -224,11 +273,11 @@ template <typename R>
 R geometric_activity(const Lattice& L, int site, float m) {
     const int64_t id = L.labels[site];
     if (id == 0) return R(0);
-    int ring[8];
+    int ring[MAX_NEAR];
     L.around(site, ring);
     R log_sum = 0, count = 0;
-    for (int o = -1; o < 8; ++o) {
-        const int y = o < 0 ? site : ring[MINUS[o]];
+    for (int o = -1; o < L.nnb; ++o) {
+        const int y = o < 0 ? site : ring[L.offsets.minus[o]];
         if (L.labels[y] != id) continue;
         const float near = std::max(m - L.age[y], 0.0f);
         if (near <= 0.0f) return R(0);
@@ -243,14 +292,17 @@ R geometric_activity(const Lattice& L, int site, float m) {
 inline float act_energy(const Params& P, float d0, float d1) { return (-(P.c0 * d0)) - P.c1 * d1; }
 inline double act_energy(const Params& P, double d0, double d1) { return (-(P.c0d * d0)) - P.c1d * d1; }
 
-// Positions of a target site at its image nearest each end's centre (``centre_s``, ``centre_t``: rows, columns), for
-// the moments (act only).
+// Positions of a target site at its image nearest each end's centre (``centre_s``, ``centre_t``: a coordinate per
+// axis, depth first in 3D), for the moments (act only): pos[0..dims) for s, pos[dims..2 dims) for t.
 void site_positions(const Lattice& L, int site, const float* centre_s, const float* centre_t, float* pos) {
     const float* centres[2] = {centre_s, centre_t};
-    for (int e = 0; e < 2; ++e) {
-        pos[2 * e] = centres[e][0] + wrap_offset((float)(site / L.W) - centres[e][0], (float)L.H);
-        pos[2 * e + 1] = centres[e][1] + wrap_offset((float)(site % L.W) - centres[e][1], (float)L.W);
-    }
+    const int z = site / (L.H * L.W), rest = site - z * L.H * L.W;
+    const float coordinate[3] = {(float)z, (float)(rest / L.W), (float)(rest % L.W)};
+    const float period[3] = {(float)L.D, (float)L.H, (float)L.W};
+    const int first = 3 - L.dims;
+    for (int e = 0; e < 2; ++e)
+        for (int x = 0; x < L.dims; ++x)
+            pos[e * L.dims + x] = centres[e][x] + wrap_offset(coordinate[first + x] - centres[e][x], period[first + x]);
 }
 
 // A lattice's tape: the records of the call's MCS in the order they were decided.
@@ -261,18 +313,18 @@ struct TapeView {
     float* noise;
     uint8_t* decision;
     float* extra;
-    int K;
+    int K, width;  // width: floats per act record (extra_width)
 
     TapeView(const Args& a, int b) : count(nullptr), cells(nullptr), counts(nullptr), noise(nullptr),
-                                     decision(nullptr), extra(nullptr), K(a.K) {
+                                     decision(nullptr), extra(nullptr), K(a.K), width(extra_width(dims_of(a))) {
         if (!a.tape_count) return;
-        const int64_t base = (int64_t)b * a.mcs * a.H * a.W;
+        const int64_t base = (int64_t)b * a.mcs * a.D * a.H * a.W;
         count = a.tape_count + b;
         cells = a.tape_cells + base * 2;
         counts = a.tape_counts + base * (a.K + 2);
         noise = a.tape_noise + base;
         decision = a.tape_decision + base;
-        extra = a.act ? a.tape_extra + base * EXTRA : nullptr;
+        extra = a.act ? a.tape_extra + base * width : nullptr;
     }
     bool on() const { return count != nullptr; }
     // Appends a record; returns its index.
@@ -319,15 +371,18 @@ struct Random {
     int below(int n, double u) const { return std::min((int)(u * n), n - 1); }
 };
 
-// The sites with a Moore neighbour of another id, as a set with O(1) insert, remove and uniform draw.
+// The sites with a Moore neighbour of another id. `flag` marks them and is kept up to date by every accepted copy (of
+// the call); `sites` (with `where`, index in sites or -1) is the set in site order, collected from the flags at the
+// start of an MCS and kept with O(1) insert, remove and uniform draw through the MCS when it draws from the set.
 struct Border {
-    std::vector<int32_t> sites, where;  // where[site] = index in sites, or -1
+    std::vector<uint8_t> flag;
+    std::vector<int32_t> sites, where;
 
     bool is_border(const Lattice& L, int site) const {
         const int64_t id = L.labels[site];
-        int near[8];
+        int near[MAX_NEAR];
         L.around(site, near);
-        for (int o = 0; o < 8; ++o)
+        for (int o = 0; o < L.nnb; ++o)
             if (L.labels[near[o]] != id) return true;
         return false;
     }
@@ -335,6 +390,27 @@ struct Border {
     template <typename F>
     static int scan(const Lattice& L, F&& visit) {
         int count = 0;
+        if (L.dims == 3) {  // the nine rows around each row, then the 27 sites around each site of it
+            const int plane = L.H * L.W;
+            for (int z = 0; z < L.D; ++z)
+                for (int i = 0; i < L.H; ++i) {
+                    const int32_t* rows[9];
+                    for (int a = 0; a < 3; ++a)
+                        for (int c = 0; c < 3; ++c)
+                            rows[3 * a + c] = L.labels + wrap_index(z + a - 1, L.D) * plane +
+                                              wrap_index(i + c - 1, L.H) * L.W;
+                    for (int j = 0; j < L.W; ++j) {
+                        const int l = wrap_index(j - 1, L.W), r = wrap_index(j + 1, L.W);
+                        const int32_t id = rows[4][j];
+                        bool edge = false;
+                        for (int q = 0; q < 9; ++q)
+                            edge |= (rows[q][l] != id) | (rows[q][j] != id) | (rows[q][r] != id);
+                        count += edge;
+                        if (edge) visit(z * plane + i * L.W + j);
+                    }
+                }
+            return count;
+        }
         for (int i = 0; i < L.H; ++i) {
             const int32_t *up = L.labels + wrap_index(i - 1, L.H) * L.W, *row = L.labels + i * L.W,
                           *down = L.labels + wrap_index(i + 1, L.H) * L.W;
@@ -349,36 +425,70 @@ struct Border {
         }
         return count;
     }
-    static int count(const Lattice& L) {
-        return scan(L, [](int) {});
+    void mark(const Lattice& L) {
+        flag.assign((size_t)L.n, 0);
+        scan(L, [this](int site) { flag[site] = 1; });
     }
-    void build(const Lattice& L) {
-        where.assign((size_t)L.H * L.W, -1);
+    // The set in site order from the flags; returns its size.
+    int collect(const Lattice& L) {
+        where.assign((size_t)L.n, -1);
         sites.clear();
-        scan(L, [this](int site) {
-            where[site] = (int32_t)sites.size();
-            sites.push_back(site);
-        });
+        for (int site = 0; site < L.n; ++site)
+            if (flag[site]) {
+                where[site] = (int32_t)sites.size();
+                sites.push_back(site);
+            }
+        return (int)sites.size();
     }
-    void refresh(const Lattice& L, int site) {
-        const bool now = is_border(L, site);
-        const int32_t at = where[site];
-        if (now && at < 0) {
+    void refresh(const Lattice& L, int site, bool in_set) { set(site, is_border(L, site), in_set); }
+    void set(int site, bool now, bool in_set) {
+        if (now == (bool)flag[site]) return;
+        flag[site] = now;
+        if (!in_set) return;
+        if (now) {
             where[site] = (int32_t)sites.size();
             sites.push_back(site);
-        } else if (!now && at >= 0) {
-            const int32_t last = sites.back();
+        } else {
+            const int32_t at = where[site], last = sites.back();
             sites[at] = last;
             where[last] = at;
             sites.pop_back();
             where[site] = -1;
         }
     }
-    void changed(const Lattice& L, int site) {
-        int near[8];
+    // After a copy into `site`: it and its neighbours may have joined or left (`in_set`: the set is being drawn from).
+    void changed(const Lattice& L, int site, bool in_set) {
+        if (L.dims == 3) return changed_3d(L, site, in_set);
+        int near[MAX_NEAR];
         L.around(site, near);
-        refresh(L, site);
-        for (int o = 0; o < 8; ++o) refresh(L, near[o]);
+        refresh(L, site, in_set);
+        for (int o = 0; o < L.nnb; ++o) refresh(L, near[o], in_set);
+    }
+    // In 3D the 27 sites to refresh read the 5x5x5 box around the copied site: loaded once.
+    void changed_3d(const Lattice& L, int site, bool in_set) {
+        const int plane = L.H * L.W, z = site / plane, rest = site - z * plane, i = rest / L.W, j = rest - i * L.W;
+        int zs[5], is[5], js[5];
+        for (int k = 0; k < 5; ++k) {
+            zs[k] = wrap_index(z + k - 2, L.D) * plane;
+            is[k] = wrap_index(i + k - 2, L.H) * L.W;
+            js[k] = wrap_index(j + k - 2, L.W);
+        }
+        int32_t box[5][5][5];
+        for (int a = 0; a < 5; ++a)
+            for (int c = 0; c < 5; ++c) {
+                const int32_t* row = L.labels + zs[a] + is[c];
+                for (int e = 0; e < 5; ++e) box[a][c][e] = row[js[e]];
+            }
+        for (int a = 1; a < 4; ++a)
+            for (int c = 1; c < 4; ++c)
+                for (int e = 1; e < 4; ++e) {
+                    const int32_t id = box[a][c][e];
+                    bool edge = false;
+                    for (int da = -1; da <= 1; ++da)
+                        for (int dc = -1; dc <= 1; ++dc)
+                            for (int de = -1; de <= 1; ++de) edge |= box[a + da][c + dc][e + de] != id;
+                    set(zs[a] + is[c] + js[e], edge, in_set);
+                }
     }
 };
 
@@ -387,12 +497,12 @@ struct Border {
 // Returns whether the lattice changed.
 template <typename Draw>
 bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8_t* cq, bool need_both) {
-    int near[8];
-    L.around(target, near);
-    const int source = near[d];
+    const int source = L.neighbour(target, d);
     const int64_t s = L.labels[source], t = L.labels[target];
     if (s == t) return false;
     if (t != 0 && !(L.V[t] > 1.5f)) return false;  // a cell keeps its last site
+    int near[MAX_NEAR];
+    L.around(target, near);
     gather(L, near, s, t, cq);
     const int ts = (int)L.types[s], tt = (int)L.types[t];
     double rest = contact_energy<double>(L.P, cq, L.K, ts, tt);
@@ -408,24 +518,24 @@ bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8
                                                            L.has_surface), (double)L.P.T);
     const double u = u_draw();
     const bool z = u < p;
-    float pos[4];
+    float pos[6];
+    const int dims = L.dims;
     const bool moves = L.act && (z || tape.on());
     if (moves) {  // each end's current centre: its moment over its volume before the copy
-        float centres[4];
+        float centres[6];
         const int64_t ends[2] = {s, t};
         for (int e = 0; e < 2; ++e) {
             const float v = std::max(L.V[ends[e]], 1.0f);
-            centres[2 * e] = L.moment[2 * ends[e]] / v;
-            centres[2 * e + 1] = L.moment[2 * ends[e] + 1] / v;
+            for (int x = 0; x < dims; ++x) centres[e * dims + x] = L.moment[dims * ends[e] + x] / v;
         }
-        site_positions(L, target, centres, centres + 2, pos);
+        site_positions(L, target, centres, centres + dims, pos);
     }
     if (tape.on()) {
         const int r = tape.push(s, t, cq, (float)u, z);
         if (tape.extra) {
-            float* e = tape.extra + (int64_t)r * EXTRA;
+            float* e = tape.extra + (int64_t)r * tape.width;
             e[0] = (float)d0; e[1] = (float)d1;
-            std::memcpy(e + 2, pos, sizeof pos);
+            std::memcpy(e + 2, pos, sizeof(float) * 2 * dims);
         }
     }
     if (!z) return false;
@@ -433,38 +543,43 @@ bool attempt(Lattice& L, TapeView& tape, int target, int d, Draw&& u_draw, uint8
     L.labels[target] = (int32_t)s;
     if (L.act) {
         L.age[target] = 0.0f;
-        if (s > 0) { L.moment[2 * s] += pos[0]; L.moment[2 * s + 1] += pos[1]; }
-        if (t > 0) { L.moment[2 * t] -= pos[2]; L.moment[2 * t + 1] -= pos[3]; }
+        for (int x = 0; x < dims; ++x) {
+            if (s > 0) L.moment[dims * s + x] += pos[x];
+            if (t > 0) L.moment[dims * t + x] -= pos[dims + x];
+        }
     }
     return true;
 }
 
 void end_of_mcs(Lattice& L) {
     if (L.act)
-        for (int i = 0; i < L.H * L.W; ++i) L.age[i] += 1.0f;
+        for (int i = 0; i < L.n; ++i) L.age[i] += 1.0f;
 }
 
 void random_lattice(const Args& a, int b) {
     Lattice L(a, b);
     TapeView tape(a, b);
-    const int n = L.H * L.W;
+    const int n = L.n;
     std::vector<uint8_t> cq(L.K + 2);
     const bool need_both = tape.on();
+    const bool uniform_targets = a.schedule == UNIFORM_TARGETS;
     Border border;
+    if (!uniform_targets) border.mark(L);
     if (tape.on()) *tape.count = 0;
     for (int step = 0; step < a.mcs; ++step) {
         Random rng(a.seeds[step], b);
         // Where most sites are on the border, skipping the others saves less than upkeeping the set costs: this
         // MCS then draws its targets literally (the same process; the choice depends on the state alone). The set
-        // is rebuilt in site order every MCS, so that a step's draws do not depend on how steps were grouped in calls.
-        const bool literal = a.schedule == UNIFORM_TARGETS || Border::count(L) > DENSE * n;
-        if (!literal) border.build(L);
+        // is collected in site order every MCS, so that a step's draws do not depend on how steps were grouped in
+        // calls.
+        const bool literal = uniform_targets || border.collect(L) > DENSE * n;
         if (literal) {
             for (int k = 0; k < n; ++k) {
                 const int target = rng.below(n, rng.uniform());
-                const int d = rng.below(8, rng.uniform());
+                const int d = rng.below(L.nnb, rng.uniform());
                 const double u = rng.uniform();
-                attempt(L, tape, target, d, [u] { return u; }, cq.data(), need_both);
+                if (attempt(L, tape, target, d, [u] { return u; }, cq.data(), need_both) && !uniform_targets)
+                    border.changed(L, target, false);
             }
         } else {
             // Attempts are numbered 0..n-1; those that miss the border set change nothing and are skipped.
@@ -481,9 +596,9 @@ void random_lattice(const Args& a, int b) {
                 }
                 done++;
                 const int target = border.sites[rng.below(size, rng.uniform())];
-                const int d = rng.below(8, rng.uniform());
+                const int d = rng.below(L.nnb, rng.uniform());
                 if (attempt(L, tape, target, d, [&rng] { return rng.uniform(); }, cq.data(), need_both))
-                    border.changed(L, target);
+                    border.changed(L, target, true);
             }
         }
         end_of_mcs(L);
@@ -583,8 +698,8 @@ void sweep_lattice(const Args& a, int b) {
             if (tape.on()) {
                 record[k] = tape.push(s, t, cq, accept_noise[k], z);
                 if (tape.extra) {
-                    tape.extra[(int64_t)record[k] * EXTRA] = act_diff[2 * k];
-                    tape.extra[(int64_t)record[k] * EXTRA + 1] = act_diff[2 * k + 1];
+                    tape.extra[(int64_t)record[k] * tape.width] = act_diff[2 * k];
+                    tape.extra[(int64_t)record[k] * tape.width + 1] = act_diff[2 * k + 1];
                 }
             }
             if (!z) continue;
@@ -606,7 +721,7 @@ void sweep_lattice(const Args& a, int b) {
             float pos[4];
             site_positions(L, (ca + 2 * (k / w)) * W + cb + 2 * (k % w), centre.data() + 2 * src[k],
                            centre.data() + 2 * tgt[k], pos);
-            if (tape.extra) std::memcpy(tape.extra + (int64_t)record[k] * EXTRA + 2, pos, sizeof pos);
+            if (tape.extra) std::memcpy(tape.extra + (int64_t)record[k] * tape.width + 2, pos, sizeof pos);
             if (decision[k] != ACCEPTED) continue;
             if (src[k] > 0) { L.moment[2 * src[k]] += pos[0]; L.moment[2 * src[k] + 1] += pos[1]; }
             if (tgt[k] > 0) { L.moment[2 * tgt[k]] -= pos[2]; L.moment[2 * tgt[k] + 1] -= pos[3]; }
@@ -651,7 +766,8 @@ void backward_lattice(const Args& a, int b) {
         gS[i] = a.g_surface ? a.g_surface[(int64_t)b * C + i] : 0.0f;
     }
     const float* gpath = a.g_path ? a.g_path + (int64_t)b * K * K : nullptr;
-    const float* gmom = a.g_moment ? a.g_moment + (int64_t)b * C * 2 : nullptr;
+    const int dims = dims_of(a);
+    const float* gmom = a.g_moment ? a.g_moment + (int64_t)b * C * dims : nullptr;
     const float glogp = a.g_logp ? a.g_logp[b] : 0.0f;
     float* gJ = a.g_params + (int64_t)b * (K * K + 4 * K + 1);
     float *gvt = gJ + K * K, *glamv = gvt + K, *gst = glamv + K, *glams = gst + K, *gT = glams + K;
@@ -667,7 +783,7 @@ void backward_lattice(const Args& a, int b) {
             V[t] += 1.0f;
             if (has_surface) { S[s] -= ds; S[t] -= dt; }
         }
-        const float* extra = tape.extra ? tape.extra + (int64_t)r * EXTRA : nullptr;
+        const float* extra = tape.extra ? tape.extra + (int64_t)r * tape.width : nullptr;
         float rest = contact_energy<float>(P, cq, K, ts, tt);
         if (extra) rest = rest + act_energy(P, extra[0], extra[1]);
         const float d_h = full_energy<float>(rest, P, V.data(), S.data(), s, t, ts, tt, ds, dt, has_surface);
@@ -683,10 +799,11 @@ void backward_lattice(const Args& a, int b) {
                 for (int q = 0; q < K; ++q)
                     g_z += gpath[ts * K + q] * ((float)cq[q] - (q == ts ? (float)same_s : 0.0f)) -
                            gpath[tt * K + q] * ((float)cq[q] - (q == tt ? (float)same_t : 0.0f));
-            if (gmom && extra) {
-                if (s > 0) g_z += gmom[2 * s] * extra[2] + gmom[2 * s + 1] * extra[3];
-                if (t > 0) g_z -= gmom[2 * t] * extra[4] + gmom[2 * t + 1] * extra[5];
-            }
+            if (gmom && extra)
+                for (int x = 0; x < dims; ++x) {
+                    if (s > 0) g_z += gmom[dims * s + x] * extra[2 + x];
+                    if (t > 0) g_z -= gmom[dims * t + x] * extra[2 + dims + x];
+                }
             g_p = g_z * decision_slope(a.estimator, p, tape.noise[r], a.tau);
         }
         const float g_x = (x >= 0.0f && x <= MAX_EXPONENT) ? -p * g_p : 0.0f;
@@ -745,29 +862,36 @@ extern "C" {
 
 int32_t slm_abi_version() { return ABI_VERSION; }
 
-// Clusters of equal non-zero values, 4-connected on the torus, per lattice (union-find with path halving).
-void slm_count_clusters(int B, int H, int W, int threads, const int64_t* values, int64_t* out) {
+// Clusters of equal non-zero values, face-connected (4 neighbours in a plane, 6 in 3D) on the torus, per lattice
+// (union-find with path halving); D = 1 is a plane.
+void slm_count_clusters(int B, int D, int H, int W, int threads, const int64_t* values, int64_t* out) {
     over_lattices(B, threads, [&](int b) {
-        const int64_t* v = values + (int64_t)b * H * W;
-        std::vector<int32_t> parent(H * W);
-        for (int i = 0; i < H * W; ++i) parent[i] = i;
+        const int64_t N = (int64_t)D * H * W, plane = (int64_t)H * W;
+        const int64_t* v = values + (int64_t)b * N;
+        std::vector<int32_t> parent(N);
+        for (int i = 0; i < N; ++i) parent[i] = i;
         auto find = [&](int32_t x) {
             while (parent[x] != x) x = parent[x] = parent[parent[x]];
             return x;
         };
-        for (int i = 0; i < H; ++i)
-            for (int j = 0; j < W; ++j) {
-                const int x = i * W + j;
-                if (v[x] == 0) continue;
-                const int neighbours[2] = {i * W + (j + 1) % W, ((i + 1) % H) * W + j};
-                for (int y : neighbours)
-                    if (v[y] == v[x]) {
-                        const int32_t rx = find(x), ry = find(y);
-                        if (rx != ry) parent[std::max(rx, ry)] = std::min(rx, ry);
+        for (int z = 0; z < D; ++z)
+            for (int i = 0; i < H; ++i)
+                for (int j = 0; j < W; ++j) {
+                    const int x = (int)(z * plane + i * W + j);
+                    if (v[x] == 0) continue;
+                    const int neighbours[3] = {(int)(z * plane + i * W + (j + 1) % W),
+                                               (int)(z * plane + ((i + 1) % H) * W + j),
+                                               (int)(((z + 1) % D) * plane + i * W + j)};
+                    for (int k = 0; k < (D > 1 ? 3 : 2); ++k) {
+                        const int y = neighbours[k];
+                        if (v[y] == v[x]) {
+                            const int32_t rx = find(x), ry = find(y);
+                            if (rx != ry) parent[std::max(rx, ry)] = std::min(rx, ry);
+                        }
                     }
-            }
+                }
         int64_t count = 0;
-        for (int x = 0; x < H * W; ++x) count += v[x] != 0 && find(x) == x;
+        for (int x = 0; x < N; ++x) count += v[x] != 0 && find(x) == x;
         out[b] = count;
     });
 }

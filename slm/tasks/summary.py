@@ -25,7 +25,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.plots import save_field, summary_figure
+from slm.plots import lattice_image, save_field, summary_figure
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
 
@@ -85,7 +85,7 @@ class SummaryFitting(FittingTask):
         for name, value in zip(self.names, simulated[-1].detach(), strict=True):
             self.log(f"stat/{name}", value)
         if self.global_step % self.image_every == 0:
-            self.log_image("lattice", self.simulator.observe(self.last_state)[0])
+            self.log_image("lattice", lattice_image(self.simulator.observe(self.last_state)[0]))
         return (self.weights * self.relative_error(simulated, target) ** 2).sum(1).mean()
 
     def uncertainty_problem(self) -> Moments:
@@ -113,4 +113,5 @@ class SummaryFitting(FittingTask):
         (out_dir / "summary.json").write_text(json.dumps(curves, indent=2) + "\n")
         summary_figure(frames, self.names, target.summaries, target.spread, self.fitted).savefig(
             out_dir / "summary.png", dpi=110)
-        save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png", "fitted model, lattice 0")
+        save_field(lattice_image(self.simulator.observe(self.last_state)[0]), out_dir / "lattice.png",
+                   "fitted model, lattice 0")

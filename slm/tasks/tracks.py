@@ -34,7 +34,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.plots import save_field, speeds_figure, tracks_figure
+from slm.plots import lattice_image, save_field, speeds_figure, tracks_figure
 from slm.stats import TRACK_TERMS, track_loss, track_objective, track_speeds
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
@@ -108,7 +108,7 @@ class TrackFitting(FittingTask):
             if name in ("speed", "persistence", f"msd_{target.lags}"):
                 self.log(f"stat/{name}", value)
         if self.global_step % self.image_every == 0:
-            self.log_image("lattice", self.simulator.observe(state)[0])
+            self.log_image("lattice", lattice_image(self.simulator.observe(state)[0]))
             if self.tensorboard is not None:
                 self.tensorboard.add_figure("msd", self.msd_figure(shown), self.global_step)
         return self.objective(simulated, self.full_target())
@@ -204,7 +204,7 @@ class TrackFitting(FittingTask):
         self.msd_figure(self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
         if self.speeds is not None:
             speeds_figure(*self.speeds).savefig(out_dir / "speeds.png", dpi=120)
-        save_field(self.simulator.observe(self.last_state)[0], out_dir / "lattice.png",
+        save_field(lattice_image(self.simulator.observe(self.last_state)[0]), out_dir / "lattice.png",
                    "fitted model, lattice 0 (shade: activity)")
 
     def msd_figure(self, simulated: Tensor, tracks: np.ndarray | None = None) -> Figure:

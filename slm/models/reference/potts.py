@@ -7,7 +7,7 @@ with ``order="classes"`` it is the sweep schedule that the vectorised torch path
 ``(i mod 2, j mod 2)`` in turn), checked in distribution (``tests/test_potts.py``, ``tests/test_act.py``). It
 is also the baseline row of the speed benchmark.
 
-Rules (CompuCell3D's conventions, as in :mod:`slm.models.potts`). An ``H x W`` torus of cell ids
+Rules (CompuCell3D's conventions, as in :mod:`slm.models.potts`). An ``H x W`` or ``D x H x W`` torus of cell ids
 (0 = medium), each id with a type (0 for the medium, ``1..K`` for cells). Energy
 
 .. math::
@@ -15,10 +15,11 @@ Rules (CompuCell3D's conventions, as in :mod:`slm.models.potts`). An ``H x W`` t
     H = \sum_{(i, j)} J(\tau(\sigma_i), \tau(\sigma_j)) [\sigma_i \ne \sigma_j]
         + \sum_c \lambda_V(\tau_c) (V_c - V_t(\tau_c))^2 + \lambda_S(\tau_c) (S_c - S_t(\tau_c))^2
 
-over the bonds of neighbouring sites (Moore, 8 neighbours, or von Neumann, 4), with ``V_c`` the sites of
-cell ``c`` and ``S_c`` its bonds to sites of other ids; the medium has no volume or surface energy.
-One Monte Carlo step (MCS) is ``H W`` copy attempts, each: pick a uniform random target site ``t`` and
-a uniform random one ``s`` of its 8 Moore neighbours; if ``sigma_s != sigma_t`` and the copy would not
+over the bonds of neighbouring sites (Moore, 8 neighbours, or von Neumann, 4; in 3D 26 or 6), with ``V_c`` the
+sites of cell ``c`` and ``S_c`` its bonds to sites of other ids; the medium has no volume or surface energy.
+One Monte Carlo step (MCS) is ``N`` copy attempts (``N`` sites), each: pick a uniform random target site ``t``
+and a uniform random one ``s`` of its Moore neighbours (8, or 26 in 3D, in :func:`slm.lattice.moore_offsets`'
+order); if ``sigma_s != sigma_t`` and the copy would not
 remove a cell's last site, copy ``sigma_s`` into ``t`` with probability ``min(1, exp(-dH / T))``.
 
 With the act model (:mod:`slm.models.act`: ``params`` has ``lambda_act`` and an integer ``max_act``) every
@@ -38,7 +39,8 @@ import numpy as np
 import torch
 
 from slm.errors import InputError
-from slm.models.potts import CLASSES, MOORE, NEIGHBOURHOODS, SUMMARY, CellularPotts
+from slm.lattice import NEIGHBOURHOODS, moore_offsets, site_classes
+from slm.models.potts import SUMMARY, CellularPotts
 
 #: The terms of :data:`slm.models.potts.TERMS` this reference computes.
 REFERENCE_TERMS = ("contact", "volume", "surface", "act")
@@ -68,11 +70,13 @@ def reference_parameters(model: CellularPotts) -> dict:
     return params
 
 
-def neighbour_lists(height: int, width: int) -> list[list[int]]:
-    """For every flat site index of the ``height x width`` torus, its 8 Moore neighbours in :data:`MOORE`'s
-    order (the first four are the von Neumann neighbours)."""
-    return [[((i + di) % height) * width + (j + dj) % width for di, dj in MOORE]
-            for i in range(height) for j in range(width)]
+def neighbour_lists(shape: tuple[int, ...]) -> list[list[int]]:
+    """For every flat site index of the torus of ``shape`` (``(H, W)`` or ``(D, H, W)``), its Moore neighbours in
+    :func:`slm.lattice.moore_offsets`' order (the first 4 or 6 are the von Neumann neighbours)."""
+    sites = np.arange(math.prod(shape)).reshape(shape)
+    rolled = [np.roll(sites, tuple(-o for o in offset), tuple(range(len(shape)))).ravel()
+              for offset in moore_offsets(len(shape))]
+    return np.stack(rolled, 1).tolist()
 
 
 def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, neighbours: int, mcs: int,
@@ -81,33 +85,37 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
     """``mcs`` Monte Carlo steps of the literal sequential CPM (see the module docstring) from ``labels``.
 
     Args:
-        labels: ``(H, W)`` integer cell ids ``0..C-1`` (0 = medium).
+        labels: ``(H, W)`` or ``(D, H, W)`` integer cell ids ``0..C-1`` (0 = medium).
         cell_types: ``(C,)`` the type of every id (0 for the medium).
         params: the energy parameters, as :func:`reference_parameters` gives them.
-        neighbours: 8 (Moore) or 4 (von Neumann): the bonds of the contact and surface energies.
-        mcs: the number of Monte Carlo steps (``H W`` copy attempts each).
+        neighbours: the bonds of the contact and surface energies: 8 (Moore) or 4 (von Neumann) in 2D, 26 or 6
+            in 3D.
+        mcs: the number of Monte Carlo steps (``N`` copy attempts each, ``N`` sites).
         rng: the source of every random number (unless ``draws``).
-        age: ``(H, W)`` float ages of the sites, the act model's state (needed when ``params`` has
+        age: float ages of the sites (the labels' shape), the act model's state (needed when ``params`` has
             ``lambda_act``); updated in place.
         order: ``random``: every attempt's target is a uniform random site (CompuCell3D's and Artistoo's
-            schedule); ``classes``: every MCS takes each site once, the four site classes in turn and a
-            random order within each (the schedule of the vectorised sweep).
-        draws: ``(mcs, H W, 3)`` uniforms in [0, 1) to use instead of ``rng`` (``order="random"``): attempt ``i`` of
-            MCS ``m`` targets site ``floor(H W u)``, takes the source in direction ``floor(8 u')`` of :data:`MOORE`
-            and accepts if ``u'' < exp(-dH / T)``, with ``(u, u', u'') = draws[m, i]``: the stream the compiled
-            engine's literal draws use (:func:`slm.models.potts_engine.uniforms`), to replay it attempt for attempt.
+            schedule); ``classes``: every MCS takes each site once, the site classes
+            (:func:`slm.lattice.site_classes`) in turn and a random order within each (the vectorised sweep's).
+        draws: ``(mcs, N, 3)`` uniforms in [0, 1) to use instead of ``rng`` (``order="random"``): attempt ``i`` of
+            MCS ``m`` targets site ``floor(N u)``, takes the source in direction ``floor(M u')`` of the ``M`` Moore
+            offsets and accepts if ``u'' < exp(-dH / T)``, with ``(u, u', u'') = draws[m, i]``: the stream the
+            compiled engine's literal draws use (:func:`slm.models.potts_engine.uniforms`), to replay it attempt
+            for attempt.
 
-    Returns the new labels, ``(H, W)`` int64 (``labels`` is not changed).
+    Returns the new labels (the input's shape, int64; ``labels`` is not changed).
     """
     labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise InputError(f"labels: expected one (H, W) lattice, got shape {labels.shape}")
-    if neighbours not in NEIGHBOURHOODS.values():
-        raise InputError(f"neighbours: expected 8 (Moore) or 4 (von Neumann), got {neighbours}")
+    if labels.ndim not in (2, 3):
+        raise InputError(f"labels: expected one (H, W) or (D, H, W) lattice, got shape {labels.shape}")
+    dims = labels.ndim
+    allowed = {name: counts[dims] for name, counts in NEIGHBOURHOODS.items()}
+    if neighbours not in allowed.values():
+        raise InputError(f"neighbours: expected {allowed['moore']} (Moore) or {allowed['von_neumann']} (von Neumann) "
+                         f"in {dims}D, got {neighbours}")
     if order not in ("random", "classes"):
         raise InputError(f"order: expected random or classes, got {order!r}")
-    height, width = labels.shape
-    n_sites = height * width
+    n_sites = labels.size
     if draws is not None and (order != "random" or np.shape(draws) != (mcs, n_sites, 3)):
         raise InputError(f"draws: expected ({mcs}, {n_sites}, 3) uniforms with order='random', got "
                          f"{np.shape(draws)} with order={order!r}")
@@ -125,7 +133,8 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
     s_t = [float(params["surface_target"][t]) for t in types]
     temperature = float(params["temperature"])
     surface_on = any(lam_s)
-    moore = neighbour_lists(height, width)
+    moore = neighbour_lists(labels.shape)
+    n_moore = len(moore[0])
     energy = [row[:neighbours] for row in moore]
     volume = [0] * n_ids
     surface = [0] * n_ids
@@ -156,7 +165,8 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
                 count += 1
         return exp(logs / count)
 
-    classes = [np.arange(height * width).reshape(height, width)[a::2, b::2].ravel() for a, b in CLASSES]
+    classes = [np.arange(n_sites).reshape(labels.shape)[tuple(slice(c, None, 2) for c in site_class)].ravel()
+               for site_class in site_classes(dims)]
     remaining = n_sites * mcs
     done = 0
     while remaining > 0:
@@ -166,14 +176,14 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
         if draws is not None:
             given = np.asarray(draws[done // n_sites], dtype=np.float64)
             targets = np.minimum((given[:, 0] * n_sites).astype(np.int64), n_sites - 1).tolist()
-            directions = np.minimum((given[:, 1] * 8).astype(np.int64), 7).tolist()
+            directions = np.minimum((given[:, 1] * n_moore).astype(np.int64), n_moore - 1).tolist()
             noise = given[:, 2].tolist()
         else:
             if order == "classes":
                 targets = np.concatenate([rng.permutation(sites) for sites in classes]).tolist()
             else:
                 targets = rng.integers(0, n_sites, block).tolist()
-            directions = rng.integers(0, 8, block).tolist()
+            directions = rng.integers(0, n_moore, block).tolist()
             noise = rng.random(block).tolist()
         for t, d, u in zip(targets, directions, noise, strict=True):
             y = lab[moore[t][d]]
@@ -211,19 +221,21 @@ def sequential_mcs(labels: np.ndarray, cell_types: np.ndarray, params: dict, nei
             ages = [a + 1 for a in ages]
     if acting:
         age.ravel()[:] = ages
-    return np.array(lab, dtype=np.int64).reshape(height, width)
+    return np.array(lab, dtype=np.int64).reshape(labels.shape)
 
 
 def summary_numpy(labels: np.ndarray, cell_types: np.ndarray, neighbours: int) -> np.ndarray:
-    """:meth:`CellularPotts.summary` of ``labels`` ``(H, W)`` or ``(B, H, W)`` with types ``cell_types``
-    ``(C,)`` or ``(B, C)``: ``(4,)`` or ``(B, 4)`` [heterotypic fraction, volume mean, volume sd, clusters].
+    """:meth:`CellularPotts.summary` of a batch ``labels`` ``(B, H, W)`` or ``(B, D, H, W)`` (or one plane
+    ``(H, W)``) with types ``cell_types`` ``(C,)`` or ``(B, C)``: ``(B, 4)`` (``(4,)`` for one plane)
+    [heterotypic fraction, volume mean, volume sd, clusters].
 
     Computed by the model itself (its summary depends only on the number of types and the neighbourhood).
     """
-    names = {n: name for name, n in NEIGHBOURHOODS.items()}
-    if neighbours not in names:
-        raise InputError(f"neighbours: expected 8 (Moore) or 4 (von Neumann), got {neighbours}")
     labels = np.asarray(labels)
+    dims = 2 if labels.ndim <= 3 else 3
+    names = {counts[dims]: name for name, counts in NEIGHBOURHOODS.items()}
+    if neighbours not in names:
+        raise InputError(f"neighbours: expected one of {sorted(names)} in {dims}D, got {neighbours}")
     cell_types = np.asarray(cell_types)
     n_types = max(1, int(cell_types.max()))
     model = CellularPotts([[0.0] * (n_types + 1)] * (n_types + 1), learn=[],

@@ -134,9 +134,10 @@ def cpm_step(device: torch.device, repeats: int) -> Row:
             "forward steps/s": f"{1 / fwd:,.0f}", "gradient step": f"{grad:.2f} s"}
 
 
-def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device: torch.device, repeats: int
-               ) -> Row:
-    """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites, half of each type):
+def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device: torch.device, repeats: int,
+               dims: int = 2) -> Row:
+    """Multi-cell CPM (cellsort energies, ``cells`` cells of ``volume`` sites, half of each type) on a ``size^dims``
+    torus (a square, or with ``dims=3`` a cube: 26 Moore neighbours):
 
     * ``random`` (the default schedule: the compiled engine's border sampling), ``uniform`` (the same schedule
       with literal uniform targets), ``kernel`` / ``torch`` (the sweep schedule on that engine): MCS/s and copy
@@ -155,22 +156,22 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
     model = CellularPotts(CELLSORT, volume_target=volume, cells=cells, learn=learn, engine=engine, schedule=schedule,
                           targets="uniform" if mode == "uniform" else "border").to(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    start = model.initial_state(batch, size, device=device, generator=generator)
-    row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": f"{size}x{size}", "batch": batch,
-           "engine": mode, "sites": size * size}
+    start = model.initial_state(batch, (size,) * dims, device=device, generator=generator)
+    sites = size**dims
+    row = {"model": f"multi-cell CPM, {cells} cells of {volume}", "lattice": "x".join([str(size)] * dims),
+           "batch": batch, "engine": mode if dims == 2 else f"{mode}, 3D", "sites": sites}
     if mode == "sequential":
-
-
         labels, types = start.labels[0].cpu().numpy(), start.cell_types[0].cpu().numpy()
         params = reference_parameters(model)
         rng = np.random.default_rng(0)
-        seconds = median_seconds(lambda: sequential_mcs(labels, types, params, 8, 1, rng), repeats, device, warmup=1)
+        seconds = median_seconds(lambda: sequential_mcs(labels, types, params, model.bonds(dims), 1, rng), repeats,
+                                 device, warmup=1)
         row["model"] += ", literal sequential (Python)"
     elif mode == "glazier":
         seconds = glazier_mcs_seconds(size, cells, volume, repeats)
         row["model"] += ", glazier 0.3 serial (Rust)"
     elif mode in ("random", "uniform", "kernel", "torch"):
-        steps = max(2, min(50, int(2e6 // (batch * size * size))))
+        steps = max(2, min(50, int(2e6 // (batch * sites))))
         with torch.no_grad():
             seconds = median_seconds(lambda: model.rollout(start, steps, generator), repeats, device, 1) / steps
         row["model"] += {"random": ", random schedule (default)", "uniform": ", random schedule, literal uniform "
@@ -195,7 +196,7 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
         row["gradient step"] = f"{grad:.2f} s ({grad / plain:.1f}x the forward {plain:.2f} s)"
         return row
     row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
-    row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
+    row["copy attempts/s"] = f"{batch * sites / seconds:,.3g}"
     return row
 
 
@@ -207,7 +208,15 @@ POTTS_CASES = {f"potts_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_
                    ("torch", 256, 1024, 64, 1), ("kernel", 256, 1024, 64, 1), ("random", 256, 1024, 64, 4),
                    ("random", 256, 1024, 64, 16), ("glazier", 1024, 16384, 64, 1), ("random", 1024, 16384, 64, 1),
                    ("uniform", 1024, 16384, 64, 1), ("kernel", 1024, 16384, 64, 1), ("grad", 128, 100, 64, 8),
-                   ("grad+checkpoint", 128, 100, 64, 8)]}
+                   ("grad+checkpoint", 128, 100, 64, 8), ("random", 512, 512, 64, 1), ("random", 1448, 4096, 64, 1)]}
+# 3D (cells of 4^3 voxels, 12.5% of the volume): the 2D rows at 512^2 and 1448^2 above have as many sites as 64^3 and
+# 128^3, at the same cell size and fill.
+POTTS_CASES |= {f"potts3d_{mode.replace('+', '_')}_{size}_b{batch}": partial(potts_case, mode, size, cells, 64, batch,
+                                                                             dims=3)
+                for mode, size, cells, batch in [
+                    ("sequential", 32, 64, 1), ("random", 64, 512, 1), ("uniform", 64, 512, 1), ("torch", 64, 512, 1),
+                    ("random", 64, 512, 4), ("random", 128, 4096, 1), ("grad", 64, 512, 1),
+                    ("grad+checkpoint", 64, 512, 1), ("grad+checkpoint", 128, 4096, 1)]}
 
 
 def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
