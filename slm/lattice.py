@@ -33,6 +33,12 @@ def site_classes(dims: int) -> tuple[tuple[int, ...], ...]:
     return tuple(itertools.product((0, 1), repeat=dims))
 
 
+def class_sites(site_class: tuple[int, ...]) -> tuple[slice, ...]:
+    """The index of the sites of ``site_class`` in a batch ``(B, *spatial)``: every second site from the class's
+    offset along each axis."""
+    return (slice(None), *(slice(c, None, 2) for c in site_class))
+
+
 def roll_axes(dims: int) -> tuple[int, ...]:
     """The lattice axes of a batch ``(B, *spatial)`` of ``dims`` dimensions, for :func:`torch.roll`."""
     return tuple(range(1, dims + 1))

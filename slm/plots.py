@@ -201,10 +201,9 @@ def _colours(n_types: int) -> np.ndarray:
     return np.concatenate([np.array([MEDIUM], dtype=np.uint8), PALETTE[np.arange(max(n_types, 1)) % len(PALETTE)]])
 
 
-def _mid_planes(volume: np.ndarray | Tensor) -> list:
+def _mid_planes(volume: Tensor) -> list[Tensor]:
     """The three mid-plane slices of a ``(D, H, W)`` volume: ``volume[D/2]``, ``[:, H/2]``, ``[:, :, W/2]``."""
-    return [volume.select(axis, volume.shape[axis] // 2) if isinstance(volume, Tensor)
-            else np.take(volume, volume.shape[axis] // 2, axis) for axis in range(3)]
+    return [volume.select(axis, volume.shape[axis] // 2) for axis in range(3)]
 
 
 def _grid(rows: list[list[np.ndarray]], fill: float | tuple, gap: int = 2) -> np.ndarray:
@@ -230,7 +229,7 @@ def volume_cells_rgb(labels: Tensor, cell_types: Tensor) -> np.ndarray:
     colour where any site of the column holds a cell of the type, white elsewhere."""
     labels, cell_types = torch.as_tensor(labels).long(), torch.as_tensor(cell_types).long()
     types = cell_types[labels]
-    colours = _colours(int(types.max()))
+    colours = _colours(int(cell_types.max()))
     rows = [[cells_rgb(plane[None], cell_types)[0] for plane in _mid_planes(labels)]]
     for k in range(1, int(cell_types.max()) + 1):
         present = (types == k).numpy()

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from slm.errors import InputError
-from slm.lattice import moore_offsets, roll_axes
+from slm.lattice import class_sites, moore_offsets, roll_axes
 from slm.models import potts_engine
 from slm.models.potts import CellularPotts, cell_edges, per_lattice
 from slm.parameters import Positive, Simplex, class_values, register
@@ -177,7 +177,7 @@ class ActPotts(CellularPotts):
         lambda_act, max_act = (v.view(-1, *(1,) * dims) for v in self.lattice_act(prepared, state.labels.shape[0]))
         below = max_act.detach().floor().clamp_min(1)
         fraction = max_act - below
-        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
+        inside = class_sites(site_class)
         d_h = 0.0
         for memory, weight in ((below, 1 - fraction), (below + 1, fraction)):
             gm = geometric_activity(state.labels, (memory - state.age).clamp_min(0))
@@ -194,7 +194,7 @@ class ActPotts(CellularPotts):
     def _copied(self, state: ActState, z: Tensor, source: Tensor, target: Tensor,
                 site_class: tuple[int, ...]) -> ActState:
         age, moment = state.age.clone(), state.moment
-        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
+        inside = class_sites(site_class)
         age[inside] = torch.where(z.detach() > 0, 0.0, age[inside])
         spatial, dims = tuple(age.shape[1:]), len(site_class)
         axes = [torch.arange(c, side, 2, device=z.device, dtype=moment.dtype) for c, side in zip(site_class, spatial,

@@ -63,7 +63,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.estimators import Estimator, gradient_only, make_estimator
-from slm.lattice import NEIGHBOURHOODS, moore_offsets, roll_axes, site_classes
+from slm.lattice import NEIGHBOURHOODS, class_sites, moore_offsets, roll_axes, site_classes
 from slm.models import potts_engine
 from slm.models.base import Simulator, _Cache
 from slm.parameters import Positive, Real, register
@@ -256,7 +256,7 @@ class CellularPotts(Simulator):
             return self._kernel_mcs(state, prepared, torch.tensor([potts_engine.mcs_seed(generator)]))
         dims = state.labels.dim() - 1
         classes = site_classes(dims)
-        noise = torch.rand(len(classes), 2, *state.labels[(slice(None), *(slice(None, None, 2),) * dims)].shape,
+        noise = torch.rand(len(classes), 2, *state.labels[class_sites((0,) * dims)].shape,
                            generator=generator, device=state.labels.device)
         if engine == "kernel":
             return self._kernel_mcs(state, prepared, noise)
@@ -318,7 +318,7 @@ class CellularPotts(Simulator):
         contact, per_cell, temperature = lattice
         padded = F.pad(labels[:, None], (1, 1) * dims, mode="circular")[:, 0]  # (B, *(side + 2))
         padded_types = state.cell_types.gather(1, padded.flatten(1)).view_as(padded)
-        inside = (slice(None), *(slice(c, None, 2) for c in site_class))
+        inside = class_sites(site_class)
         target = labels[inside]
         flat = (batch, -1)
         # The source: the Moore neighbour in a random direction, read by its flat index in the padded lattice.
