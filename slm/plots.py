@@ -10,6 +10,7 @@ puts lattices side by side and :func:`save_gif` animates frames, both scaled up 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,29 @@ def tracks_figure(lag_minutes: np.ndarray, target: Tensor, fitted: Tensor, examp
     return figure
 
 
-def speeds_figure(data: np.ndarray, steps: np.ndarray, model: np.ndarray, weights: np.ndarray,
-                  classes: np.ndarray | None = None) -> Figure:
-    """Histograms of per-track mean speeds (um/min): the data's ``(N,)`` weighted by their ``steps (N,)`` and the
-    model's ``(M,)`` weighted by ``weights (M,)``, with each class's share drawn apart when ``classes (M,)`` is
-    given."""
-    figure = Figure(figsize=(5, 3.4), layout="tight")
-    axis = figure.subplots()
-    present = np.isfinite(data)
-    data, steps = data[present], steps[present]
+@dataclass(frozen=True)
+class SpeedSample:
+    """Per-track mean speeds (um/min) of data and model: the data's ``(N,)`` with their steps ``(N,)``, the
+    model's ``(M,)`` with their steps ``(M,)`` and weights ``(M,)`` (steps times the class weight), and each
+    model track's class ``(M,)`` (``None``: one population)."""
+
+    data: np.ndarray
+    data_steps: np.ndarray
+    model: np.ndarray
+    model_steps: np.ndarray
+    model_weights: np.ndarray
+    classes: np.ndarray | None = None
+
+
+def speeds_figure(sample: SpeedSample) -> Figure:
+    """Left: histograms of per-track mean speeds (um/min), data and model weighted by steps, each class's share
+    drawn apart. Right: a track's mean speed against its length (points), data and model, with the medians per
+    length bin (observed through a window, fast cells give short tracks)."""
+    figure = Figure(figsize=(10, 3.4), layout="tight")
+    axis, scatter = figure.subplots(1, 2)
+    present = np.isfinite(sample.data)
+    data, steps = sample.data[present], sample.data_steps[present]
+    model, weights, classes = sample.model, sample.model_weights, sample.classes
     bins = np.linspace(0, max(data.max(), model.max()) * 1.05, 31)
     axis.hist(data, bins, weights=steps, density=True, color="0.6", label=f"data ({len(data)} tracks, by steps)")
     scale = 1 / (weights.sum() * (bins[1] - bins[0]))
@@ -147,6 +162,16 @@ def speeds_figure(data: np.ndarray, steps: np.ndarray, model: np.ndarray, weight
     axis.set_xlabel("mean speed of a track (um/min)")
     axis.set_ylabel("density")
     axis.legend(fontsize=7)
+    edges = np.unique(np.quantile(np.concatenate([steps, sample.model_steps]) + 1, np.linspace(0, 1, 7)))
+    for speeds, points, colour, name in ((data, steps + 1, "0.4", "data"),
+                                         (model, sample.model_steps + 1, "tab:red", "model")):
+        scatter.plot(points, speeds, ".", color=colour, ms=2, alpha=0.4)
+        where = np.clip(np.digitize(points, edges[1:-1]), 0, len(edges) - 2)
+        medians = [np.median(speeds[where == b]) if (where == b).any() else np.nan for b in range(len(edges) - 1)]
+        scatter.plot((edges[1:] + edges[:-1]) / 2, medians, "o-", color=colour, label=f"{name}: median per bin")
+    scatter.set_xlabel("track length (points)")
+    scatter.set_ylabel("mean speed of the track (um/min)")
+    scatter.legend(fontsize=7)
     return figure
 
 

@@ -49,29 +49,38 @@ def track_statistics(positions: Tensor, lags: int) -> Tensor:
         x_{t+2} - x_{t+1})``, the step-direction autocorrelation at lag one frame (0 for a random walk, 1
         for a straight line). Lengths are in the positions' unit.
     """
+    present = positions.isfinite().all(-1)
+    # Missing points enter as zeros behind masks, so that no NaN reaches the graph (a gap's NaN would turn the
+    # gradient of every point paired with it into NaN).
+    points = torch.where(present[..., None], positions, 0.0)
 
-    def mean(values: Tensor) -> Tensor:
-        present = values.isfinite()
-        count = present.sum((-2, -1)).clamp_min(1)
-        return torch.where(present, values, 0.0).sum((-2, -1)) / count
+    def mean(values: Tensor, valid: Tensor) -> Tensor:
+        return torch.where(valid, values, 0.0).sum((-2, -1)) / valid.sum((-2, -1)).clamp_min(1)
 
-    columns = [mean(((positions[..., k:, :] - positions[..., :-k, :]) ** 2).sum(-1)) for k in range(1, lags + 1)]
-    step = positions[..., 1:, :] - positions[..., :-1, :]
-    # The small floor keeps the gradient finite for a step of length zero.
-    length = ((step ** 2).sum(-1) + 1e-12).sqrt()
-    columns.append(mean(length))
+    columns = [mean(((points[..., k:, :] - points[..., :-k, :]) ** 2).sum(-1), present[..., k:] & present[..., :-k])
+               for k in range(1, lags + 1)]
+    step, valid, length = _steps(points, present)
+    columns.append(mean(length, valid))
     direction = step / length[..., None]
-    columns.append(mean((direction[..., 1:, :] * direction[..., :-1, :]).sum(-1)))
+    columns.append(mean((direction[..., 1:, :] * direction[..., :-1, :]).sum(-1), valid[..., 1:] & valid[..., :-1]))
     return torch.stack(columns, -1)
+
+
+def _steps(points: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Steps ``(..., N, T - 1, D)`` between successive frames of zero-filled ``points``, where both ends are
+    ``present`` ``(..., N, T - 1)``, and their lengths (a small floor keeps the gradient finite at zero)."""
+    step = points[..., 1:, :] - points[..., :-1, :]
+    return step, present[..., 1:] & present[..., :-1], ((step ** 2).sum(-1) + 1e-12).sqrt()
 
 
 def track_speeds(positions: Tensor) -> tuple[Tensor, Tensor]:
     """Each track's mean step length ``(..., N)`` and its number of steps ``(..., N)`` from positions
     ``(..., N, T, D)`` (NaN where a track has no point; a track without a step gets NaN and 0 steps)."""
-    length = ((positions[..., 1:, :] - positions[..., :-1, :]) ** 2).sum(-1).add(1e-12).sqrt()
-    present = length.isfinite()
-    steps = present.sum(-1)
-    return torch.where(present, length, 0.0).sum(-1) / steps.where(steps > 0, torch.nan), steps
+    present = positions.isfinite().all(-1)
+    _, valid, length = _steps(torch.where(present[..., None], positions, 0.0), present)
+    steps = valid.sum(-1)
+    mean = torch.where(valid, length, 0.0).sum(-1) / steps.clamp_min(1)
+    return torch.where(steps > 0, mean, torch.nan), steps
 
 
 #: Quantile levels of the data's per-track mean speeds at which :func:`speed_distribution` is read.

@@ -17,6 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from slm.errors import InputError
+from slm.models.base import Simulator, State
+from slm.observation import Observation
 from slm.stats import SPEED_LEVELS, speed_distribution, track_speeds, track_statistics, weighted_quantiles
 
 
@@ -71,7 +73,8 @@ class SummaryTarget(Target):
 @dataclass(kw_only=True)
 class TrackTarget(Target):
     """Target :func:`slm.stats.track_statistics` ``(lags + 2,)`` in lattice units, how simulated tracks are
-    recorded (``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS), the units (``um_per_site``,
+    recorded (``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS, seen through ``observation``;
+    ``frame_residual``: the frame interval's MCS less ``mcs_per_frame``), the units (``um_per_site``,
     ``frame_interval`` in s), up to 20 ``examples`` of the data's tracks ``(N, T, 2)`` in um, starting
     lattices ``starts``, every data track's mean speed ``track_speeds (N,)`` (lattice units per frame) and number of
     steps ``track_steps (N,)``, and ``resample_tracks(rng)``: a bootstrap replicate's statistics and its tracks' mean
@@ -87,6 +90,8 @@ class TrackTarget(Target):
     frame_interval: float
     examples: np.ndarray | None
     starts: Dataset
+    observation: Observation
+    frame_residual: float = 0.0
     track_speeds: Tensor | None = None
     track_steps: Tensor | None = None
     resample_tracks: Callable[[np.random.Generator], tuple[Tensor, Tensor, Tensor]] | None = None
@@ -108,8 +113,16 @@ class TrackTarget(Target):
         thresholds = weighted_quantiles(data, self.track_steps[present].float().cpu(), torch.tensor(SPEED_LEVELS))
         return thresholds, 0.1 * float(thresholds[len(SPEED_LEVELS) // 2])
 
+    def record(self, simulator: Simulator, state: State, generator: torch.Generator | None = None,
+               checkpoint_every: int | None = None) -> tuple[State, Tensor]:
+        """The final state and the tracks ``(B, N, F + 1, d)`` that :attr:`observation` records of ``simulator``'s
+        cells from ``state``: ``burn_in`` MCS, then ``frames`` frames of ``mcs_per_frame`` MCS."""
+        state, frames = simulator.tracks(state, self.frames, self.mcs_per_frame, generator, self.burn_in,
+                                         checkpoint_every)
+        return state, self.observation(frames.transpose(1, 2), generator)
+
     def track_statistics(self, tracks: Tensor, speeds: bool = False) -> Tensor:
-        """Per-lattice :func:`slm.stats.track_statistics` of tracks ``(B, cells, F + 1, 2)``, ``(B, lags + 2)``;
+        """Per-lattice :func:`slm.stats.track_statistics` of tracks ``(B, N, F + 1, d)``, ``(B, lags + 2)``;
         with ``speeds`` the distribution function of the per-track mean speeds appended, ``(B, lags + 2 + J)``."""
         statistics = track_statistics(tracks, self.lags)
         if not speeds:

@@ -300,7 +300,9 @@ class Sandwich:
                              "(a given target value); use uq=none")
         total = omega + sigma / n
         W = torch.diag(problem.weight.double().cpu())
-        bread = torch.linalg.inv(G.T @ W @ G)
+        bread, singular = torch.linalg.inv_ex(G.T @ W @ G)
+        if int(singular):  # a parameter moved no statistic in these simulations: its interval is not determined
+            bread = torch.full_like(bread, torch.nan)
         cov = bread @ G.T @ W @ total @ W @ G @ bread
         residual = center.mean(0) - observed
         j_stat = float(residual @ torch.linalg.pinv(total, hermitian=True) @ residual)
@@ -467,14 +469,17 @@ def correlation(cov: Tensor) -> Tensor:
 
 
 def condition(cov: Tensor) -> float:
-    """Condition number of the correlation matrix of ``cov`` (1 for independent parameters)."""
+    """Condition number of the correlation matrix of ``cov`` (1 for independent parameters; NaN for a covariance
+    that is not finite)."""
+    if not bool(cov.isfinite().all()):
+        return math.nan
     eigenvalues = torch.linalg.eigvalsh(correlation(cov))
     return float(eigenvalues[-1] / eigenvalues[0].clamp_min(1e-300))
 
 
 def ridges(coords: Coordinates, cov: Tensor) -> list[str]:
     """A one-line warning for the least determined direction when the correlation matrix is ill-conditioned."""
-    if len(cov) < 2 or len(cov) > FULL_DIMENSION or condition(cov) <= RIDGE_CONDITION:
+    if len(cov) < 2 or len(cov) > FULL_DIMENSION or not condition(cov) > RIDGE_CONDITION:
         return []
     _, vectors = torch.linalg.eigh(correlation(cov))
     direction = vectors[:, -1]  # the correlation's largest eigenvector: where V is long

@@ -33,7 +33,10 @@ def dis5k_split(tmp_path):
 def test_every_experiment_trains_a_shrunken_step(make_cfg, tmp_path, dis5k_split, experiment):
     extra = {"seg_dis5k": [f"data.path={dis5k_split}", "data.name=thing"],
              "seg_image": [f"data.path={ROOT / 'data/bbbc005/site_example/synthetic2_in_focus_image.png'}"],
-             "cpm_tcells_mixture": ["data.batch_size=3", "task.eval_lattices=3"]}  # a lattice for each class
+             "cpm_tcells_mixture": ["data.batch_size=3", "task.eval_lattices=3"],  # a lattice for each class
+             "cpm_tcells_3d": ["data.batch_size=3", "task.eval_lattices=3", "data.size=[12,16,16]",
+                               "data.window=[0.8,0.6,0.6]", "model.cells=4", "model.volume_target=8",
+                               "model.surface_target=150"]}
     extra = extra.get(experiment, [])
     results = train(make_cfg("+trainer.max_steps=2", *extra, experiment=experiment))
     assert results["steps"] == 2

@@ -46,7 +46,7 @@ def test_the_target_is_the_tracks_statistics_in_lattice_units(tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"seconds_per_mcs": 7.0}, "data.seconds_per_mcs"),
+    ({"seconds_per_mcs": 60.0}, "data.seconds_per_mcs"),  # a frame of 24 s would be 0.4 MCS
     ({"frames": 10}, "data.frames"),
     ({"um_per_site": -1.0}, "data.um_per_site"),
     ({"burn_in": -1}, "data.burn_in"),

@@ -275,3 +275,15 @@ def test_an_interval_that_excludes_its_estimate_says_why():
     assert "1 interval(s) exclude the fit" in line and "15.9 standard errors" in line
     inside = summary_line(uncertainty | {"interval": {"beta": [0.7, 0.9]}}, {"beta": 0.7827})
     assert "one-step" not in inside and "exclude" not in inside
+
+
+def test_a_parameter_that_moves_no_statistic_gets_no_interval_rather_than_a_crash(caplog):
+    walk = PersistentRandomWalk([0.2, 0.6], 0.1, classes=2, weights=[0.5, 0.5])
+    target = walk.expected_msd(10).detach()
+    # only the first class is ever simulated: p_center[1] and the weights move nothing
+    problem = Moments(target, target ** -2, lambda n, g: walk.msd_per_walker(n, 10, g)[::2], units=2000,
+                      fit_units=200, unit="walkers")
+    result = Sandwich().__call__(SimpleNamespace(uncertainty_problem=lambda: problem, simulator=walk,
+                                                 target=Target(units=1000)), steps=1)
+    assert all(bound is None for pairs in result["interval"].values() for pair in pairs for bound in pair)
+    assert any("not determined" in line for line in result["warnings"])

@@ -236,8 +236,7 @@ class TrackProblem:
         target = self.target
         picks = torch.randint(len(target.starts), (lattices,), generator=generator).tolist()
         labels, cell_types = (torch.stack(part) for part in zip(*(target.starts[i] for i in picks), strict=True))
-        tracks = model.tracks(model.state(labels, cell_types), target.frames, target.mcs_per_frame, generator,
-                              target.burn_in).frames.transpose(1, 2)
+        _, tracks = target.record(model, model.state(labels, cell_types), generator)
         statistics = target.track_statistics(tracks, self.speed_weight > 0)
         return model.class_weighted(statistics).mean(0).double().numpy()
 

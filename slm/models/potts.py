@@ -99,6 +99,10 @@ class PottsState(NamedTuple):
     path: Tensor
 
 
+#: How :meth:`CellularPotts.initial_state` places its cells.
+PLACEMENTS = ("packed", "scattered")
+
+
 class CellularPotts(Simulator):
     """Multi-cell CPM; one :meth:`transition` is one MCS (see the module docstring).
 
@@ -117,6 +121,8 @@ class CellularPotts(Simulator):
             always go to a Moore neighbour.
         cells, fractions: what :meth:`initial_state` places: ``cells`` square (cubic in 3D) cells of about
             ``volume_target`` sites with types drawn in the proportions ``fractions`` (default equal).
+        placement: ``packed`` (default: a compact blob at the centre) or ``scattered`` (at random slots over the
+            whole lattice, other ones in each lattice: a crowded tissue seen through a window).
         estimator: the :class:`slm.estimators.Estimator` (or name) of the acceptance draws.
         engine: ``auto`` (default), ``kernel`` or ``torch``: which implementation runs an MCS
             (:mod:`slm.models.potts_engine`).
@@ -138,7 +144,7 @@ class CellularPotts(Simulator):
                  type_names: Sequence[str] | None = None, learn: Sequence[str] | None = None,
                  neighbourhood: str = "moore", cells: int = 200, fractions: Sequence[float] | None = None,
                  estimator: Estimator | str = "ste", engine: str = "auto", schedule: str = "random",
-                 targets: str = "border"):
+                 targets: str = "border", placement: str = "packed"):
         super().__init__()
         self.engine, self.schedule = engine, schedule
         potts_engine.check(self)
@@ -187,7 +193,9 @@ class CellularPotts(Simulator):
         if len(weights) != n_types or min(weights) < 0 or sum(weights) <= 0:
             raise InputError(f"model.fractions: expected {n_types} non-negative weights (one per type), got "
                              f"{fractions}")
-        self.cells = cells
+        if placement not in PLACEMENTS:
+            raise InputError(f"model.placement: expected one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        self.cells, self.placement = cells, placement
         self.register_buffer("fractions", torch.tensor(weights) / sum(weights), persistent=False)
 
     def bonds(self, dims: int) -> int:
@@ -484,7 +492,8 @@ class CellularPotts(Simulator):
         v_target = self.prepared()[1].detach()[1:]
         volume = int(round(float((v_target * self.fractions).sum())))
         device = device if device is not None else generator.device if generator is not None else v_target.device
-        labels, cell_types = random_mixture(batch, size, self.cells, volume, self.fractions, generator, device)
+        labels, cell_types = random_mixture(batch, size, self.cells, volume, self.fractions, generator, device,
+                                            self.placement == "scattered")
         return self.state(labels, cell_types)
 
     # -- statistics ----------------------------------------------------------------------------
@@ -620,10 +629,11 @@ def count_clusters(types: Tensor, compiled: bool = True) -> Tensor:
 
 def random_mixture(batch: int, size: int | tuple[int, ...], cells: int, volume: int,
                    fractions: Sequence[float] | Tensor, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """``cells`` square (in 3D cubic) cells of side ``round(volume^(1/dims))`` packed in a compact blob at the
-    lattice centre (the grid slots nearest to it), types drawn independently with probabilities ``fractions``;
-    ``size``: a side (a square), ``(H, W)`` or ``(D, H, W)``.
+                   device: torch.device | str | None = None, scattered: bool = False) -> tuple[Tensor, Tensor]:
+    """``cells`` square (in 3D cubic) cells of side ``round(volume^(1/dims))`` on a grid of slots of that side:
+    packed in a compact blob at the lattice centre (the slots nearest to it), or ``scattered`` (slots drawn at
+    random, other ones in each lattice); types drawn independently with probabilities ``fractions``; ``size``: a
+    side (a square), ``(H, W)`` or ``(D, H, W)``.
 
     Returns ``labels (batch, *size)`` long (ids ``1..cells``, medium 0) and ``cell_types (batch, cells + 1)``.
     """
@@ -635,20 +645,26 @@ def random_mixture(batch: int, size: int | tuple[int, ...], cells: int, volume: 
     if cells * side**dims > math.prod(sides) or cells > math.prod(slots_per_axis):
         raise InputError(f"model.cells: {cells} cells of {'x'.join([str(side)] * dims)} sites need "
                          f"{cells * side ** dims} sites, more than the {shape} lattice holds")
-    grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in slots_per_axis), indexing="ij"), -1).view(-1, dims)
-    centre = (torch.tensor(slots_per_axis) - 1) / 2
-    slots = grid[((grid - centre) ** 2).sum(1).argsort(stable=True)[:cells]]
-    labels = torch.zeros(sides, dtype=torch.long)
-    block = torch.zeros(slots_per_axis, dtype=torch.long)
-    block[tuple(slots.T)] = torch.arange(1, cells + 1)
-    for axis in range(dims):
-        block = block.repeat_interleave(side, axis)
-    labels[tuple(slice((s - n * side) // 2, (s - n * side) // 2 + n * side)
-                 for s, n in zip(sides, slots_per_axis, strict=True))] = block
     weights = torch.as_tensor(fractions, dtype=torch.float, device=device)
+    device = weights.device
+    n_slots = math.prod(slots_per_axis)
+    if scattered:
+        order = torch.rand(batch, n_slots, generator=generator, device=device).argsort(1)
+    else:
+        grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in slots_per_axis), indexing="ij"), -1)
+        centre = (torch.tensor(slots_per_axis) - 1) / 2
+        order = ((grid.view(-1, dims) - centre) ** 2).sum(1).argsort(stable=True).to(device).expand(batch, -1)
+    block = torch.zeros(batch, n_slots, dtype=torch.long, device=device)
+    block.scatter_(1, order[:, :cells], torch.arange(1, cells + 1, device=device).expand(batch, -1))
+    block = block.view(batch, *slots_per_axis)
+    for axis in range(dims):
+        block = block.repeat_interleave(side, axis + 1)
+    labels = torch.zeros(batch, *sides, dtype=torch.long, device=device)
+    labels[(slice(None), *(slice((s - n * side) // 2, (s - n * side) // 2 + n * side)
+                           for s, n in zip(sides, slots_per_axis, strict=True)))] = block
     draws = torch.multinomial(weights.expand(batch, -1), cells, replacement=True, generator=generator) + 1
-    cell_types = torch.cat([torch.zeros(batch, 1, dtype=torch.long, device=draws.device), draws], 1)
-    return labels.to(draws.device).expand(batch, *sides).clone(), cell_types
+    cell_types = torch.cat([torch.zeros(batch, 1, dtype=torch.long, device=device), draws], 1)
+    return labels, cell_types
 
 
 def single_cell(size: int | tuple[int, ...], volume: int, cell_type: int = 1) -> tuple[Tensor, Tensor]:

@@ -20,9 +20,9 @@ same data from the same start (AD, CMA-ES) or prior (ABC-SMC: uniform(0, 1) per 
   (:meth:`slm.baselines.problems.TrackProblem.evaluate`, not counted in the methods' time), and the rows
   carry ``loss`` in place of ``param_error``. Priors and CMA-ES bounds: ``calibration.bounds`` of the experiment.
 * ``tcells_mixture``: the same with two classes of act cells (experiment ``cpm_tcells_mixture`` with
-  :data:`TWO_CLASSES`): ``lambda_act[k]``, ``max_act[k]`` and the class weights (searched each in (0, 1),
-  normalised), on the fit's loss with its per-track speed distribution term (``--quick``: 16 lattices per
-  simulation, 100 gradient steps).
+  :data:`TWO_CLASSES`: 12 cells per lattice seen through its window): ``lambda_act[k]``, ``max_act[k]`` and the
+  class weights (searched each in (0, 1), normalised), on the fit's loss with its per-track speed distribution
+  term (4 lattices per simulation; ``--quick``: 100 gradient steps).
 
 AD is the fit ``scripts/train.py`` runs (``slm.fit.fit``); its seconds are Lightning's fit time and its
 estimates come from the logged ``param/*`` scalars. One *simulation* is one pass of the simulator
@@ -75,8 +75,8 @@ SETTINGS = {
                   "abc": {"population_size": 80, "max_generations": 5}, "cma": {"max_evaluations": 200}},
         "tcells": {"overrides": ["data.batch_size=8", "trainer.max_epochs=2"],
                    "abc": {"population_size": 40, "max_generations": 4}, "cma": {"max_evaluations": 80}},
-        "tcells_mixture": {"overrides": [*TWO_CLASSES, "data.batch_size=16", "trainer.max_epochs=4", "uq=none"],
-                           "abc": {"population_size": 100, "max_generations": 5}, "cma": {"max_evaluations": 300}},
+        "tcells_mixture": {"overrides": [*TWO_CLASSES, "data.batch_size=4", "trainer.max_epochs=4", "uq=none"],
+                           "abc": {"population_size": 60, "max_generations": 4}, "cma": {"max_evaluations": 150}},
     },
     "full": {
         "si": {"overrides": [], "abc": {"population_size": 500, "max_generations": 12},
@@ -87,7 +87,7 @@ SETTINGS = {
                   "cma": {"max_evaluations": 800}},
         "tcells": {"overrides": [], "abc": {"population_size": 100, "max_generations": 6},
                    "cma": {"max_evaluations": 300}},
-        "tcells_mixture": {"overrides": [*TWO_CLASSES, "uq=none"],
+        "tcells_mixture": {"overrides": [*TWO_CLASSES, "data.batch_size=4", "uq=none"],
                            "abc": {"population_size": 200, "max_generations": 8}, "cma": {"max_evaluations": 1000}},
     },
 }

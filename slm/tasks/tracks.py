@@ -25,6 +25,7 @@ into the run folder.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.plots import lattice_image, save_field, speeds_figure, tracks_figure
+from slm.plots import SpeedSample, lattice_image, save_field, speeds_figure, tracks_figure
 from slm.stats import TRACK_TERMS, track_loss, track_objective, track_speeds
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
@@ -77,17 +78,16 @@ class TrackFitting(FittingTask):
         self.fitted_tracks: Tensor | None = None
         self.last_state: tuple | None = None
         #: the data's and the fitted model's per-track mean speeds (um/min), the model's weights and classes
-        self.speeds: tuple | None = None
+        self.speeds: SpeedSample | None = None
         self.batch_units = 1  # lattices per training step (as last seen)
 
     def simulate(self, labels: Tensor, cell_types: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, tuple]:
         """Per-lattice statistics ``(B, K + 2)`` (with the speed distribution term: ``(B, K + 2 + J)``, its
-        distribution function appended), the tracks ``(B, cells, F + 1, 2)`` and the final state."""
-        target = self.target
-        state, frames = self.simulator.tracks(self.simulator.state(labels, cell_types), target.frames,
-                                              target.mcs_per_frame, generator, target.burn_in, self.checkpoint_every)
-        tracks = frames.transpose(1, 2)
-        return target.track_statistics(tracks, self.speed_distribution > 0), tracks, state
+        distribution function appended), the observed tracks ``(B, N, F + 1, d)`` (NaN where a track has no
+        point, :class:`slm.observation.Observation`) and the final state."""
+        state, tracks = self.target.record(self.simulator, self.simulator.state(labels, cell_types), generator,
+                                           self.checkpoint_every)
+        return self.target.track_statistics(tracks, self.speed_distribution > 0), tracks, state
 
     def full_target(self) -> Tensor:
         """The target statistics, with the data's speed distribution function appended when it is fitted."""
@@ -115,7 +115,7 @@ class TrackFitting(FittingTask):
 
     def uncertainty_problem(self) -> Moments:
         """The track fit as a method of moments: per-lattice track statistics, :func:`slm.stats.track_loss`'s
-        weighting."""
+        weighting; each evaluation simulates about 64 cells (at least 8 lattices)."""
         target = self.full_target()
         lags = self.target.lags
         weight = torch.cat([self.weights[0] / lags / target[:lags] ** 2, (self.weights[1] / target[lags] ** 2)[None],
@@ -128,7 +128,8 @@ class TrackFitting(FittingTask):
         return Moments(target, weight,
                        lambda n, generator: self.simulator.class_weighted(
                            self.simulate(*self.start_lattices(n), generator)[0]),
-                       units=64, fit_units=self.batch_units, unit="lattices", resample=resample)
+                       units=max(8, math.ceil(64 / self.simulator.cells)), fit_units=self.batch_units,
+                       unit="lattices", resample=resample)
 
     @torch.no_grad()
     def final_metrics(self) -> dict[str, float]:
@@ -147,12 +148,14 @@ class TrackFitting(FittingTask):
                 "persistence_error": float((self.fitted[-1] - target[-1]).abs()),
                 "speed_um_per_min": float(physical[-2]),
                 "speed_um_per_min_target": float(self.target.physical(target)[-2]),
-                "track_loss": float(track_loss(self.fitted, target, self.weights))}
+                "track_loss": float(track_loss(self.fitted, target, self.weights)),
+                "mcs_per_frame": self.target.mcs_per_frame, "frame_residual_mcs": self.target.frame_residual}
 
     def speed_metrics(self, tracks: Tensor) -> dict[str, float]:
-        """How the per-track mean speeds of ``tracks (B, cells, F + 1, 2)`` (each lattice weighted for its class)
-        compare with the data's, every track weighted by its steps: the Wasserstein distance in um/min and the
-        largest gap of the distribution functions at the data's quantiles; keeps the speeds for ``speeds.png``."""
+        """How the per-track mean speeds of observed ``tracks (B, N, F + 1, d)`` (each lattice weighted for its
+        class) compare with the data's, every track weighted by its steps: the Wasserstein distance in um/min, the
+        largest gap of the distribution functions at the data's quantiles, and the median track length (points)
+        of both; keeps the speeds for ``speeds.png``."""
         from scipy.stats import wasserstein_distance
 
         if self.target.track_speeds is None:
@@ -161,19 +164,24 @@ class TrackFitting(FittingTask):
         speeds, steps = track_speeds(tracks)
         classes = self.simulator.unit_classes(len(tracks))
         weight = torch.ones(len(tracks), device=speeds.device) if classes is None else classes[1]
+        kind = None if classes is None else classes[0][:, None].expand_as(speeds)
+        seen = speeds.isfinite()
+        if not bool(seen.any()):
+            return {"tracks_observed": 0}
         present = self.target.track_speeds.isfinite()
         data, data_steps = self.target.track_speeds[present], self.target.track_steps[present]
-        self.speeds = (data.cpu().numpy() * per_minute, data_steps.cpu().numpy(),
-                       (speeds.flatten() * per_minute).cpu().numpy(),
-                       (weight[:, None] * steps).flatten().cpu().numpy(),
-                       None if classes is None else classes[0][:, None].expand_as(speeds).flatten().cpu().numpy())
+        self.speeds = SpeedSample(data.cpu().numpy() * per_minute, data_steps.cpu().numpy(),
+                                  (speeds[seen] * per_minute).cpu().numpy(), steps[seen].cpu().numpy(),
+                                  (weight[:, None] * steps)[seen].cpu().numpy(),
+                                  None if kind is None else kind[seen].cpu().numpy())
         model_function = (self.target.speed_function(speeds, steps) * weight[:, None]).mean(0)
         gap = (model_function - self.target.speed_function(data.to(speeds.device), data_steps.to(speeds.device))
                ).abs().max()
-        data_speeds, data_steps, model_speeds, model_weights, _ = self.speeds
-        distance = wasserstein_distance(data_speeds, model_speeds, data_steps, model_weights)
-        return {"speed_wasserstein_um_per_min": float(distance),
-                "speed_distribution_error": float(gap)}
+        sample = self.speeds
+        distance = wasserstein_distance(sample.data, sample.model, sample.data_steps, sample.model_weights)
+        return {"speed_wasserstein_um_per_min": float(distance), "speed_distribution_error": float(gap),
+                "tracks_observed": int(seen.sum()), "track_points_median": float(np.median(sample.model_steps) + 1),
+                "track_points_median_target": float(np.median(sample.data_steps) + 1)}
 
     def class_metrics(self, statistics: Tensor) -> dict[str, float]:
         """Each class's weight, mean speed (um/min) and persistence from per-lattice ``statistics`` (none for one
@@ -193,17 +201,21 @@ class TrackFitting(FittingTask):
 
     def save_artifacts(self, out_dir: Path) -> None:
         target = self.target
-        simulated = (self.fitted_tracks * target.um_per_site).cpu().numpy()
+        tracks = self.fitted_tracks[self.fitted_tracks[..., 0].isfinite().sum(-1) >= 2]
+        simulated = (tracks * target.um_per_site).cpu().numpy()
+        first = simulated[np.arange(len(simulated)), np.isfinite(simulated[..., 0]).argmax(1)]
+        relative = simulated[:12] - first[:12, None]
         curves = {"names": list(target.names), "target": target.physical(target.statistics).tolist(),
                   "fitted": target.physical(self.fitted.cpu()).tolist(),
                   "units": {"msd": "um^2", "speed": "um/min", "persistence": "mean cos of successive steps"},
                   "frame_interval_s": target.frame_interval, "mcs_per_frame": target.mcs_per_frame,
                   "um_per_site": target.um_per_site,
-                  "example_tracks_um": (simulated[:12] - simulated[:12, :1]).round(3).tolist()}
+                  "window_sites": None if target.observation.window is None else target.observation.window,
+                  "example_tracks_um": np.where(np.isfinite(relative), relative.round(3), None).tolist()}
         (out_dir / "tracks.json").write_text(json.dumps(curves, indent=2) + "\n")
         self.msd_figure(self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
         if self.speeds is not None:
-            speeds_figure(*self.speeds).savefig(out_dir / "speeds.png", dpi=120)
+            speeds_figure(self.speeds).savefig(out_dir / "speeds.png", dpi=120)
         save_field(lattice_image(self.simulator.observe(self.last_state)[0]), out_dir / "lattice.png",
                    "fitted model, lattice 0 (shade: activity)")
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.images import synthetic_cells
-from slm.config import compose_config
+from slm.config import build_task_and_data, compose_config
 from slm.errors import InputError
 from slm.fit import fit
 from slm.models.act import ActPotts
@@ -259,6 +259,41 @@ ACT_CASES = {f"act_{mode}_40_b{batch}": partial(act_case, mode, batch)
              for mode, batch in [("forward", 1), ("uniform", 1), ("forward", 16), ("forward", 128), ("grad", 16)]}
 
 
+def window_case(experiment: str, device: torch.device, repeats: int) -> Row:
+    """One gradient step of ``experiment`` as it runs (its data's starting lattices and its task's loss: the
+    crowded lattices, the window, the observed tracks' statistics) and the same loss without gradient; the row
+    says how long its cap of steps takes at that rate."""
+    cfg = compose_config(f"experiment={experiment}")
+    task, data = build_task_and_data(cfg)
+    task = task.to(device)
+    optimizer = torch.optim.Adam(task.parameters(), lr=0.01)
+    batch = tuple(part.to(device) for part in next(iter(data.train_dataloader())))
+    generator = torch.Generator(device=device)
+
+    def loss() -> torch.Tensor:
+        task.simulator.reset_estimators()
+        return task.loss(batch, generator.manual_seed(0))
+
+    def grad_step() -> None:
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        forward = median_seconds(loss, max(3, repeats // 2), device, 1)
+    grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+    cap = cfg.trainer.max_epochs * cfg.data.steps_per_epoch
+    shape = "x".join(map(str, data.size))
+    return {"model": f"{experiment}: {cfg.model.cells} act cells per lattice, windowed tracks", "lattice": shape,
+            "batch": cfg.data.batch_size,
+            "gradient step": f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s); "
+                             f"{cap} steps: {cap * grad / 60:.1f} min"}
+
+
+WINDOW_CASES = {f"window_{experiment}": partial(window_case, experiment)
+                for experiment in ("cpm_tcells_mixture", "cpm_tcells_3d")}
+
+
 def mk_case(implementation: str, size: int, batch: int, mode: str, device: torch.device, repeats: int,
             label: str | None = None) -> Row:
     """MK: ``forward`` steps/s, or a ``grad`` step of tau = 500 (``grad+checkpoint``: checkpoints every 50
@@ -318,4 +353,4 @@ CASES: dict[str, Callable[[torch.device, int], Row]] = {
     "si_step": si_step, "si_field_4096_step": partial(si_step, blocks=64), "si_epoch": si_epoch,
     "prw_step": prw_step, "prw_mixture_4_step": partial(prw_step, classes=4),
     "segmentation_step": segmentation_step, "cpm_step": cpm_step,
-} | MK_CASES | POTTS_CASES | ACT_CASES
+} | MK_CASES | POTTS_CASES | ACT_CASES | WINDOW_CASES
