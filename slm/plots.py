@@ -274,6 +274,19 @@ def lattice_image(field: Tensor) -> Tensor:
     return torch.from_numpy(_grid(rows, 1.0, gap=1))
 
 
+def window_outline(image: Tensor, window: tuple[tuple[float, float], ...] | None) -> Tensor:
+    """A plane's picture ``(H, W)`` with the imaging ``window`` (``(low, high)`` per axis, sites) drawn as a white
+    frame; a volume's picture, or no window, as it is."""
+    if window is None or len(window) != 2:
+        return image
+    image = image.detach().float().cpu().clone()
+    (top, bottom), (left, right) = ((int(low), min(int(high), side - 1)) for (low, high), side in
+                                    zip(window, image.shape, strict=True))
+    image[[top, bottom], left: right + 1] = 1.0
+    image[top: bottom + 1, [left, right]] = 1.0
+    return image
+
+
 def _scaled(image: np.ndarray, scale: int) -> np.ndarray:
     return image.repeat(scale, 0).repeat(scale, 1)
 

@@ -104,7 +104,7 @@ def test_potts_problem_runs_the_fit_simulator_within_bounds(tmp_path):
 
 def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
     small = ["data.size=24", "model.volume_target=16", "model.surface_target=50", "data.burn_in=4", "data.frames=4",
-             "data.lags=2", "data.batch_size=2", "task.eval_lattices=2"]
+             "data.lags=2", "data.batch_size=2", "task.eval_lattices=2", "data.min_points=2"]
     cfg = calibrators.compose("tcells", small, tmp_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -121,7 +121,7 @@ def test_track_problem_scores_estimates_by_the_fit_loss(tmp_path):
 
 def test_track_problem_of_a_population_weights_its_classes_as_the_fit(tmp_path):
     small = ["data.size=24", "model.volume_target=16", "model.surface_target=50", "data.burn_in=4", "data.frames=4",
-             "data.lags=2", "data.batch_size=4", "task.eval_lattices=4"]
+             "data.lags=2", "data.batch_size=4", "task.eval_lattices=4", "data.min_points=2"]
     cfg = calibrators.compose("tcells_mixture", [*calibrators.TWO_CLASSES, *small], tmp_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

@@ -178,3 +178,22 @@ def test_the_seed_table_keeps_the_asked_columns_and_their_largest_values(tmp_pat
                           "msd_rel_error", "converged"], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[2:] == ["| seed=0 | 0.0400 | True |", "| seed=1 | 0.0700 | True |",
                                     "| **largest** | 0.0700 |  |"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"window": [0.5]}, "data.window: expected 2 widths"),
+    ({"window": [0.5, 100]}, "data.window: axis 1"),
+    ({"noise": -1.0}, "data.noise"),
+    ({"gaps": 1.5}, "data.gaps"),
+    ({"min_points": 0}, "data.min_points"),
+    ({"size": [10, 20, 30, 40]}, "data.size"),
+])
+def test_bad_observation_settings_fail_with_one_line_before_any_compute(kwargs, message):
+    with pytest.raises(InputError, match=message) as error:
+        TrackStatisticsDataModule(act_model(), path=TCELLS_2D, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_simulated_tracks_shorter_than_the_datas_shortest_are_refused_before_fitting():
+    with pytest.raises(InputError, match="data.frames: simulated tracks of at most 6 points"):
+        TrackStatisticsDataModule(act_model(), path=TCELLS_2D, frames=5, lags=3).setup()

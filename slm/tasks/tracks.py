@@ -35,7 +35,7 @@ from torch import Tensor
 
 from slm.errors import InputError
 from slm.models.base import Simulator
-from slm.plots import SpeedSample, lattice_image, save_field, speeds_figure, tracks_figure
+from slm.plots import SpeedSample, lattice_image, save_field, speeds_figure, tracks_figure, window_outline
 from slm.stats import TRACK_TERMS, track_loss, track_objective, track_speeds
 from slm.tasks.base import PREVIEW_STREAM, FittingTask
 from slm.uncertainty import Moments
@@ -216,8 +216,10 @@ class TrackFitting(FittingTask):
         self.msd_figure(self.fitted, simulated).savefig(out_dir / "tracks.png", dpi=120)
         if self.speeds is not None:
             speeds_figure(self.speeds).savefig(out_dir / "speeds.png", dpi=120)
-        save_field(lattice_image(self.simulator.observe(self.last_state)[0]), out_dir / "lattice.png",
-                   "fitted model, lattice 0 (shade: activity)")
+        window = target.observation.window
+        save_field(window_outline(lattice_image(self.simulator.observe(self.last_state)[0]), window),
+                   out_dir / "lattice.png", "fitted model, lattice 0 (shade: activity" +
+                   (", white: the window)" if window is not None and len(window) == 2 else ")"))
 
     def msd_figure(self, simulated: Tensor, tracks: np.ndarray | None = None) -> Figure:
         """:func:`slm.plots.tracks_figure` of the target's statistics and ``simulated`` (lattice units)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable
 from functools import partial
 
@@ -272,7 +273,9 @@ def window_case(experiment: str, device: torch.device, repeats: int) -> Row:
 
     def loss() -> torch.Tensor:
         task.simulator.reset_estimators()
-        return task.loss(batch, generator.manual_seed(0))
+        with warnings.catch_warnings():  # the task logs its statistics; here there is no trainer to take them
+            warnings.simplefilter("ignore")
+            return task.loss(batch, generator.manual_seed(0))
 
     def grad_step() -> None:
         optimizer.zero_grad()
