@@ -275,7 +275,7 @@ def lattice_image(field: Tensor) -> Tensor:
 
 
 def window_outline(image: Tensor, window: tuple[tuple[float, float], ...] | None) -> Tensor:
-    """A plane's picture ``(H, W)`` with the imaging ``window`` (``(low, high)`` per axis, sites) drawn as a white
+    """A plane's picture ``(H, W)`` with the imaging ``window`` (``(low, high)`` per axis, sites) drawn as a bright
     frame; a volume's picture, or no window, as it is."""
     if window is None or len(window) != 2:
         return image

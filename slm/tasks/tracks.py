@@ -219,7 +219,7 @@ class TrackFitting(FittingTask):
         window = target.observation.window
         save_field(window_outline(lattice_image(self.simulator.observe(self.last_state)[0]), window),
                    out_dir / "lattice.png", "fitted model, lattice 0 (shade: activity" +
-                   (", white: the window)" if window is not None and len(window) == 2 else ")"))
+                   (", frame: the window)" if window is not None and len(window) == 2 else ")"))
 
     def msd_figure(self, simulated: Tensor, tracks: np.ndarray | None = None) -> Figure:
         """:func:`slm.plots.tracks_figure` of the target's statistics and ``simulated`` (lattice units)."""
