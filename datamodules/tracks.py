@@ -30,7 +30,6 @@ import math
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import ListConfig
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -105,8 +104,8 @@ class TrackStatisticsDataModule(L.LightningDataModule):
         sides = [size] * 2 if isinstance(size, int) else list(size)
         if not (len(sides) in (2, 3) and all(isinstance(n, int) and n >= 1 for n in sides)):
             raise InputError(f"data.size: expected a side, [H, W] or [D, H, W] in sites, got {size!r}")
-        window_bounds([1 if w == "data" else w for w in window] if isinstance(window, list | ListConfig) else window,
-                      sides)  # its checks, before any compute ('data' is known after reading the file)
+        # its checks before any compute; a file's extent ('data') is known once it is read
+        window_bounds(window, sides, None if path is None else [1.0] * len(sides))
         if not callable(getattr(simulator, "positions", None)):
             raise InputError(f"model: track fitting needs a model with cell positions (e.g. slm.models.ActPotts), "
                              f"got {type(simulator).__name__}")

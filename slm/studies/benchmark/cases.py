@@ -25,7 +25,7 @@ from slm.models.reference.mk import NaiveMK
 from slm.models.reference.potts import reference_parameters, sequential_mcs
 from slm.models.si import SI, simulate_si
 from slm.stats import track_statistics
-from slm.studies.benchmark.timing import CELLSORT, Row, glazier_mcs_seconds, median_seconds
+from slm.studies.benchmark.timing import CELLSORT, Row, glazier_mcs_seconds, gradient_step_seconds, median_seconds
 from slm.tasks.segmentation import segmentation_loss
 
 
@@ -179,20 +179,12 @@ def potts_case(mode: str, size: int, cells: int, volume: int, batch: int, device
                          "targets", "kernel": ", sweep schedule, compiled", "torch": ", sweep schedule, torch"}[mode]
     else:
         mcs = 100
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
         def forward() -> torch.Tensor:
             out = model.rollout(start, mcs, generator, 10 if mode == "grad+checkpoint" else None)
             return model.summary(out)[:, [0, 1, 2, 4]].mean(0).sum()
 
-        def grad_step() -> None:
-            optimizer.zero_grad()
-            forward().backward()
-            optimizer.step()
-
-        with torch.no_grad():
-            plain = median_seconds(forward, max(3, repeats // 2), device, 1)
-        grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+        grad, plain = gradient_step_seconds(forward, model.parameters(), device, repeats)
         row["model"] += f", {mcs} MCS" + (", checkpoints every 10" if mode == "grad+checkpoint" else "")
         row["gradient step"] = f"{grad:.2f} s ({grad / plain:.1f}x the forward {plain:.2f} s)"
         return row
@@ -238,19 +230,11 @@ def act_case(mode: str, batch: int, device: torch.device, repeats: int) -> Row:
         row["forward steps/s"] = f"{1 / seconds:,.1f} MCS"
         row["copy attempts/s"] = f"{batch * size * size / seconds:,.3g}"
         return row
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
     def run() -> torch.Tensor:
         return track_statistics(model.tracks(start, 16, 8, generator, 50).frames.transpose(1, 2), 10).mean(0)
 
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        run().sum().backward()
-        optimizer.step()
-
-    with torch.no_grad():
-        forward = median_seconds(run, max(3, repeats // 2), device, 1)
-    grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+    grad, forward = gradient_step_seconds(run, model.parameters(), device, repeats)
     row["model"] += ", T-cell fit step (178 MCS)"
     row["gradient step"] = f"{grad:.2f} s ({grad / forward:.1f}x the forward {forward:.2f} s)"
     return row
@@ -267,7 +251,6 @@ def window_case(experiment: str, device: torch.device, repeats: int) -> Row:
     cfg = compose_config(f"experiment={experiment}")
     task, data = build_task_and_data(cfg)
     task = task.to(device)
-    optimizer = torch.optim.Adam(task.parameters(), lr=0.01)
     batch = tuple(part.to(device) for part in next(iter(data.train_dataloader())))
     generator = torch.Generator(device=device)
 
@@ -277,14 +260,7 @@ def window_case(experiment: str, device: torch.device, repeats: int) -> Row:
             warnings.simplefilter("ignore")
             return task.loss(batch, generator.manual_seed(0))
 
-    def grad_step() -> None:
-        optimizer.zero_grad()
-        loss().backward()
-        optimizer.step()
-
-    with torch.no_grad():
-        forward = median_seconds(loss, max(3, repeats // 2), device, 1)
-    grad = median_seconds(grad_step, max(3, repeats // 2), device, warmup=1)
+    grad, forward = gradient_step_seconds(loss, task.parameters(), device, repeats)
     cap = cfg.trainer.max_epochs * cfg.data.steps_per_epoch
     shape = "x".join(map(str, data.size))
     return {"model": f"{experiment}: {cfg.model.cells} act cells per lattice, windowed tracks", "lattice": shape,

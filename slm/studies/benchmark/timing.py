@@ -36,6 +36,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
     return statistics.median(times)
 
 
+def gradient_step_seconds(loss: Callable[[], torch.Tensor], parameters, device: torch.device, repeats: int
+                          ) -> tuple[float, float]:
+    """Median seconds of one Adam step on ``loss().sum()`` over ``parameters``, and of the same ``loss()`` without
+    gradient (each over ``max(3, repeats // 2)`` runs after one warm-up)."""
+    optimizer = torch.optim.Adam(parameters, lr=0.01)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss().sum().backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        forward = median_seconds(loss, max(3, repeats // 2), device, 1)
+    return median_seconds(step, max(3, repeats // 2), device, warmup=1), forward
+
+
 def glazier_mcs_seconds(size: int, cells: int, volume: int, repeats: int) -> float:
     """Seconds per MCS of glazier's serial engine: cellsort energies, ``cells`` square cells of ``volume`` sites
     tiled from a corner, half of each type; (time of ``n`` MCS - time of 1 MCS) / (n - 1), median of ``repeats``."""
